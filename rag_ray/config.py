@@ -1,0 +1,216 @@
+"""Typed configuration, read once at the entry point (CLI, job, Serve app builder) and passed down.
+
+Variable names follow the seed (``LLM_PROVIDER``, ``MILVUS_HOST`` …); rag-ray's own additions are
+prefixed ``RAG_``. Nothing in the library reads the environment itself.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from rag_ray.errors import ConfigError
+
+PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret", "your-secret-key", "your-secret-key-here",
+                       "dev", "development", "password"}
+
+DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
+DEFAULT_LLM_MODEL = "SmolLM2-135M-Instruct"
+
+
+def _alias(*names: str) -> Any:
+    return AliasChoices(*names)
+
+
+class Settings(BaseSettings):
+    """All runtime settings. Production values come from the environment or ``--env-file``."""
+
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", populate_by_name=True,
+                                      case_sensitive=False)
+
+    app_env: Literal["development", "test", "production"] = Field("development", validation_alias="APP_ENV")
+    data_dir: Path = Field(Path("./data"), validation_alias="RAG_DATA_DIR")
+
+    # --- API ---
+    api_host: str = Field("127.0.0.1", validation_alias="API_HOST")
+    api_port: int = Field(8000, validation_alias="API_PORT")
+    secret_key: SecretStr | None = Field(None, validation_alias="SECRET_KEY")
+    admin_username: str = Field("admin", validation_alias="RAG_ADMIN_USERNAME")
+    admin_password: SecretStr | None = Field(None, validation_alias="RAG_ADMIN_PASSWORD")
+    allowed_roots: list[Path] = Field(default_factory=list, validation_alias="RAG_ALLOWED_ROOTS")
+    max_request_bytes: int = Field(10 * 1024 * 1024, validation_alias="RAG_MAX_REQUEST_BYTES")
+    max_upload_bytes: int = Field(50 * 1024 * 1024, validation_alias="RAG_MAX_UPLOAD_BYTES")
+    max_k: int = Field(100, validation_alias="RAG_MAX_K")
+
+    # --- Ray ---
+    ray_address: str | None = Field(None, validation_alias="RAY_ADDRESS")
+
+    # --- Vector store ---
+    milvus_uri: str | None = Field(None, validation_alias="MILVUS_URI")
+    milvus_host: str | None = Field(None, validation_alias="MILVUS_HOST")
+    milvus_port: int = Field(19530, validation_alias="MILVUS_PORT")
+    milvus_user: str | None = Field(None, validation_alias="MILVUS_USER")
+    milvus_password: SecretStr | None = Field(None, validation_alias="MILVUS_PASSWORD")
+    milvus_token: SecretStr | None = Field(None, validation_alias="MILVUS_TOKEN")
+    milvus_lite_port: int = Field(19531, validation_alias="RAG_MILVUS_LITE_PORT")
+    collection: str = Field("rag_chunks", validation_alias="RAG_COLLECTION")
+
+    # --- Metadata DB ---
+    database_url: str | None = Field(None, validation_alias="DATABASE_URL")
+    db_type: str = Field("mysql", validation_alias="DB_TYPE")
+    db_host: str | None = Field(None, validation_alias="DB_HOST")
+    db_port: int | None = Field(None, validation_alias="DB_PORT")
+    db_name: str | None = Field(None, validation_alias="DB_NAME")
+    db_user: str | None = Field(None, validation_alias="DB_USER")
+    db_password: SecretStr | None = Field(None, validation_alias="DB_PASSWORD")
+
+    # --- Embeddings ---
+    embedding_provider: str = Field("local", validation_alias="EMBEDDING_PROVIDER")
+    embedding_model: str = Field(DEFAULT_EMBEDDING_MODEL, validation_alias="EMBEDDING_MODEL")
+    embedding_api_key: SecretStr | None = Field(None, validation_alias="EMBEDDING_API_KEY")
+    embedding_base_url: str | None = Field(None, validation_alias="EMBEDDING_BASE_URL")
+    embedding_batch_size: int = Field(16, validation_alias="RAG_EMBEDDING_BATCH_SIZE")
+    embedding_threads: int = Field(0, validation_alias="RAG_EMBEDDING_THREADS")  # 0: all cores
+
+    # --- LLM ---
+    llm_provider: str = Field("local", validation_alias="LLM_PROVIDER")
+    llm_model: str = Field(DEFAULT_LLM_MODEL, validation_alias="LLM_MODEL")
+    llm_api_key: SecretStr | None = Field(None, validation_alias="LLM_API_KEY")
+    llm_base_url: str | None = Field(None, validation_alias="LLM_BASE_URL")
+    llm_max_new_tokens: int = Field(256, validation_alias="RAG_LLM_MAX_NEW_TOKENS")
+
+    # --- Ingest ---
+    chunk_size: int = Field(800, validation_alias="RAG_CHUNK_SIZE")
+    chunk_overlap: int = Field(100, validation_alias="RAG_CHUNK_OVERLAP")
+    max_file_bytes: int = Field(100 * 1024 * 1024, validation_alias="RAG_MAX_FILE_BYTES")
+    embed_concurrency_min: int = Field(1, validation_alias="RAG_EMBED_CONCURRENCY_MIN")
+    embed_concurrency_max: int = Field(1, validation_alias="RAG_EMBED_CONCURRENCY_MAX")
+
+    @field_validator("allowed_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [p for p in value.split(":") if p]
+        return value
+
+    @model_validator(mode="after")
+    def _check_production(self) -> Settings:
+        if self.chunk_overlap >= self.chunk_size:
+            raise ValueError("RAG_CHUNK_OVERLAP must be smaller than RAG_CHUNK_SIZE")
+        return self
+
+    # ---- derived values ----
+    @property
+    def resolved_data_dir(self) -> Path:
+        return self.data_dir.expanduser().resolve()
+
+    @property
+    def metadata_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        if self.db_host:
+            return self._url_from_parts()
+        return f"sqlite:///{self.resolved_data_dir / 'rag.sqlite'}"
+
+    def _url_from_parts(self) -> str:
+        from sqlalchemy.engine import URL
+
+        drivers = {"mysql": "mysql+pymysql", "mariadb": "mysql+pymysql", "postgresql": "postgresql+psycopg",
+                   "postgres": "postgresql+psycopg"}
+        driver = drivers.get(self.db_type.lower())
+        if driver is None:
+            raise ConfigError(f"DB_TYPE {self.db_type!r} is not supported for the metadata DB", field="DB_TYPE")
+        pw = self.db_password.get_secret_value() if self.db_password else None
+        url = URL.create(driver, username=self.db_user, password=pw, host=self.db_host, port=self.db_port,
+                         database=self.db_name)
+        return url.render_as_string(hide_password=False)
+
+    @property
+    def uses_milvus_lite(self) -> bool:
+        return not (self.milvus_uri or self.milvus_host)
+
+    @property
+    def milvus_address(self) -> str:
+        if self.milvus_uri:
+            return self.milvus_uri
+        if self.milvus_host:
+            return f"http://{self.milvus_host}:{self.milvus_port}"
+        return f"http://127.0.0.1:{self.milvus_lite_port}"
+
+    @property
+    def milvus_token_value(self) -> str:
+        if self.milvus_token:
+            return self.milvus_token.get_secret_value()
+        if self.milvus_user and self.milvus_password:
+            return f"{self.milvus_user}:{self.milvus_password.get_secret_value()}"
+        return ""
+
+    @property
+    def resolved_allowed_roots(self) -> list[Path]:
+        roots = self.allowed_roots or [self.resolved_data_dir / "inbox"]
+        return [Path(r).expanduser().resolve() for r in roots]
+
+    def jwt_secret(self) -> str:
+        """The signing secret: configured, or generated once and kept in the data dir."""
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value()
+        path = self.resolved_data_dir / "secret.key"
+        if path.exists():
+            return path.read_text().strip()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(48)
+        path.write_text(key)
+        path.chmod(0o600)
+        return key
+
+    def validate_for_production(self) -> list[str]:
+        """Problems that make this configuration unsafe; production refuses to start with any."""
+        problems: list[str] = []
+        if self.app_env != "production":
+            return problems
+        key = self.secret_key.get_secret_value() if self.secret_key else ""
+        if key.lower() in PLACEHOLDER_SECRETS or len(key) < 32:
+            problems.append("SECRET_KEY is missing, a placeholder, or shorter than 32 characters")
+        if self.admin_password and self.admin_password.get_secret_value().lower() in PLACEHOLDER_SECRETS:
+            problems.append("RAG_ADMIN_PASSWORD is a placeholder")
+        return problems
+
+    def masked(self) -> dict[str, Any]:
+        """Settings as a dict with every secret masked (for `config show` and logs)."""
+        out: dict[str, Any] = {}
+        for name, value in self.model_dump().items():
+            if isinstance(value, SecretStr):
+                out[name] = "********" if value.get_secret_value() else ""
+            elif isinstance(value, Path):
+                out[name] = str(value)
+            elif isinstance(value, list):
+                out[name] = [str(v) for v in value]
+            else:
+                out[name] = value
+        if out.get("database_url"):
+            out["database_url"] = _mask_url(out["database_url"])
+        return out
+
+
+def _mask_url(url: str | None) -> str | None:
+    if not url:
+        return url
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "********"
+
+
+def load_settings(env_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build settings from the environment (and an optional .env file) plus explicit overrides."""
+    settings = Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+    problems = settings.validate_for_production()
+    if problems:
+        raise ConfigError("; ".join(problems), field="SECRET_KEY")
+    return settings

