@@ -82,6 +82,10 @@ class Settings(BaseSettings):
     llm_api_key: SecretStr | None = Field(None, validation_alias="LLM_API_KEY")
     llm_base_url: str | None = Field(None, validation_alias="LLM_BASE_URL")
     llm_max_new_tokens: int = Field(256, validation_alias="RAG_LLM_MAX_NEW_TOKENS")
+    # JSON lists of provider specs (rag_ray.providers.config.ProviderSpec); SecretStr as they may hold API keys.
+    llm_providers_json: SecretStr | None = Field(None, validation_alias="RAG_LLM_PROVIDERS")
+    embedding_providers_json: SecretStr | None = Field(None, validation_alias="RAG_EMBEDDING_PROVIDERS")
+    llm_max_retries: int = Field(3, validation_alias="RAG_LLM_MAX_RETRIES")
 
     # --- Ingest ---
     chunk_size: int = Field(800, validation_alias="RAG_CHUNK_SIZE")
