@@ -1,0 +1,4 @@
+from rag_ray.metadata.db import MetadataDB, make_engine, upgrade_schema
+from rag_ray.metadata.models import Base, DocumentRecord, JobErrorRecord, JobRecord
+
+__all__ = ["Base", "DocumentRecord", "JobErrorRecord", "JobRecord", "MetadataDB", "make_engine", "upgrade_schema"]

@@ -1,0 +1,75 @@
+"""Metadata DB tables (SQLAlchemy 2). The schema is owned by the alembic migrations next door."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class DocumentRecord(Base):
+    """The ingest manifest: one row per source document (file or table row group) in the store."""
+
+    __tablename__ = "documents"
+
+    doc_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    source_uri: Mapped[str] = mapped_column(String(2048), index=True)
+    source_type: Mapped[str] = mapped_column(String(32), default="file")
+    source_name: Mapped[str] = mapped_column(String(255), default="", index=True)
+    file_type: Mapped[str] = mapped_column(String(16), default="")
+    content_hash: Mapped[str] = mapped_column(String(64), default="")
+    size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    mtime_ns: Mapped[int] = mapped_column(BigInteger, default=0)
+    chunk_count: Mapped[int] = mapped_column(Integer, default=0)
+    owner_id: Mapped[str] = mapped_column(String(128), default="system", index=True)
+    group_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    visibility: Mapped[str] = mapped_column(String(16), default="private")
+    metadata_json: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    job_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class JobRecord(Base):
+    """An ingest/sync job and its progress counters (read by the jobs API and `data status`)."""
+
+    __tablename__ = "jobs"
+
+    job_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_by: Mapped[str] = mapped_column(String(128), default="system")
+    items_total: Mapped[int] = mapped_column(Integer, default=0)
+    items_done: Mapped[int] = mapped_column(Integer, default=0)
+    items_skipped: Mapped[int] = mapped_column(Integer, default=0)
+    items_deleted: Mapped[int] = mapped_column(Integer, default=0)
+    chunks_done: Mapped[int] = mapped_column(Integer, default=0)
+    errors_count: Mapped[int] = mapped_column(Integer, default=0)
+    message: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class JobErrorRecord(Base):
+    """One failed item (file, table, row batch) of a job; the job itself goes on."""
+
+    __tablename__ = "job_errors"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(String(64), ForeignKey("jobs.job_id", ondelete="CASCADE"), index=True)
+    item: Mapped[str] = mapped_column(String(2048))
+    error: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
