@@ -1,0 +1,86 @@
+"""Session-wide fixtures: one Milvus Lite server, one Ray, one loaded embedding model per test run."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from rag_ray.config import Settings  # noqa: E402
+from rag_ray.embedding.fake import FakeEmbedder  # noqa: E402
+from rag_ray.store.lite_server import MilvusLiteServer, free_port  # noqa: E402
+from rag_ray.store.milvus import ChunkStore  # noqa: E402
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.exists():
+        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def milvus_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    server = MilvusLiteServer(tmp_path_factory.mktemp("milvus"), free_port()).start()
+    yield server.uri
+    server.stop()
+
+
+@pytest.fixture
+def collection_name() -> str:
+    return f"t_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, milvus_uri: str, collection_name: str) -> Callable[..., Settings]:
+    """Settings isolated per test: own data dir, own collection, the session's Milvus Lite."""
+
+    def build(**overrides: object) -> Settings:
+        values: dict[str, object] = {"data_dir": tmp_path / "data", "milvus_uri": milvus_uri,
+                                     "collection": collection_name, "embedding_provider": "fake",
+                                     "embedding_model": "hash-bow", "llm_provider": "fake", "llm_model": "echo",
+                                     "app_env": "test", "secret_key": "test-secret-" + "x" * 40}
+        values.update(overrides)
+        return Settings(**values)  # type: ignore[arg-type]
+
+    return build
+
+
+@pytest.fixture
+def fake_embedder() -> FakeEmbedder:
+    return FakeEmbedder()
+
+
+@pytest.fixture
+def fake_store(milvus_uri: str, collection_name: str, fake_embedder: FakeEmbedder) -> Iterator[ChunkStore]:
+    store = ChunkStore.connect(milvus_uri, collection_name, fake_embedder.dimension)
+    yield store
+    store.drop()
+
+
+@pytest.fixture(scope="session")
+def local_embedder():  # type: ignore[no-untyped-def]
+    """The real default model (all-MiniLM-L6-v2 from its PyPI package), loaded once."""
+    from rag_ray.embedding.local import SentenceTransformerEmbedder
+
+    return SentenceTransformerEmbedder()
+
+
+@pytest.fixture(scope="session")
+def ray_local() -> Iterator[None]:
+    """One local Ray for the whole session (2 CPUs, like the CI machine)."""
+    import ray
+
+    from jobs.ray_executor import init_ray
+
+    init_ray(Settings(), num_cpus=2)
+    yield
+    ray.shutdown()
