@@ -1,0 +1,50 @@
+"""Shared shape of the SDK-backed embedders: batching, error translation, normalisation, ``dimensions``
+(by API parameter where the provider has one, else truncation + renormalisation)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import ClassVar
+
+import numpy as np
+
+from rag_ray.embedding.base import truncate_dimensions
+from rag_ray.providers.errormap import StatusInfo, translate
+from rag_ray.types import InputType
+
+
+class SDKEmbedder:
+    provider = "sdk"
+    known_dimensions: ClassVar[Mapping[str, int]] = {}
+
+    def __init__(self, model: str, *, dimensions: int | None = None, batch_size: int = 64):
+        self.model = model
+        self.dimensions = dimensions
+        self.batch_size = max(1, batch_size)
+        self._dimension: int | None = dimensions or self.known_dimensions.get(model)
+
+    @property
+    def dimension(self) -> int:
+        """Known up front for configured/known models; otherwise learned from one probe call."""
+        if self._dimension is None:
+            self._dimension = int(self.embed(["dimension probe"]).shape[1])
+        return self._dimension
+
+    def _status_of(self, exc: BaseException) -> StatusInfo | None:
+        return None
+
+    def _embed_batch(self, texts: list[str], input_type: InputType) -> list[list[float]]:
+        raise NotImplementedError
+
+    def embed(self, texts: Sequence[str], *, input_type: InputType = "document") -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self._dimension or 0), dtype=np.float32)
+        rows: list[list[float]] = []
+        try:
+            for start in range(0, len(texts), self.batch_size):
+                rows.extend(self._embed_batch(list(texts[start:start + self.batch_size]), input_type))
+        except Exception as exc:
+            raise translate(exc, provider=self.provider, status_of=self._status_of) from exc
+        vectors = truncate_dimensions(np.asarray(rows, dtype=np.float32), self.dimensions)
+        self._dimension = int(vectors.shape[1])
+        return vectors
