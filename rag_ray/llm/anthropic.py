@@ -1,4 +1,7 @@
-"""Anthropic Messages API through the official SDK (SDK retries off: only the manager retries)."""
+"""Anthropic Messages API through the official SDK (SDK retries off: only the manager retries).
+
+The installed SDK (2.x) no longer types ``temperature``: it is sent through ``extra_body`` only when
+``send_temperature=True`` (option ``send_temperature``), for models/gateways that still accept it."""
 
 from __future__ import annotations
 
@@ -17,10 +20,11 @@ class AnthropicLLM(SDKChatLLM):
     provider = "anthropic"
 
     def __init__(self, model: str = DEFAULT_MODEL, *, api_key: str | None = None, base_url: str | None = None,
-                 timeout_s: float = 60.0):
+                 timeout_s: float = 60.0, send_temperature: bool = False):
         import anthropic
 
         self.model = model
+        self.send_temperature = send_temperature
         try:
             self._client = anthropic.AsyncAnthropic(api_key=api_key, base_url=base_url or None, max_retries=0,
                                                     timeout=timeout_s)
@@ -37,14 +41,14 @@ class AnthropicLLM(SDKChatLLM):
     def _request(self, messages: Sequence[ChatMessage], params: GenerationParams) -> dict[str, Any]:
         system, turns = split_system(messages)
         body: dict[str, Any] = {"model": self.model, "max_tokens": params.max_tokens,
-                                "temperature": params.temperature,
                                 "messages": [{"role": m.role, "content": m.content} for m in turns]}
         if system:
             body["system"] = system
         if params.stop:
             body["stop_sequences"] = list(params.stop)
-        if params.extra:
-            body["extra_body"] = dict(params.extra)
+        extra = ({"temperature": params.temperature} if self.send_temperature else {}) | dict(params.extra)
+        if extra:
+            body["extra_body"] = extra
         return body | timeout_kw(params)
 
     async def _complete(self, messages: Sequence[ChatMessage], params: GenerationParams
@@ -75,4 +79,5 @@ class AnthropicLLM(SDKChatLLM):
 def _create(model: str = DEFAULT_MODEL, *, api_key: str | None = None, base_url: str | None = None,
             **options: Any) -> AnthropicLLM:
     return AnthropicLLM(model or DEFAULT_MODEL, api_key=api_key, base_url=base_url,
-                        timeout_s=float(options.get("timeout_s", 60.0)))
+                        timeout_s=float(options.get("timeout_s", 60.0)),
+                        send_temperature=bool(options.get("send_temperature", False)))
