@@ -20,6 +20,7 @@ def init_ray(settings: Settings, **kwargs: Any) -> None:
         return
     ray.init(address=settings.ray_address or None, include_dashboard=False, logging_level=logging.WARNING,
              log_to_driver=False, configure_logging=True, **kwargs)
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # the CLI draws its own bar from the job's counters
     ctx.print_on_execution_start = False

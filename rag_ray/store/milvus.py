@@ -25,6 +25,7 @@ MAX_GROUPS_PER_CHUNK = 256
 OUTPUT_FIELDS = ["id", "doc_id", "source_uri", "chunk_index", "text", "metadata", "owner_id", "group_ids",
                  "visibility", "sensitivity", "source_type", "content_hash"]
 _DELETE_BATCH = 500
+_QUERY_WINDOW = 16_384
 # query_iterator warns on every call against Milvus Lite (no mvcc timestamp); it is harmless.
 logging.getLogger("pymilvus").setLevel(logging.ERROR)
 
@@ -169,7 +170,11 @@ class ChunkStore:
 
     # ---- reads ----
     def query(self, expr: str, fields: Sequence[str] = ("id",), limit: int | None = None) -> list[dict[str, Any]]:
-        """All rows matching ``expr`` (paged with an iterator, so no 16k cap)."""
+        """All rows matching ``expr``; pages with an iterator past Milvus's 16,384-row query window."""
+        window = min(limit or _QUERY_WINDOW, _QUERY_WINDOW)
+        first = list(self.client.query(self.collection, filter=expr or "", output_fields=list(fields), limit=window))
+        if len(first) < _QUERY_WINDOW or limit == len(first):
+            return first
         out: list[dict[str, Any]] = []
         iterator = self.client.query_iterator(self.collection, batch_size=1000, limit=limit or -1,
                                               filter=expr or "", output_fields=list(fields))

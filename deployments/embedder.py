@@ -1,0 +1,60 @@
+"""Embedding deployment: requests from many callers are batched together with ``@serve.batch``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from ray import serve
+
+from rag_ray.config import Settings
+from rag_ray.embedding import create_embedder
+from rag_ray.types import InputType
+
+
+class EmbedderDeployment:
+    def __init__(self, settings: Settings, max_batch_size: int = 64, batch_wait_timeout_s: float = 0.01):
+        self.embedder = create_embedder(settings)
+        self.provider, self.model, self.dimension = (self.embedder.provider, self.embedder.model,
+                                                     self.embedder.dimension)
+        self._embed_batched.set_max_batch_size(max_batch_size)
+        self._embed_batched.set_batch_wait_timeout_s(batch_wait_timeout_s)
+
+    def info(self) -> dict[str, object]:
+        return {"provider": self.provider, "model": self.model, "dimension": self.dimension}
+
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.01)
+    async def _embed_batched(self, requests: list[tuple[tuple[str, ...], InputType]]) -> list[np.ndarray]:
+        # One model call for every text of every request in the batch, then split per request.
+        by_type: dict[InputType, list[int]] = {}
+        for i, (_, input_type) in enumerate(requests):
+            by_type.setdefault(input_type, []).append(i)
+        results: list[np.ndarray] = [np.zeros((0, self.dimension), np.float32)] * len(requests)
+        for input_type, indices in by_type.items():
+            texts = [t for i in indices for t in requests[i][0]]
+            vectors = self.embedder.embed(texts, input_type=input_type)
+            offset = 0
+            for i in indices:
+                n = len(requests[i][0])
+                results[i] = vectors[offset:offset + n]
+                offset += n
+        return results
+
+    async def embed(self, texts: Sequence[str], input_type: InputType = "document") -> np.ndarray:
+        return await self._embed_batched((tuple(texts), input_type))
+
+    async def embed_unbatched(self, texts: Sequence[str], input_type: InputType = "document") -> np.ndarray:
+        return self.embedder.embed(list(texts), input_type=input_type)
+
+
+class HandleEmbedder:
+    """The AsyncEmbedder protocol over a handle to ``EmbedderDeployment`` (used by the router)."""
+
+    def __init__(self, handle: serve.handle.DeploymentHandle, info: dict[str, object], batched: bool = True):
+        self.handle = handle
+        self.provider, self.model = str(info["provider"]), str(info["model"])
+        self.dimension = int(info["dimension"])  # type: ignore[call-overload]
+        self.method = "embed" if batched else "embed_unbatched"
+
+    async def embed(self, texts: Sequence[str], *, input_type: InputType = "document") -> np.ndarray:
+        return await getattr(self.handle, self.method).remote(list(texts), input_type)

@@ -1,0 +1,116 @@
+"""`rag-cli data ingest|status|cleanup` — file ingestion as a Ray Data job, store status, clean-up."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from rag_ray.cli.context import console_from, settings_from
+from rag_ray.cli.progress import JobProgressBar
+from rag_ray.errors import RagError
+from rag_ray.ingest.file_ingest import FileIngestRequest
+from rag_ray.ingest.maintenance import cleanup_orphans, store_status
+from rag_ray.runtime import Runtime, ensure_milvus
+from rag_ray.types import Acl
+
+app = typer.Typer(help="Ingest files, inspect and clean the store")
+
+
+def _split(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+@app.command()
+def ingest(ctx: typer.Context,
+           path: Path = typer.Option(..., "--path", help="directory (or file) to ingest"),
+           recursive: bool = typer.Option(False, "--recursive", "-r", help="descend into sub-directories"),
+           file_types: str = typer.Option("", "--file-types", help="comma separated, e.g. pdf,docx"),
+           include: list[str] = typer.Option([], "--include", help="glob of files to take (repeatable)"),
+           exclude: list[str] = typer.Option([], "--exclude", help="glob of files to skip (repeatable)"),
+           owner: str = typer.Option("system", "--owner", help="owner id stamped on the chunks"),
+           groups: str = typer.Option("", "--groups", help="comma separated group ids allowed to read"),
+           visibility: str = typer.Option("", "--visibility", help="private|group|public (default: group when "
+                                                                   "--groups is given, else public)"),
+           all_files: bool = typer.Option(False, "--all", help="re-ingest unchanged files too"),
+           format: str = typer.Option("table", "--format", help="table|json")) -> None:
+    """Ingest files with a Ray Data job: parse → chunk → embed → upsert into Milvus."""
+    from jobs.ingest_files import run_file_job
+
+    settings = settings_from(ctx)
+    console = console_from(ctx)
+    group_ids = tuple(_split(groups))
+    vis = visibility or ("group" if group_ids else "public")
+    if vis not in ("private", "group", "public"):
+        raise typer.BadParameter("must be private, group or public", param_hint="--visibility")
+    request = FileIngestRequest(path=path, recursive=recursive, file_types=_split(file_types) or None,
+                                include=include, exclude=exclude, acl=Acl(owner, group_ids, vis),  # type: ignore[arg-type]
+                                only_changed=not all_files)
+    try:
+        with JobProgressBar(console, f"ingest {path}") as bar:
+            summary = run_file_job(settings, request, listeners=[bar])
+    except RagError as exc:
+        console.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(2) from None
+    if format == "json":
+        typer.echo(json.dumps(summary.to_dict(), default=str))
+    else:
+        console.print(f"[green]{summary.status}[/green]: {summary.files_processed} files ingested "
+                      f"({summary.chunks_written} chunks), {summary.files_skipped} unchanged, "
+                      f"{summary.files_deleted} removed, {len(summary.errors)} errors in {summary.duration_s:.1f}s")
+        for err in summary.errors:
+            console.print(f"  [yellow]![/yellow] {err['item']}: {err['error']}")
+    if summary.status != "succeeded":
+        raise typer.Exit(1)
+
+
+@app.command()
+def status(ctx: typer.Context, format: str = typer.Option("table", "--format", help="table|json")) -> None:
+    """Documents, chunks, the last job and its per-file errors."""
+    settings = settings_from(ctx)
+    milvus = ensure_milvus(settings)
+    try:
+        with Runtime(settings) as runtime:
+            report = store_status(runtime.db, runtime.store)
+    finally:
+        if milvus is not None:
+            milvus.stop()
+    if format == "json":
+        typer.echo(json.dumps(report.to_dict(), default=str))
+        return
+    console = console_from(ctx)
+    table = Table("documents", "chunks", "by type", "last job", "status", title="rag-ray store")
+    job = report.last_job or {}
+    table.add_row(str(report.documents), str(report.chunks),
+                  ", ".join(f"{k}={v}" for k, v in sorted(report.documents_by_type.items())),
+                  str(job.get("job_id", "-")), str(job.get("status", "-")))
+    console.print(table)
+    for item in report.failed_items:
+        console.print(f"  [yellow]![/yellow] {item['item']}: {item['error']}")
+
+
+@app.command()
+def cleanup(ctx: typer.Context, orphaned: bool = typer.Option(False, "--orphaned",
+                                                               help="remove chunks with no document and "
+                                                                    "documents whose file is gone"),
+            dry_run: bool = typer.Option(False, "--dry-run"),
+            format: str = typer.Option("table", "--format", help="table|json")) -> None:
+    """Remove orphaned chunks and vanished files from the store."""
+    if not orphaned:
+        raise typer.BadParameter("say what to clean: --orphaned", param_hint="--orphaned")
+    settings = settings_from(ctx)
+    milvus = ensure_milvus(settings)
+    try:
+        with Runtime(settings) as runtime:
+            report = cleanup_orphans(runtime.db, runtime.store, dry_run=dry_run)
+    finally:
+        if milvus is not None:
+            milvus.stop()
+    if format == "json":
+        typer.echo(json.dumps(report.to_dict()))
+    else:
+        verb = "would remove" if dry_run else "removed"
+        console_from(ctx).print(f"{verb} {report.orphan_chunks} orphaned chunks, {report.missing_files} missing "
+                                f"files ({report.missing_file_chunks} chunks)")
