@@ -31,6 +31,7 @@ class BreakerConfig:
     window_s: float = 60.0
     cooldown_s: float = 30.0
     success_threshold: int = 2
+    rate_limit_cooldown_s: float = 1.0  # a 429 without Retry-After
 
 
 class CircuitBreaker:
