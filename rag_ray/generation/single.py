@@ -1,0 +1,235 @@
+"""Where candidate answers come from (``CandidateSource``), one candidate run, and fast single-provider mode.
+
+``CandidateSource`` is the only thing the generators need: a list of provider ids and
+``async generate(messages, params, *, provider=None)``. Adapters make one from a plain ``LLM``
+(``LLMSource``), a dict of LLMs (``LLMPoolSource``) or the provider manager (``ManagerSource``);
+``as_source`` picks the right one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from rag_ray.errors import InvalidInput, ProviderError, ProviderTimeout, RagError, RequestTimeout
+from rag_ray.generation.evaluation import Evaluation, ProviderQualityTracker, QualityThresholds, ResponseEvaluator
+from rag_ray.generation.prompts import EngineeredPrompt
+from rag_ray.llm.base import LLM, ChatMessage, Completion, GenerationParams, Usage
+
+
+@runtime_checkable
+class CandidateSource(Protocol):
+    def provider_ids(self) -> list[str]: ...
+
+    async def generate(self, messages: Sequence[ChatMessage], params: GenerationParams, *,
+                       provider: str | None = None) -> Completion: ...
+
+
+class LLMSource:
+    """One LLM; ``provider`` is ignored (there is only one)."""
+
+    def __init__(self, llm: LLM):
+        self.llm = llm
+
+    def provider_ids(self) -> list[str]:
+        return [f"{self.llm.provider}:{self.llm.model}"]
+
+    async def generate(self, messages: Sequence[ChatMessage], params: GenerationParams, *,
+                       provider: str | None = None) -> Completion:
+        return await self.llm.generate(messages, params)
+
+
+class LLMPoolSource:
+    """Named LLMs, e.g. ``{"openai:gpt-4o": ..., "anthropic:claude": ...}``; no provider → the first."""
+
+    def __init__(self, llms: Mapping[str, LLM]):
+        if not llms:
+            raise InvalidInput("at least one LLM is needed", field="providers")
+        self.llms = dict(llms)
+
+    def provider_ids(self) -> list[str]:
+        return list(self.llms)
+
+    async def generate(self, messages: Sequence[ChatMessage], params: GenerationParams, *,
+                       provider: str | None = None) -> Completion:
+        key = provider or next(iter(self.llms))
+        if key not in self.llms:
+            raise InvalidInput(f"unknown provider {key!r} (available: {', '.join(self.llms)})", field="provider")
+        return await self.llms[key].generate(messages, params)
+
+
+class ManagerSource:
+    """The provider manager (``generate(messages, params, *, strategy, provider, model)``); ids ``provider[:model]``."""
+
+    def __init__(self, manager: Any, provider_ids: Sequence[str] | None = None, *, strategy: str | None = None):
+        self.manager = manager
+        self.strategy = strategy
+        self._ids = list(provider_ids) if provider_ids is not None else self._discover(manager)
+
+    @staticmethod
+    def _discover(manager: Any) -> list[str]:
+        for name in ("provider_ids", "available_providers", "providers"):
+            value = getattr(manager, name, None)
+            value = value() if callable(value) else value
+            if value:
+                return [str(v) for v in value]
+        return []
+
+    def provider_ids(self) -> list[str]:
+        return list(self._ids)
+
+    async def generate(self, messages: Sequence[ChatMessage], params: GenerationParams, *,
+                       provider: str | None = None) -> Completion:
+        name, _, model = (provider or "").partition(":")
+        result: Completion = await self.manager.generate(messages, params, strategy=self.strategy,
+                                                         provider=name or None, model=model or None)
+        return result
+
+
+def as_source(obj: Any) -> CandidateSource:
+    """A ``CandidateSource`` from a source, a mapping of LLMs, one LLM, or anything manager-like."""
+    if isinstance(obj, CandidateSource):
+        return obj
+    if isinstance(obj, Mapping):
+        return LLMPoolSource(obj)
+    if isinstance(obj, LLM):
+        return LLMSource(obj)
+    if callable(getattr(obj, "generate", None)):
+        return ManagerSource(obj)
+    raise TypeError(f"cannot generate with {type(obj).__name__}")
+
+
+# ---- one candidate ------------------------------------------------------------------------------------------
+@dataclass
+class Candidate:
+    provider: str
+    model: str
+    temperature: float
+    text: str = ""
+    latency_ms: float = 0.0
+    usage: Usage = field(default_factory=Usage)
+    cost_usd: float = 0.0
+    error: str | None = None
+    error_code: str | None = None
+    exception: BaseException | None = field(default=None, repr=False)
+    evaluation: Evaluation | None = None
+    failed_thresholds: list[str] = field(default_factory=list)
+    source_id: str | None = None  # the provider id the candidate was requested from (None: the source's default)
+
+    @property
+    def tracking_id(self) -> str:
+        """The key for ``ProviderQualityTracker``: the requested id when there was one, else the provider."""
+        return self.source_id or self.provider
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def overall(self) -> float:
+        return self.evaluation.overall if self.evaluation else 0.0
+
+    @property
+    def passed(self) -> bool:
+        return self.ok and not self.failed_thresholds
+
+
+@dataclass
+class Timings:
+    total_ms: float = 0.0
+    generation_ms: float = 0.0
+    evaluation_ms: float = 0.0
+
+    def to_dict(self) -> dict[str, float]:
+        return {k: round(v, 2) for k, v in vars(self).items()}
+
+
+def _as_error(exc: BaseException, provider: str) -> RagError:
+    if isinstance(exc, RagError):
+        return exc
+    return ProviderError(f"{provider or 'provider'} failed: {type(exc).__name__}: {exc}", provider=provider)
+
+
+async def run_candidate(source: CandidateSource, messages: Sequence[ChatMessage], params: GenerationParams, *,
+                        provider: str | None, timeout_s: float, deadline: float | None = None) -> Candidate:
+    """One generation with a timeout; failures are captured on the candidate, never raised.
+
+    The provider gets ``timeout_s`` (→ ``ProviderTimeout``) unless the request ``deadline`` (a ``perf_counter``
+    instant) comes first (→ ``RequestTimeout``).
+    """
+    start = time.perf_counter()
+    budget = timeout_s if deadline is None else min(timeout_s, deadline - start)
+    label = provider or ""
+    try:
+        if budget <= 0:
+            raise TimeoutError
+        completion = await asyncio.wait_for(source.generate(messages, params, provider=provider), budget)
+    except TimeoutError:
+        err: RagError = (ProviderTimeout(f"{label or 'provider'} did not answer within {timeout_s:g}s",
+                                         provider=label) if budget >= timeout_s else
+                         RequestTimeout("the request deadline passed before this candidate finished"))
+        return _failed(label, params, err, start)
+    except Exception as exc:  # one candidate's failure is data for the caller, not a crash
+        return _failed(label, params, _as_error(exc, label), start)
+    return Candidate(provider=completion.provider, model=completion.model, temperature=params.temperature,
+                     text=completion.text, latency_ms=(time.perf_counter() - start) * 1000, usage=completion.usage,
+                     cost_usd=completion.cost_usd, source_id=provider)
+
+
+def _failed(provider: str, params: GenerationParams, err: RagError, start: float) -> Candidate:
+    name, _, model = provider.partition(":")
+    return Candidate(provider=name, model=model, temperature=params.temperature, error=err.message,
+                     error_code=err.code, exception=err, latency_ms=(time.perf_counter() - start) * 1000,
+                     source_id=provider or None)
+
+
+# ---- fast mode ----------------------------------------------------------------------------------------------
+@dataclass
+class SingleResult:
+    candidate: Candidate
+    timings: Timings
+
+
+class SingleGenerator:
+    """Fast mode: one provider, one answer, scored. Provider failures are raised (there is nothing to fall back to
+    here — retries and failover belong to the provider manager)."""
+
+    def __init__(self, source: Any, evaluator: ResponseEvaluator, *, timeout_s: float = 30.0,
+                 request_timeout_s: float | None = None, tracker: ProviderQualityTracker | None = None):
+        self.source = as_source(source)
+        self.evaluator = evaluator
+        self.timeout_s = timeout_s
+        self.request_timeout_s = request_timeout_s
+        self.tracker = tracker
+
+    async def generate(self, query: str, prompt: EngineeredPrompt, params: GenerationParams, *,
+                       provider: str | None = None, metrics: Sequence[str] | None = None,
+                       thresholds: QualityThresholds | None = None) -> SingleResult:
+        start = time.perf_counter()
+        deadline = start + self.request_timeout_s if self.request_timeout_s else None
+        candidate = await run_candidate(self.source, prompt.messages, params, provider=provider,
+                                        timeout_s=params.timeout_s or self.timeout_s, deadline=deadline)
+        if candidate.exception is not None:
+            raise candidate.exception
+        generated = time.perf_counter()
+        evaluation = await self._evaluate(query, candidate.text, prompt, metrics, deadline)
+        candidate.evaluation = evaluation
+        candidate.failed_thresholds = (thresholds or self.evaluator.thresholds).failures(evaluation)
+        if self.tracker is not None:
+            self.tracker.record(candidate.tracking_id, evaluation.overall)
+        end = time.perf_counter()
+        return SingleResult(candidate, Timings((end - start) * 1000, (generated - start) * 1000,
+                                               (end - generated) * 1000))
+
+    async def _evaluate(self, query: str, text: str, prompt: EngineeredPrompt, metrics: Sequence[str] | None,
+                        deadline: float | None) -> Evaluation:
+        work = self.evaluator.aevaluate_many(query, [text], prompt.context.used, metrics=metrics)
+        if deadline is None:
+            return (await work)[0]
+        try:
+            return (await asyncio.wait_for(work, max(0.0, deadline - time.perf_counter())))[0]
+        except TimeoutError:
+            raise RequestTimeout("the request deadline passed while scoring the answer") from None
