@@ -25,7 +25,7 @@ MIXED_MIN_SHARE = 0.2  # ... at or above which (and below KO_MIN_SHARE) it is Ko
 MIN_LETTERS = 3  # fewer letters than this: nothing to decide on
 EN_MIN_STOPWORD_SHARE = 0.12  # share of words that are English function words for the English fast path
 
-_NOT_PROSE = re.compile(r"```.*?(?:```|\Z)|`[^`\n]*`|\b(?:https?|ftp)://\S+|\]\([^)\s]*\)", re.S)
+_NOT_PROSE = re.compile(r"`[^`\n]*`|\b(?:https?|ftp)://\S+|\]\([^)\s]*\)", re.S)
 _HANGUL = re.compile(r"[\uac00-\ud7a3\u1100-\u11ff\u3130-\u318f]")
 _LATIN = re.compile(r"[A-Za-z\u00c0-\u024f]")
 _HAN = re.compile(r"[\u4e00-\u9fff\u3400-\u4dbf]")
@@ -86,9 +86,36 @@ def detect_language(text: str) -> str:
 
 
 def _strip_non_prose(text: str) -> str:
+    if "```" in text:
+        text = _drop_fenced_code(text)
     if "`" in text or "://" in text or "](" in text:
         return _NOT_PROSE.sub(" ", text)
     return text
+
+
+_CODE_CHARS = re.compile(r"[{}()\[\];=<>\"'+\-*/|&$#:,.]")
+
+
+_OPENING_FENCE = re.compile(r"```[A-Za-z0-9_+\-]+[ \t]*(?:\n|$)")
+
+
+def _drop_fenced_code(text: str) -> str:
+    """Drop fenced code blocks. A chunk may start or end inside one, so fences cannot simply be paired from the
+    left: the pieces between fences alternate prose/code, and which alternation holds is read off the first
+    fence with a language tag (```js opens a block), else off which alternation is denser in code punctuation."""
+    pieces = text.split("```")
+    tagged = _OPENING_FENCE.search(text)
+    if tagged is not None:
+        fences_before = text.count("```", 0, tagged.start())
+        starts_in_code = fences_before % 2 == 1
+    else:
+        starts_in_code = _code_density(pieces[0::2]) > _code_density(pieces[1::2])
+    return "\n".join(pieces[1::2] if starts_in_code else pieces[0::2])
+
+
+def _code_density(parts: list[str]) -> float:
+    joined = _NOT_PROSE.sub("", "".join(parts))
+    return len(_CODE_CHARS.findall(joined)) / (len(joined) + 1)
 
 
 def _dominant_other_script(prose: str, latin: int) -> str | None:
