@@ -1,0 +1,108 @@
+"""`/auth/token`, `/auth/refresh`, `/auth/logout`, `/auth/me`.
+
+Reads ``services.auth`` when it is an ``AuthService``, else ``services.features["auth_service"]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from rag_ray.access.service import AuthService
+from rag_ray.api.deps import bearer_token, current_principal, get_services
+from rag_ray.api.services import Services
+from rag_ray.errors import ConfigError, InvalidInput
+from rag_ray.types import Principal
+
+router = APIRouter(prefix="/auth", tags=["auth"])
+
+_LOGIN_BODY = {"required": True, "content": {
+    "application/json": {"schema": {"type": "object", "required": ["username", "password"], "properties": {
+        "username": {"type": "string"}, "password": {"type": "string", "format": "password"}}}},
+    "application/x-www-form-urlencoded": {"schema": {"type": "object", "required": ["username", "password"],
+                                                     "properties": {"grant_type": {"type": "string"},
+                                                                    "username": {"type": "string"},
+                                                                    "password": {"type": "string"}}}}}}
+
+
+class LoginRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    username: str = Field(min_length=1, max_length=128)
+    password: str = Field(min_length=1, max_length=1024)
+    grant_type: str | None = Field(None, pattern="^password$")
+
+
+class RefreshRequest(BaseModel):
+    refresh_token: str = Field(min_length=1, max_length=8192)
+
+
+class LogoutRequest(BaseModel):
+    refresh_token: str | None = Field(None, max_length=8192)
+
+
+def auth_service(services: Services) -> AuthService:
+    candidate = services.auth if isinstance(services.auth, AuthService) else services.features.get("auth_service")
+    if not isinstance(candidate, AuthService):
+        raise ConfigError("password login is not configured on this server")
+    return candidate
+
+
+async def _body_fields(request: Request) -> dict[str, Any]:
+    """JSON or form fields (OAuth2 password flow clients post a form)."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+        form = await request.form()
+        return {k: v for k, v in form.items() if isinstance(v, str)}
+    raw = await request.body()
+    try:
+        data = json.loads(raw or b"{}")
+    except ValueError:
+        raise InvalidInput("body must be JSON or a form", field="body") from None
+    if not isinstance(data, dict):
+        raise InvalidInput("body must be a JSON object", field="body")
+    return data
+
+
+def _validate(model: type[BaseModel], data: dict[str, Any]) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first.get("loc", ())) or "body"
+        raise InvalidInput(f"{field}: {first.get('msg', 'invalid')}", field=field) from None
+
+
+@router.post("/token", summary="Username + password (JSON or OAuth2 form) → access and refresh tokens (no auth)",
+             openapi_extra={"requestBody": _LOGIN_BODY})
+async def token(request: Request, services: Services = Depends(get_services)) -> dict[str, Any]:
+    body: LoginRequest = _validate(LoginRequest, await _body_fields(request))
+    pair = await asyncio.to_thread(auth_service(services).login, body.username, body.password)
+    return pair.to_dict()
+
+
+@router.post("/refresh", summary="A refresh token → a new token pair (the old refresh token is used up)")
+async def refresh(body: RefreshRequest, services: Services = Depends(get_services)) -> dict[str, Any]:
+    pair = await asyncio.to_thread(auth_service(services).refresh, body.refresh_token)
+    return pair.to_dict()
+
+
+@router.post("/logout", summary="Revoke the presented token (and a refresh token given in the body)")
+async def logout(request: Request, _: Principal = Depends(current_principal),
+                 services: Services = Depends(get_services)) -> dict[str, Any]:
+    body: LogoutRequest = _validate(LogoutRequest, await _body_fields(request))
+    service = auth_service(services)
+    await asyncio.to_thread(service.revoke, bearer_token(request))
+    if body.refresh_token:
+        await asyncio.to_thread(service.revoke, body.refresh_token)
+    return {"revoked": True}
+
+
+@router.get("/me", summary="Who the bearer token belongs to")
+async def me(principal: Principal = Depends(current_principal)) -> dict[str, Any]:
+    return {"user_id": principal.user_id, "username": principal.username, "role": principal.role,
+            "group_ids": list(principal.group_ids), "is_admin": principal.is_admin}
