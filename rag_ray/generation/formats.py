@@ -26,6 +26,7 @@ UNVERIFIED_MARK = " (unverified)"
 _LIST_ITEM = re.compile(r"^\s*(?:([-*+•])|(\d+)[.)])\s+(.*)$")
 _HEADING = re.compile(r"^\s*(#{1,6})\s+(.*)$")
 _CITE = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
+_CITE_WITH_SPACE = re.compile(r"([ \t]*)\[(\d+(?:\s*,\s*\d+)*)\]")
 _SENTENCE_END = re.compile(r"(?<=[.!?。？！])\s+")
 _BOLD = re.compile(r"\*\*(.+?)\*\*")
 _CODE = re.compile(r"`([^`]+)`")
@@ -52,10 +53,10 @@ def build_citations(text: str, used: Sequence[UsedChunk], snippet_chars: int = 2
 
 def remove_invalid_citations(text: str, valid: set[int]) -> str:
     def keep(match: re.Match[str]) -> str:
-        numbers = [n for n in re.split(r"\s*,\s*", match.group(1)) if int(n) in valid]
-        return f"[{', '.join(numbers)}]" if numbers else ""
+        numbers = [n for n in re.split(r"\s*,\s*", match.group(2)) if int(n) in valid]
+        return f"{match.group(1)}[{', '.join(numbers)}]" if numbers else ""
 
-    return _CITE.sub(keep, text)
+    return _CITE_WITH_SPACE.sub(keep, text)
 
 
 def tidy(text: str) -> str:

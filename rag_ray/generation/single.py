@@ -62,7 +62,11 @@ class LLMPoolSource:
 
 
 class ManagerSource:
-    """The provider manager (``generate(messages, params, *, strategy, provider, model)``); ids ``provider[:model]``."""
+    """The provider manager (``LLMManager.generate(messages, params, *, strategy, provider, model)``).
+
+    Ids are the manager's entry ids (``provider:model``); a requested id is passed as ``provider`` (the manager
+    accepts a full id there), so that candidate goes to exactly that entry; no id lets the manager route and fail over.
+    """
 
     def __init__(self, manager: Any, provider_ids: Sequence[str] | None = None, *, strategy: str | None = None):
         self.manager = manager
@@ -71,21 +75,16 @@ class ManagerSource:
 
     @staticmethod
     def _discover(manager: Any) -> list[str]:
-        for name in ("provider_ids", "available_providers", "providers"):
-            value = getattr(manager, name, None)
-            value = value() if callable(value) else value
-            if value:
-                return [str(v) for v in value]
-        return []
+        entries = getattr(manager, "entries", None) or []
+        return [str(getattr(e, "id", e)) for e in entries]
 
     def provider_ids(self) -> list[str]:
         return list(self._ids)
 
     async def generate(self, messages: Sequence[ChatMessage], params: GenerationParams, *,
                        provider: str | None = None) -> Completion:
-        name, _, model = (provider or "").partition(":")
         result: Completion = await self.manager.generate(messages, params, strategy=self.strategy,
-                                                         provider=name or None, model=model or None)
+                                                         provider=provider or None)
         return result
 
 
