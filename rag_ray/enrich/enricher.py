@@ -2,13 +2,15 @@
 
 Levels: ``basic`` = language; ``standard`` = + ``pii_types``, ``pii_counts``, ``sensitivity``,
 ``compliance_tags``; ``comprehensive`` = + ``entities``. Pure Python, no Ray: :meth:`Enricher.enrich_batch`
-has the shape Ray Data's ``map_batches`` wants, and an :class:`Enricher` is itself a callable batch UDF::
+has the shape Ray Data's ``map_batches`` wants (a ``metadata`` dict column, or the pipeline's ``metadata_json``
+string column), and an :class:`Enricher` is itself a callable batch UDF::
 
     ds.map_batches(Enricher, fn_constructor_kwargs={"level": "standard"}, batch_size=256)
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, get_args
 
@@ -56,18 +58,41 @@ class Enricher:
         return merged
 
     def enrich_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
-        """Ray Data batch (columns ``text`` and optional ``metadata``, list of dicts) → same batch, metadata
-        merged with the labels. Other columns pass through untouched; the input dicts are not mutated."""
+        """Ray Data column batch → the same batch with labels merged into each row's metadata.
+
+        Metadata is read from and written back to ``metadata`` (a list of dicts) or, when the batch has no such
+        column but has ``metadata_json`` (the ingest pipeline's row format), that JSON string column. Rows whose
+        ``kind`` column (if any) is not ``"chunk"`` pass through unchanged. Other columns are untouched and input
+        dicts are not mutated.
+        """
         texts: Sequence[Any] = batch["text"]
-        metadata: Sequence[Any] = batch.get("metadata", [None] * len(texts))
-        if len(metadata) != len(texts):
-            raise InvalidInput("'metadata' and 'text' columns differ in length", field="metadata")
+        as_json = "metadata" not in batch and "metadata_json" in batch
+        column = "metadata_json" if as_json else "metadata"
+        metadata: Sequence[Any] = batch.get(column, [None] * len(texts))
+        kinds: Sequence[Any] = batch.get("kind", ["chunk"] * len(texts))
+        if not len(metadata) == len(kinds) == len(texts):
+            raise InvalidInput(f"'{column}', 'kind' and 'text' columns differ in length", field=column)
+        merged: list[Any] = []
+        for text, meta, kind in zip(texts, metadata, kinds, strict=True):
+            if kind != "chunk":
+                merged.append(meta)
+                continue
+            result = self.enrich_metadata(str(text or ""), _decode(meta) if as_json else _as_mapping(meta))
+            merged.append(json.dumps(result, ensure_ascii=False, default=str) if as_json else result)
         out = dict(batch)
-        out["metadata"] = [self.enrich_metadata(str(t or ""), _as_mapping(m)) for t, m in zip(texts, metadata,
-                                                                                               strict=True)]
+        out[column] = merged
         return out
 
     __call__ = enrich_batch
+
+
+def _decode(value: Any) -> Mapping[str, Any] | None:
+    if value is None or value == "":
+        return None
+    try:
+        return _as_mapping(json.loads(value))
+    except (TypeError, ValueError):
+        raise InvalidInput("metadata_json must hold a JSON object", field="metadata_json") from None
 
 
 def _as_mapping(value: Any) -> Mapping[str, Any] | None:

@@ -5,8 +5,8 @@ Korean/English mixes; scripts used by one language (kana, Thai, Greek, ...) deci
 is full of English function words is English. Only what is left (other Latin or Cyrillic languages, Han without
 kana) goes to ``langdetect``, seeded so the same text always gets the same label.
 
-Code blocks, inline code and URLs are removed before counting: they are Latin letters but not English prose,
-and Korean technical documents are full of them.
+Code blocks, inline code, URLs and email addresses are removed before counting: they are Latin letters but not
+English prose, and Korean technical documents are full of them.
 """
 
 from __future__ import annotations
@@ -25,7 +25,11 @@ MIXED_MIN_SHARE = 0.2  # ... at or above which (and below KO_MIN_SHARE) it is Ko
 MIN_LETTERS = 3  # fewer letters than this: nothing to decide on
 EN_MIN_STOPWORD_SHARE = 0.12  # share of words that are English function words for the English fast path
 
-_NOT_PROSE = re.compile(r"`[^`\n]*`|\b(?:https?|ftp)://\S+|\]\([^)\s]*\)", re.S)
+_NOT_PROSE = re.compile(
+    r"`[^`\n]*`"  # inline code
+    r"|[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+"  # email addresses
+    r"|\b(?:https?|ftp)://\S+|\]\([^)\s]*\)"  # URLs, markdown link targets
+)
 _HANGUL = re.compile(r"[\uac00-\ud7a3\u1100-\u11ff\u3130-\u318f]")
 _LATIN = re.compile(r"[A-Za-z\u00c0-\u024f]")
 _HAN = re.compile(r"[\u4e00-\u9fff\u3400-\u4dbf]")
@@ -88,7 +92,7 @@ def detect_language(text: str) -> str:
 def _strip_non_prose(text: str) -> str:
     if "```" in text:
         text = _drop_fenced_code(text)
-    if "`" in text or "://" in text or "](" in text:
+    if "`" in text or "://" in text or "](" in text or "@" in text:
         return _NOT_PROSE.sub(" ", text)
     return text
 
