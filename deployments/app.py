@@ -1,6 +1,6 @@
 """The Serve application builder: router ingress + embedder + one LLM deployment per provider.
 
-    serve run deployments.app:app            # settings from the environment
+    serve run deployments.serve_config.yaml  # or: serve run deployments.app:app_builder
     rag-cli serve                            # the same builder, plus Milvus Lite and a local Ray
 """
 
@@ -16,6 +16,7 @@ from deployments.embedder import EmbedderDeployment
 from deployments.llm import LLMDeployment
 from deployments.router import RouterDeployment
 from rag_ray.config import Settings, load_settings
+from rag_ray.providers.config import ProviderSpec, default_llm_spec, parse_specs
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class DeploymentOptions:
     llm_max_replicas: int = 2
     max_ongoing_requests: int = 64
     max_queued_requests: int = 256
+    llm_max_ongoing_requests: int = 16
     embed_max_batch_size: int = 64
     embed_batch_wait_s: float = 0.01
 
@@ -37,23 +39,12 @@ class DeploymentOptions:
                 "upscale_delay_s": 5, "downscale_delay_s": 60}
 
 
-def llm_targets(settings: Settings) -> list[tuple[str, str]]:
-    """(provider, model) pairs to host: the primary LLM plus any in RAG_LLM_PROVIDERS."""
-    targets = [(settings.llm_provider.lower(), settings.llm_model)]
-    for spec in _extra_specs(settings):
-        provider, _, model = spec.partition(":")
-        if (provider, model) not in targets:
-            targets.append((provider, model))
-    return targets
-
-
-def _extra_specs(settings: Settings) -> list[str]:
-    import json
-
-    raw = getattr(settings, "llm_providers_json", None)
-    if not raw:
-        return []
-    return [str(item["id"]) if isinstance(item, dict) else str(item) for item in json.loads(raw)]
+def llm_specs(settings: Settings) -> tuple[list[ProviderSpec], str | None]:
+    """The LLM providers to host: RAG_LLM_PROVIDERS when set, else the seed's single LLM_PROVIDER."""
+    raw = settings.llm_providers_json.get_secret_value() if settings.llm_providers_json else ""
+    if raw.strip():
+        return parse_specs(raw, "RAG_LLM_PROVIDERS")
+    return [default_llm_spec(settings)], None
 
 
 def build_app(settings: Settings, options: DeploymentOptions | None = None) -> Application:
@@ -63,22 +54,23 @@ def build_app(settings: Settings, options: DeploymentOptions | None = None) -> A
         autoscaling_config=opts.autoscaling(opts.embedder_max_replicas),
         max_ongoing_requests=opts.max_ongoing_requests, max_queued_requests=opts.max_queued_requests,
     ).bind(settings, opts.embed_max_batch_size, opts.embed_batch_wait_s)
+    specs, _ = llm_specs(settings)
     llms = {
-        f"{provider}:{model}": serve.deployment(
-            LLMDeployment, name=f"llm-{provider}-{index}", ray_actor_options={"num_cpus": opts.llm_cpus},
-            autoscaling_config=opts.autoscaling(opts.llm_max_replicas), max_ongoing_requests=16,
-            max_queued_requests=opts.max_queued_requests, health_check_period_s=10,
-        ).bind(settings, provider, model)
-        for index, (provider, model) in enumerate(llm_targets(settings))
+        spec.id: serve.deployment(
+            LLMDeployment, name=f"llm-{spec.provider}-{index}", ray_actor_options={"num_cpus": opts.llm_cpus},
+            autoscaling_config=opts.autoscaling(opts.llm_max_replicas),
+            max_ongoing_requests=opts.llm_max_ongoing_requests, max_queued_requests=opts.max_queued_requests,
+            health_check_period_s=10,
+        ).bind(spec)
+        for index, spec in enumerate(specs)
     }
-    router_cls = serve.ingress()(RouterDeployment)
     return serve.deployment(
-        router_cls, name="router", ray_actor_options={"num_cpus": opts.router_cpus},
+        serve.ingress()(RouterDeployment), name="router", ray_actor_options={"num_cpus": opts.router_cpus},
         max_ongoing_requests=opts.max_ongoing_requests * 4, max_queued_requests=opts.max_queued_requests,
         graceful_shutdown_timeout_s=20,
     ).bind(settings, embedder, llms)
 
 
 def app_builder(args: dict[str, str]) -> Application:
-    """Entry for `serve run deployments.app:app_builder` / serve_config.yaml (`import_path`)."""
+    """Entry for `serve run deployments.app:app_builder` and serve_config.yaml (`import_path`)."""
     return build_app(load_settings(args.get("env_file")))

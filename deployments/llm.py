@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
-from ray import serve
-
-from rag_ray.config import Settings
-from rag_ray.llm import LLM, ChatMessage, Completion, GenerationParams, StreamChunk, create_llm
+from rag_ray.errors import RagError
+from rag_ray.llm import LLM, ChatMessage, Completion, GenerationParams, StreamChunk
+from rag_ray.providers.config import ProviderSpec, llm_entry
 
 
 class LLMDeployment:
-    def __init__(self, settings: Settings, provider: str | None = None, model: str | None = None):
-        self.llm: LLM = create_llm(settings, provider, model)
+    def __init__(self, spec: ProviderSpec):
+        self.llm: LLM = llm_entry(spec).backend
 
     def info(self) -> dict[str, str]:
         return {"provider": self.llm.provider, "model": self.llm.model}
@@ -24,24 +24,32 @@ class LLMDeployment:
         async for chunk in self.llm.stream(messages, params):
             yield chunk
 
-    async def check_health(self) -> None:  # Serve calls this periodically; raising marks the replica unhealthy
-        return None
+
+def _unwrap(exc: BaseException) -> BaseException:
+    """Ray wraps replica exceptions; the manager's retry logic needs our own error types back."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, RagError) else exc
 
 
 class HandleLLM:
     """The LLM protocol over a handle to ``LLMDeployment``, so the library code stays Ray-free."""
 
-    def __init__(self, handle: serve.handle.DeploymentHandle, info: dict[str, str]):
+    def __init__(self, handle: Any, provider: str, model: str):
         self.handle = handle
-        self.provider, self.model = info["provider"], info["model"]
+        self.provider, self.model = provider, model
 
     async def generate(self, messages: Sequence[ChatMessage], params: GenerationParams) -> Completion:
-        return await self.handle.generate.remote(list(messages), params)
+        try:
+            return await self.handle.generate.remote(list(messages), params)
+        except Exception as exc:
+            raise _unwrap(exc) from None
 
     async def stream(self, messages: Sequence[ChatMessage], params: GenerationParams) -> AsyncIterator[StreamChunk]:
         gen = self.handle.options(stream=True).stream.remote(list(messages), params)
         try:
             async for chunk in gen:
                 yield chunk
+        except Exception as exc:
+            raise _unwrap(exc) from None
         finally:
-            gen.cancel()  # the client went away: stop generating upstream
+            gen.cancel()  # the client went away (or we are done): stop generating upstream

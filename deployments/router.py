@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from ray import serve
-
 from deployments.embedder import HandleEmbedder
 from deployments.llm import HandleLLM
 from rag_ray.api.app import create_app
 from rag_ray.api.services import Services
 from rag_ray.config import Settings
 from rag_ray.ingest.tracking import JobStore
+from rag_ray.providers.manager import LLMEntry, LLMManager
+from rag_ray.providers.pricing import price_for
+from rag_ray.providers.retry import RetryPolicy
 from rag_ray.retrieval.service import RetrievalService
 from rag_ray.runtime import Runtime
 
@@ -19,30 +20,34 @@ from rag_ray.runtime import Runtime
 class RouterDeployment:
     """Builds the services in the replica (DB, Milvus, handles) and serves the FastAPI app."""
 
-    def __init__(self, settings: Settings, embedder: serve.handle.DeploymentHandle,
-                 llms: dict[str, serve.handle.DeploymentHandle]):
+    def __init__(self, settings: Settings, embedder: Any, llms: dict[str, Any]):
         self.settings = settings
         self.runtime = Runtime(settings)
         self.embedder_handle = embedder
         self.llm_handles = llms
 
+    def _manager(self) -> LLMManager:
+        from deployments.app import llm_specs
+
+        specs, strategy = llm_specs(self.settings)
+        entries = [LLMEntry.of(HandleLLM(self.llm_handles[s.id], s.provider, s.model), id=s.id, weight=s.weight,
+                               priority=s.priority, max_context=s.max_context,
+                               price=price_for(s.id, input_price=s.input_price, output_price=s.output_price))
+                   for s in specs]
+        return LLMManager(entries, strategy=strategy or "round_robin",
+                          policy=RetryPolicy(max_retries=self.settings.llm_max_retries))
+
     async def _services(self) -> Services:
-        info = await self.embedder_handle.info.remote()
-        embedder = HandleEmbedder(self.embedder_handle, info)
-        llms = {name: HandleLLM(h, await h.info.remote()) for name, h in self.llm_handles.items()}
-        default_llm = next(iter(llms.values()))
+        from rag_ray.access.service import AuthService
+
+        embedder = HandleEmbedder(self.embedder_handle, await self.embedder_handle.info.remote())
+        manager = self._manager()
         store = self.runtime.store
-        features: dict[str, Any] = {"metadata_db": self.runtime.db, "store": store, "llms": llms,
-                                    "runtime": self.runtime}
-        return Services(settings=self.settings, auth=_build_auth(self.runtime), embedder=embedder, llm=default_llm,
-                        retrieval=RetrievalService(store, embedder, max_k=self.settings.max_k),
+        features: dict[str, Any] = {"metadata_db": self.runtime.db, "store": store, "runtime": self.runtime,
+                                    "llm_manager": manager, "embedder_handle": self.embedder_handle}
+        return Services(settings=self.settings, auth=AuthService(self.runtime.db, self.settings), embedder=embedder,
+                        llm=manager, retrieval=RetrievalService(store, embedder, max_k=self.settings.max_k),
                         jobs=JobStore(self.runtime.db), features=features)
 
     async def __serve_build_asgi_app__(self) -> Any:
         return create_app(await self._services())
-
-
-def _build_auth(runtime: Runtime) -> Any:
-    from rag_ray.access.service import AuthService
-
-    return AuthService(runtime.db, runtime.settings)

@@ -84,3 +84,40 @@ def ray_local() -> Iterator[None]:
     init_ray(Settings(), num_cpus=2)
     yield
     ray.shutdown()
+
+
+class ServeApp:
+    """A running Serve app: base URL, its settings, and an admin token."""
+
+    def __init__(self, url: str, settings: Settings, admin_token: str):
+        self.url, self.settings, self.admin_token = url, settings, admin_token
+
+    def headers(self, token: str | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token or self.admin_token}"}
+
+
+@pytest.fixture(scope="session")
+def serve_app(ray_local: None, milvus_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeApp]:
+    """The real deployment graph (router, batched embedder, LLM deployment) with fake providers, once."""
+    import httpx
+    from ray import serve
+
+    from deployments.app import build_app
+    from rag_ray.access.bootstrap import bootstrap_admin
+    from rag_ray.metadata import MetadataDB
+
+    settings = Settings(data_dir=tmp_path_factory.mktemp("serve"), milvus_uri=milvus_uri,  # type: ignore[call-arg]
+                        collection=f"serve_{uuid.uuid4().hex[:8]}", embedding_provider="fake",
+                        embedding_model="hash-bow", llm_provider="fake", llm_model="echo", app_env="test",
+                        secret_key="serve-test-secret-" + "y" * 40, admin_password="admin-pass-123",
+                        api_port=free_port())
+    db = MetadataDB(settings.metadata_url)
+    bootstrap_admin(settings, db)
+    db.dispose()
+    serve.start(http_options={"host": "127.0.0.1", "port": settings.api_port, "request_timeout_s": 120})
+    serve.run(build_app(settings), name="rag", route_prefix="/", blocking=False)
+    url = f"http://127.0.0.1:{settings.api_port}"
+    token = httpx.post(f"{url}/auth/token", json={"username": "admin", "password": "admin-pass-123"},
+                       timeout=60).json()["access_token"]
+    yield ServeApp(url, settings, token)
+    serve.delete("rag")

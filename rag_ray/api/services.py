@@ -7,7 +7,7 @@ from typing import Any, Protocol
 
 from rag_ray.config import Settings
 from rag_ray.ingest.tracking import JobStore
-from rag_ray.llm.base import LLM
+from rag_ray.providers.manager import LLMManager
 from rag_ray.retrieval.service import AsyncEmbedder, RetrievalService
 from rag_ray.types import Principal
 
@@ -24,7 +24,7 @@ class Services:
     auth: Authenticator
     retrieval: RetrievalService
     embedder: AsyncEmbedder
-    llm: LLM
+    llm: LLMManager  # every LLM call goes through the manager (strategies, retries, breakers, fallback)
     jobs: JobStore | None = None
     # optional feature services, set by the builder when configured (None → the routes answer 503)
     features: dict[str, Any] = field(default_factory=dict)

@@ -44,7 +44,8 @@ class ThreadedEmbedder:
 
 
 class Generator(Protocol):
-    async def generate(self, messages: Sequence[ChatMessage], params: GenerationParams) -> Completion: ...
+    async def generate(self, messages: Sequence[ChatMessage], params: GenerationParams | None = None, *,
+                       provider: str | None = None, model: str | None = None) -> Completion: ...
 
 
 @dataclass
@@ -106,12 +107,13 @@ class RetrievalService:
 
     async def answer(self, principal: Principal, query: str, generator: Generator, *, k: int = 5,
                      strategy: SearchStrategy = "dense", filters: Any = None,
-                     params: GenerationParams | None = None) -> RagAnswer:
+                     params: GenerationParams | None = None, provider: str | None = None,
+                     model: str | None = None) -> RagAnswer:
         start = time.perf_counter()
         hits = await self.search(principal, query, k=k, strategy=strategy, filters=filters)
         searched = time.perf_counter()
         completion = await generator.generate(build_rag_messages(query, hits), params or GenerationParams(
-            temperature=0.0, max_tokens=256))
+            temperature=0.0, max_tokens=256), provider=provider, model=model)
         done = time.perf_counter()
         return RagAnswer(completion.text, hits, completion,
                          {"retrieval": (searched - start) * 1000, "generation": (done - searched) * 1000})

@@ -19,6 +19,7 @@ async def health(services: Services = Depends(get_services)) -> dict[str, object
     except Exception as exc:  # health reports, never raises
         components["vector_store"] = f"error: {type(exc).__name__}"
     components["embedder"] = f"{services.embedder.provider}:{services.embedder.model}"
-    components["llm"] = f"{services.llm.provider}:{services.llm.model}"
+    open_breakers = [e["id"] for e in services.llm.status()["entries"] if e["breaker"]["state"] == "open"]
+    components["llm"] = f"open circuit: {', '.join(open_breakers)}" if open_breakers else "ok"
     status = "ok" if all(not v.startswith("error") for v in components.values()) else "degraded"
     return {"status": status, "components": components}

@@ -35,8 +35,8 @@ async def query(body: QueryRequest, principal: Principal = Depends(current_princ
         hits = await services.retrieval.search(principal, body.query, k=body.k, strategy=body.search_strategy,
                                                filters=body.filters)
         return {"query": body.query, "mode": "search", "answer": None, "sources": [h.to_dict() for h in hits]}
-    generator = services.features.get("chat_router", services.llm)
     params = GenerationParams(temperature=body.temperature, max_tokens=body.max_tokens)
-    result = await services.retrieval.answer(principal, body.query, generator, k=body.k, strategy=body.search_strategy,
-                                             filters=body.filters, params=params)
+    result = await services.retrieval.answer(principal, body.query, services.llm, k=body.k,
+                                             strategy=body.search_strategy, filters=body.filters, params=params,
+                                             provider=body.llm_provider, model=body.model)
     return {"query": body.query, "mode": "rag", **result.to_dict()}
