@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from rag_ray.errors import ConfigError
 
@@ -93,12 +93,26 @@ class Settings(BaseSettings):
     max_file_bytes: int = Field(100 * 1024 * 1024, validation_alias="RAG_MAX_FILE_BYTES")
     embed_concurrency_min: int = Field(1, validation_alias="RAG_EMBED_CONCURRENCY_MIN")
     embed_concurrency_max: int = Field(1, validation_alias="RAG_EMBED_CONCURRENCY_MAX")
+    # Databases the HTTP API may connect to: "host" or "host:port" entries (empty: none).
+    rdb_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list,
+                                                              validation_alias="RAG_RDB_ALLOWED_HOSTS")
 
     @field_validator("allowed_roots", mode="before")
     @classmethod
     def _split_roots(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [p for p in value.split(":") if p]
+        return value
+
+    @field_validator("rdb_allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                import json
+
+                return json.loads(value)
+            return [h.strip() for h in value.split(",") if h.strip()]
         return value
 
     @model_validator(mode="after")
