@@ -29,6 +29,7 @@ from rag_ray.embedding.fake import FakeEmbedder
 from rag_ray.ingest.tracking import JobStore
 from rag_ray.llm.fake import FakeLLM
 from rag_ray.metadata import DocumentRecord, MetadataDB
+from rag_ray.providers.manager import LLMEntry, LLMManager
 from rag_ray.retrieval.service import RetrievalService, ThreadedEmbedder
 from rag_ray.store.milvus import ChunkStore
 from rag_ray.types import Acl, Chunk, Principal, Visibility, make_chunk_id, sha256_text
@@ -154,7 +155,8 @@ def reference_visible(p: Principal, owner_id: str, groups: Sequence[str], visibi
 def make_services(settings: Settings, db: MetadataDB, store: ChunkStore, *, keys: KeyRing | None = None) -> Services:
     embedder = ThreadedEmbedder(FakeEmbedder())
     return Services(settings=settings, auth=AuthService(db, settings, keys=keys),
-                    retrieval=RetrievalService(store, embedder), embedder=embedder, llm=FakeLLM(),
+                    retrieval=RetrievalService(store, embedder), embedder=embedder,
+                    llm=LLMManager([LLMEntry.of(FakeLLM())]),  # type: ignore[arg-type]
                     jobs=JobStore(db), features={"metadata_db": db, "store": store})
 
 

@@ -1,0 +1,156 @@
+"""The leak suite: canary documents under different ACLs, probed over HTTP on every retrieval path.
+
+Each probe is one route + body; probes whose route does not exist (yet) in the app are skipped, so
+adding a retrieval route means adding one ``Probe`` line here. A response leaks when it contains the
+canary word or doc id of a document its caller may not read (sources, answer text, anything).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from tests.access_fixtures import DEFAULT_USERS, DocSpec, World
+
+pytest_plugins = ["tests.access_fixtures"]
+
+Body = Callable[[str, Any], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Probe:
+    name: str
+    method: str
+    path: str
+    body: Body | None = None
+    lists_all: bool = False  # with the generic query it returns every visible document (recall check)
+
+
+def _query(mode: str, strategy: str) -> Body:
+    return lambda q, f: {"query": q, "mode": mode, "k": 50, "search_strategy": strategy, "filters": f}
+
+
+PROBES: list[Probe] = [
+    Probe("query search dense", "POST", "/query", _query("search", "dense"), lists_all=True),
+    Probe("query search sparse", "POST", "/query", _query("search", "sparse"), lists_all=True),
+    Probe("query search hybrid", "POST", "/query", _query("search", "hybrid"), lists_all=True),
+    Probe("query rag dense", "POST", "/query", _query("rag", "dense")),
+    Probe("query rag sparse", "POST", "/query", _query("rag", "sparse")),
+    Probe("query rag hybrid", "POST", "/query", _query("rag", "hybrid")),
+    # Routes added by other modules; skipped until they exist.
+    Probe("generate rag", "POST", "/generate/rag", lambda q, f: {
+        "query": q, "retrieval_config": {"k": 20, "search_strategy": "hybrid", "include_metadata": True},
+        "generation_config": {"mode": "single"}}),
+    Probe("openai chat completions (rag)", "POST", "/v1/chat/completions", lambda q, f: {
+        "model": "rag", "messages": [{"role": "user", "content": q}]}),
+    Probe("documents list", "GET", "/documents"),
+]
+
+GENERIC_QUERY = "quarterly report secret code"
+HOSTILE_FILTERS: list[Any] = [
+    None,
+    [{"field": "visibility", "op": "in", "value": ["private", "group", "public"]}],
+    {"owner_id": '") or true or ("'},
+    [{"field": "group_ids", "op": "contains_any", "value": ["eng", "sales", "hr"]}],
+]
+
+
+def route_exists(world: World, probe: Probe) -> bool:
+    paths = world.client.app.openapi()["paths"]  # type: ignore[attr-defined]
+    return probe.method.lower() in paths.get(probe.path, {})
+
+
+def send(world: World, probe: Probe, username: str, query: str, filters: Any) -> httpx.Response:
+    headers = world.headers(username)
+    if probe.body is None:
+        return world.client.request(probe.method, probe.path, headers=headers)
+    return world.client.request(probe.method, probe.path, headers=headers, json=probe.body(query, filters))
+
+
+def leaked(world: World, username: str, text: str) -> list[str]:
+    return [d.name for d in world.docs if not world.visible(username, d) and (d.canary in text or d.doc_id in text)]
+
+
+def seen(world: World, text: str) -> set[str]:
+    return {d.name for d in world.docs if d.canary in text}
+
+
+@dataclass
+class Tally:
+    probes: int = 0
+    leaks: int = 0
+    skipped_routes: int = 0
+
+    def record(self, found: list[str], where: str, failures: list[str]) -> None:
+        self.probes += 1
+        if found:
+            self.leaks += len(found)
+            failures.append(f"{where}: leaked {found}")
+
+
+def run_suite(world: World, queries: list[tuple[str, Any]], tally: Tally, failures: list[str]) -> None:
+    for probe in PROBES:
+        if not route_exists(world, probe):
+            tally.skipped_routes += 1
+            continue
+        for spec in DEFAULT_USERS:
+            for query, filters in queries:
+                response = send(world, probe, spec.username, query, filters)
+                where = f"{probe.name} as {spec.username} q={query!r} f={filters!r} [{response.status_code}]"
+                if probe.path == "/query" and response.status_code != 200:
+                    failures.append(f"{where}: unexpected status {response.text[:200]}")
+                echoed_query_removed = response.text.replace(query, "")  # the caller's own words are no leak
+                tally.record(leaked(world, spec.username, echoed_query_removed), where, failures)
+
+
+def check_recall(world: World, failures: list[str]) -> int:
+    """The suite is not vacuous: search probes return every document the caller may read."""
+    checks = 0
+    for probe in (p for p in PROBES if p.lists_all and route_exists(world, p)):
+        for spec in DEFAULT_USERS:
+            text = send(world, probe, spec.username, GENERIC_QUERY, None).text
+            expected = {d.name for d in world.docs if world.visible(spec.username, d)}
+            checks += 1
+            if seen(world, text) != expected:
+                failures.append(f"{probe.name} as {spec.username}: saw {sorted(seen(world, text))}, "
+                                f"expected {sorted(expected)}")
+    return checks
+
+
+def test_no_leaks_on_any_retrieval_path(world: World) -> None:
+    queries = [(GENERIC_QUERY, f) for f in HOSTILE_FILTERS] + [(d.canary, None) for d in world.docs]
+    tally, failures = Tally(), []
+    run_suite(world, queries, tally, failures)
+    recall_checks = check_recall(world, failures)
+    print(f"\nleak suite: probes={tally.probes} leaks={tally.leaks} recall_checks={recall_checks} "
+          f"routes_probed={len(PROBES) - tally.skipped_routes}/{len(PROBES)}")
+    assert not failures, "\n".join(failures[:20])
+    assert tally.leaks == 0
+    assert tally.probes >= len(DEFAULT_USERS) * len(queries) * 6
+
+
+def test_reference_model_sanity(world: World) -> None:
+    """The canary layout covers every ACL branch: own, group, public, private-with-groups, hidden."""
+    visible = {u.username: {d.name for d in world.docs if world.visible(u.username, d)} for u in DEFAULT_USERS}
+    assert visible["admin"] == {d.name for d in world.docs}
+    assert visible["alice"] == {"alice_private", "alice_eng", "public_memo"}
+    assert visible["bob"] == {"alice_eng", "bob_sales", "bob_private", "public_memo"}
+    assert visible["carol"] == {"bob_sales", "carol_private_tagged", "public_memo"}
+    assert visible["dave"] == {"group_no_groups", "public_memo"}
+    assert visible["erin"] == {"hr_only", "public_memo"}
+    assert isinstance(world.docs[0], DocSpec)
+
+
+def test_detector_catches_a_missing_access_filter(world: World, monkeypatch: Any) -> None:
+    """Drop the access filter on purpose: the same probes must now report leaks."""
+    import rag_ray.retrieval.service as retrieval
+
+    monkeypatch.setattr(retrieval, "retrieval_filter", lambda principal, filters=None: "")
+    tally, failures = Tally(), []
+    for doc in world.docs:
+        response = send(world, PROBES[0], "dave", doc.canary, None)
+        tally.record(leaked(world, "dave", response.text.replace(doc.canary, "")), doc.name, failures)
+    assert tally.leaks > 0
