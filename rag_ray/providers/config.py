@@ -29,11 +29,11 @@ class ProviderSpec(BaseModel):
     id: str = Field(description="provider:model, e.g. openai:gpt-4o-mini")
     api_key: SecretStr | None = None
     base_url: str | None = None
-    weight: float = Field(1.0, gt=0)
+    weight: float = Field(default=1.0, gt=0)
     priority: int = 0
-    input_price: float | None = Field(None, ge=0, description="USD per 1M input tokens (overrides the table)")
-    output_price: float | None = Field(None, ge=0, description="USD per 1M output tokens")
-    max_context: int | None = Field(None, gt=0)
+    input_price: float | None = Field(default=None, ge=0, description="USD per 1M input tokens (overrides the table)")
+    output_price: float | None = Field(default=None, ge=0, description="USD per 1M output tokens")
+    max_context: int | None = Field(default=None, gt=0)
     options: dict[str, Any] = Field(default_factory=dict, description="extra factory options (timeout_s, …)")
 
     @field_validator("id")

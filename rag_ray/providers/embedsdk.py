@@ -30,6 +30,10 @@ class SDKEmbedder:
             self._dimension = int(self.embed(["dimension probe"]).shape[1])
         return self._dimension
 
+    @dimension.setter
+    def dimension(self, value: int) -> None:
+        self._dimension = value
+
     def _status_of(self, exc: BaseException) -> StatusInfo | None:
         return None
 
