@@ -80,3 +80,7 @@ _add_groups()
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()
