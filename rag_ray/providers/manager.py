@@ -126,7 +126,7 @@ class LLMManager:
                 emitted += bool(chunk.delta)
                 yield self._finish(entry, chunk)
         except Exception as exc:
-            err = self.pool._as_provider_error(exc, entry)
+            err = self.pool.as_provider_error(exc, entry)
             err.details = {**err.details, "stream_interrupted": True, "chunks_emitted": emitted}
             self.pool.record_failure(entry, err)
             yield StreamChunk(finish_reason="error")

@@ -197,7 +197,7 @@ class Pool(Generic[E]):
             async with asyncio.timeout(remaining if math.isfinite(remaining) else None):
                 result = await call(entry)
         except Exception as exc:
-            err = self._as_provider_error(exc, entry)
+            err = self.as_provider_error(exc, entry)
             self.record_failure(entry, err)
             raise err from exc
         finally:
@@ -206,7 +206,7 @@ class Pool(Generic[E]):
         return result
 
     @staticmethod
-    def _as_provider_error(exc: Exception, entry: Entry) -> ProviderError:
+    def as_provider_error(exc: Exception, entry: Entry) -> ProviderError:
         if isinstance(exc, ProviderError):
             if not exc.provider or exc.provider == entry.provider:
                 exc.provider = entry.id
