@@ -106,7 +106,7 @@ class Settings(BaseSettings):
 
     @field_validator("rdb_allowed_hosts", mode="before")
     @classmethod
-    def _split_hosts(cls, value: Any) -> Any:
+    def _split_rdb_hosts(cls, value: Any) -> Any:
         if isinstance(value, str):
             if value.lstrip().startswith("["):
                 import json
