@@ -65,11 +65,14 @@ def claim_overlap(a: list[set[str]], b: list[set[str]], claim_match: float = 0.6
 
 
 def agreement_matrix(texts: Sequence[str], embedder: Embedder, *, semantic_weight: float = 0.5,
-                     claim_match: float = 0.6, tokenizer: Tokenizer = tokenize) -> np.ndarray:
+                     claim_match: float = 0.6, tokenizer: Tokenizer = tokenize,
+                     vectors: np.ndarray | None = None) -> np.ndarray:
+    """Pairwise agreement; pass ``vectors`` (normalised embeddings of the answers) to skip embedding them again."""
     n = len(texts)
     if n == 0:
         return np.zeros((0, 0), dtype=np.float32)
-    vecs = embedder.embed([strip_citations(t) or " " for t in texts], input_type="document")
+    vecs = vectors if vectors is not None else embedder.embed([strip_citations(t) or " " for t in texts],
+                                                              input_type="document")
     cosine = np.clip(vecs @ vecs.T, 0.0, 1.0)
     claim_sets = [claims(t, tokenizer) for t in texts]
     matrix = np.eye(n, dtype=np.float32)
@@ -101,9 +104,9 @@ def cluster(matrix: np.ndarray, threshold: float) -> list[list[int]]:
     return sorted(groups.values(), key=lambda g: (-len(g), g[0]))
 
 
-def analyse(texts: Sequence[str], embedder: Embedder, *, threshold: float = 0.7,
-            semantic_weight: float = 0.5) -> ConsensusResult:
-    matrix = agreement_matrix(texts, embedder, semantic_weight=semantic_weight)
+def analyse(texts: Sequence[str], embedder: Embedder, *, threshold: float = 0.7, semantic_weight: float = 0.5,
+            vectors: np.ndarray | None = None) -> ConsensusResult:
+    matrix = agreement_matrix(texts, embedder, semantic_weight=semantic_weight, vectors=vectors)
     n = len(texts)
     score = 1.0 if n < 2 else float((matrix.sum() - n) / (n * (n - 1)))
     return ConsensusResult(matrix, score, cluster(matrix, threshold), threshold)

@@ -13,9 +13,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
+
 from rag_ray.errors import InvalidInput, ProviderUnavailable
 from rag_ray.generation.consensus import SELECTORS, ConsensusResult, analyse, select
-from rag_ray.generation.evaluation import ProviderQualityTracker, QualityThresholds, ResponseEvaluator
+from rag_ray.generation.evaluation import (
+    EvaluationSession,
+    ProviderQualityTracker,
+    QualityThresholds,
+    ResponseEvaluator,
+)
 from rag_ray.generation.prompts import EngineeredPrompt
 from rag_ray.generation.single import Candidate, Timings, as_source, run_candidate
 from rag_ray.llm.base import GenerationParams
@@ -38,6 +45,18 @@ class EnsembleConfig:
 class CandidatePlan:
     provider: str | None
     temperature: float
+
+
+@dataclass
+class _Run:
+    """Per-request state shared by the candidate tasks."""
+
+    prompt: EngineeredPrompt
+    params: GenerationParams
+    session: EvaluationSession
+    thresholds: QualityThresholds
+    deadline: float
+    generated_at: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -94,21 +113,33 @@ class EnsembleGenerator:
             raise InvalidInput(f"unknown selection method {method!r}", field="selection_method")
         start = time.perf_counter()
         plans = self._plans(size or self.config.size, providers, params.temperature)
-        candidates = await self._generate_all(prompt, params, plans, start,
-                                              self.config.parallel if parallel is None else parallel)
-        generated = time.perf_counter()
+        run = _Run(prompt, params, self.evaluator.session(query, prompt.context.used, metrics=metrics),
+                   thresholds or self.evaluator.thresholds, start + self.config.ensemble_timeout_s)
+        prepared = asyncio.create_task(asyncio.to_thread(run.session.prepare))  # embed the context meanwhile
+        try:
+            candidates = await self._generate_and_score(run, plans, self.config.parallel if parallel is None
+                                                        else parallel)
+        finally:
+            await prepared
         ok = [c for c in candidates if c.ok]
         if not ok:
             raise ProviderUnavailable(f"all {len(candidates)} ensemble candidates failed",
                                       details={"errors": [f"{c.provider}: {c.error}" for c in candidates]})
-        await self._evaluate(query, prompt, ok, metrics, thresholds or self.evaluator.thresholds)
+        return await self._select(run, candidates, ok, method, consensus_threshold, start)
+
+    async def _select(self, run: _Run, candidates: list[Candidate], ok: list[Candidate], method: str,
+                      consensus_threshold: float | None, start: float) -> EnsembleResult:
+        selecting = time.perf_counter()
         eligible, warnings = self._eligible(ok)
         threshold = self.config.consensus_threshold if consensus_threshold is None else consensus_threshold
-        consensus = await asyncio.to_thread(analyse, [c.text for c in eligible], self.evaluator.embedder,
-                                            threshold=threshold)
+        vectors = [c.evaluation.answer_vector for c in eligible
+                   if c.evaluation is not None and c.evaluation.answer_vector is not None]
+        consensus = analyse([c.text for c in eligible], self.evaluator.embedder, threshold=threshold,
+                            vectors=np.stack(vectors) if len(vectors) == len(eligible) else None)
         best = eligible[select(method, [c.overall for c in eligible], consensus)]
         end = time.perf_counter()
-        timings = Timings((end - start) * 1000, (generated - start) * 1000, (end - generated) * 1000)
+        timings = Timings((end - start) * 1000, (max(run.generated_at, default=start) - start) * 1000,
+                          sum(c.evaluation_ms for c in ok), (end - selecting) * 1000)
         return EnsembleResult(best, candidates, consensus, consensus.score, method,
                               list(dict.fromkeys(c.provider for c in ok)), timings, eligible, warnings)
 
@@ -123,28 +154,38 @@ class EnsembleGenerator:
         weights = self.tracker.weights(chosen) if self.tracker else None
         return plan_candidates(chosen, size, temperature, weights)
 
-    async def _generate_all(self, prompt: EngineeredPrompt, params: GenerationParams, plans: list[CandidatePlan],
-                            start: float, parallel: bool) -> list[Candidate]:
-        deadline = start + self.config.ensemble_timeout_s
-
-        def run(plan: CandidatePlan) -> Any:
-            return run_candidate(self.source, prompt.messages, replace(params, temperature=plan.temperature),
-                                 provider=plan.provider, timeout_s=params.timeout_s or self.config.candidate_timeout_s,
-                                 deadline=deadline)
-
+    async def _generate_and_score(self, run: _Run, plans: list[CandidatePlan], parallel: bool) -> list[Candidate]:
+        """Each candidate is scored as soon as it is generated, overlapping the wait for slower providers.
+        Sequential mode generates one after another but still scores in the background."""
         if parallel:
-            return list(await asyncio.gather(*(run(p) for p in plans)))
-        return [await run(p) for p in plans]
+            return list(await asyncio.gather(*(self._one(run, p, score=True) for p in plans)))
+        candidates, scoring = [], []
+        for plan in plans:
+            candidate = await self._one(run, plan, score=False)
+            candidates.append(candidate)
+            if candidate.ok:
+                scoring.append(asyncio.create_task(self._score(run, candidate)))
+        await asyncio.gather(*scoring)
+        return candidates
 
-    async def _evaluate(self, query: str, prompt: EngineeredPrompt, ok: list[Candidate],
-                        metrics: Sequence[str] | None, thresholds: QualityThresholds) -> None:
-        evaluations = await self.evaluator.aevaluate_many(query, [c.text for c in ok], prompt.context.used,
-                                                          metrics=metrics)
-        for candidate, evaluation in zip(ok, evaluations, strict=True):
-            candidate.evaluation = evaluation
-            candidate.failed_thresholds = thresholds.failures(evaluation)
-            if self.tracker is not None:
-                self.tracker.record(candidate.tracking_id, evaluation.overall)
+    async def _one(self, run: _Run, plan: CandidatePlan, *, score: bool) -> Candidate:
+        params = replace(run.params, temperature=plan.temperature)
+        candidate = await run_candidate(self.source, run.prompt.messages, params, provider=plan.provider,
+                                        timeout_s=run.params.timeout_s or self.config.candidate_timeout_s,
+                                        deadline=run.deadline)
+        run.generated_at.append(time.perf_counter())
+        if score and candidate.ok:
+            await self._score(run, candidate)
+        return candidate
+
+    async def _score(self, run: _Run, candidate: Candidate) -> None:
+        start = time.perf_counter()
+        [evaluation] = await run.session.aevaluate_many([candidate.text])
+        candidate.evaluation = evaluation
+        candidate.evaluation_ms = (time.perf_counter() - start) * 1000
+        candidate.failed_thresholds = run.thresholds.failures(evaluation)
+        if self.tracker is not None:
+            self.tracker.record(candidate.tracking_id, evaluation.overall)
 
     @staticmethod
     def _eligible(ok: list[Candidate]) -> tuple[list[Candidate], list[str]]:

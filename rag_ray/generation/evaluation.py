@@ -15,7 +15,8 @@ Metrics (registry ``METRICS``; each returns a score in [0, 1], a confidence and 
 
 Metrics with confidence 0 are left out of the weighted ``overall``. Raw cosine similarities are rescaled from
 ``[similarity_floor, similarity_ceiling]`` to [0, 1] because embedders differ in where "unrelated" sits.
-All embeddings of one ``evaluate_many`` call go through a single ``embed`` call.
+All embeddings of one ``evaluate_many`` call go through a single ``embed`` call; an ``EvaluationSession`` embeds the
+question and context once for every answer scored against them.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from rag_ray.embedding.base import Embedder
+from rag_ray.embedding.base import Embedder, l2_normalize
 from rag_ray.generation.context import ContextChunk, UsedChunk
 from rag_ray.generation.textutil import (
     Tokenizer,
@@ -114,6 +115,7 @@ class Evaluation:
     overall: float
     sentences: list[SentenceSupport] = field(default_factory=list)
     invalid_citations: list[int] = field(default_factory=list)
+    answer_vector: np.ndarray | None = field(default=None, repr=False, compare=False)  # reused by consensus
 
     @property
     def unsupported_sentences(self) -> list[str]:
@@ -333,6 +335,9 @@ def parse_judge_score(text: str) -> float | None:
 
 
 # ---- the evaluator ------------------------------------------------------------------------------------------
+Contexts = Sequence[UsedChunk | ContextChunk | str]
+
+
 class ResponseEvaluator:
     def __init__(self, embedder: Embedder, *, weights: EvaluationWeights | None = None,
                  thresholds: QualityThresholds | None = None, config: EvaluatorConfig | None = None,
@@ -351,64 +356,33 @@ class ResponseEvaluator:
     def set_quality_thresholds(self, thresholds: QualityThresholds) -> None:
         self.thresholds = thresholds
 
-    def evaluate(self, query: str, answer: str, contexts: Sequence[UsedChunk | ContextChunk | str] = (),
-                 *, metrics: Sequence[str] | None = None) -> Evaluation:
-        return self.evaluate_many(query, [answer], contexts, metrics=metrics)[0]
+    def session(self, query: str, contexts: Contexts = (), *, metrics: Sequence[str] | None = None
+                ) -> EvaluationSession:
+        """An evaluation of several answers to one question: the query and context are embedded once."""
+        return EvaluationSession(self, query, contexts, metrics)
 
-    def evaluate_many(self, query: str, answers: Sequence[str], contexts: Sequence[UsedChunk | ContextChunk | str]
-                      = (), *, metrics: Sequence[str] | None = None) -> list[Evaluation]:
-        samples = self._samples(query, answers, as_passages(contexts))
-        chosen = [m for m in (metrics or self.config.metrics) if m in METRICS]
-        return [self._score(sample, chosen) for sample in samples]
+    def evaluate(self, query: str, answer: str, contexts: Contexts = (), *,
+                 metrics: Sequence[str] | None = None) -> Evaluation:
+        return self.session(query, contexts, metrics=metrics).evaluate_many([answer])[0]
 
-    async def aevaluate_many(self, query: str, answers: Sequence[str],
-                             contexts: Sequence[UsedChunk | ContextChunk | str] = (), *,
+    def evaluate_many(self, query: str, answers: Sequence[str], contexts: Contexts = (), *,
+                      metrics: Sequence[str] | None = None) -> list[Evaluation]:
+        return self.session(query, contexts, metrics=metrics).evaluate_many(answers)
+
+    async def aevaluate_many(self, query: str, answers: Sequence[str], contexts: Contexts = (), *,
                              metrics: Sequence[str] | None = None) -> list[Evaluation]:
-        """``evaluate_many`` off the event loop, plus the LLM judge (in parallel) when one is configured."""
-        evaluations = await asyncio.to_thread(self.evaluate_many, query, answers, contexts, metrics=metrics)
-        if self.judge is not None and answers:
-            passages = as_passages(contexts)
-            judged = await asyncio.gather(*(self._judge(query, a, passages) for a in answers))
-            for evaluation, score in zip(evaluations, judged, strict=True):
-                evaluation.scores["llm_judge"] = score
-                evaluation.overall = self._overall(evaluation.scores)
-        return evaluations
+        return await self.session(query, contexts, metrics=metrics).aevaluate_many(answers)
 
     def passes(self, evaluation: Evaluation) -> bool:
         return not self.thresholds.failures(evaluation)
 
-    def _score(self, sample: Sample, chosen: list[str]) -> Evaluation:
-        sample.supports = compute_supports(sample, self.config)
-        scores = {m: METRICS[m](sample, self.config) for m in chosen}
-        for s in scores.values():
-            s.score = float(min(1.0, max(0.0, s.score)))
-        valid = {p.number for p in sample.passages}
-        invalid = sorted({n for n in citation_numbers(sample.answer) if n not in valid}) if valid else []
-        return Evaluation(scores, self._overall(scores), sample.supports, invalid)
-
-    def _overall(self, scores: dict[str, MetricScore]) -> float:
+    def overall(self, scores: dict[str, MetricScore]) -> float:
+        """Weighted mean of the metrics that were computed with some confidence."""
         weighted = [(self.weights.get(m), s.score) for m, s in scores.items() if s.confidence > 0]
         total = sum(w for w, _ in weighted)
         return sum(w * x for w, x in weighted) / total if total > 0 else 0.0
 
-    def _samples(self, query: str, answers: Sequence[str], passages: list[Passage]) -> list[Sample]:
-        sentence_lists = [split_sentences(a) for a in answers]
-        texts = [query, *(p.text for p in passages)]
-        for answer, sentences in zip(answers, sentence_lists, strict=True):
-            texts += [strip_citations(answer) or " ", *(strip_citations(x) or " " for x in sentences)]
-        vecs = self.embedder.embed(texts, input_type="document")
-        terms = lambda t: content_terms(strip_citations(t), self.tokenizer)  # noqa: E731
-        passage_vecs, offset = vecs[1:1 + len(passages)], 1 + len(passages)
-        passage_terms = [terms(p.text) for p in passages]
-        samples = []
-        for answer, sentences in zip(answers, sentence_lists, strict=True):
-            samples.append(Sample(query, answer, sentences, passages, terms(query), terms(answer),
-                                  [terms(x) for x in sentences], passage_terms, vecs[0], vecs[offset],
-                                  vecs[offset + 1: offset + 1 + len(sentences)], passage_vecs))
-            offset += 1 + len(sentences)
-        return samples
-
-    async def _judge(self, query: str, answer: str, passages: list[Passage]) -> MetricScore:
+    async def judge_score(self, query: str, answer: str, passages: list[Passage]) -> MetricScore:
         assert self.judge is not None
         context = "\n".join(f"[{p.number}] {p.text}" for p in passages) or "(none)"
         prompt = JUDGE_PROMPT.format(query=query, context=context, answer=answer)
@@ -422,6 +396,105 @@ class ResponseEvaluator:
         if value is None:
             return MetricScore("llm_judge", 0.0, 0.0, "judge reply had no score")
         return MetricScore("llm_judge", value, 1.0, f"judge {completion.provider}:{completion.model}")
+
+
+@dataclass
+class _Base:
+    """What every answer to one question is compared with."""
+
+    query_vec: np.ndarray
+    passage_vecs: np.ndarray
+    query_terms: list[str]
+    passage_terms: list[list[str]]
+
+
+class EvaluationSession:
+    """Scores answers to one question against one context, embedding the question and context only once.
+
+    Answers may arrive one by one (the ensemble scores each candidate as soon as it is generated, while slower
+    providers are still working); the first ``evaluate_many`` (or ``prepare``) embeds the shared part.
+    Thread-safe: ``aevaluate_many`` runs the CPU work in a worker thread.
+    """
+
+    def __init__(self, evaluator: ResponseEvaluator, query: str, contexts: Contexts,
+                 metrics: Sequence[str] | None = None):
+        self.evaluator = evaluator
+        self.query = query
+        self.passages = as_passages(contexts)
+        self.metrics = [m for m in (metrics or evaluator.config.metrics) if m in METRICS]
+        self._base: _Base | None = None
+        self._lock = threading.Lock()
+
+    def prepare(self) -> None:
+        self._embed([])
+
+    def evaluate_many(self, answers: Sequence[str]) -> list[Evaluation]:
+        """Only sentences are embedded (the answer's vector is their normalised mean): embedding the whole answer
+        as well would double the encoder work for little change in the similarities."""
+        sentence_lists = [split_sentences(a) or [a] for a in answers]
+        texts = [strip_citations(x) or " " for sentences in sentence_lists for x in sentences]
+        vecs, base = self._embed(texts)
+        out, offset = [], 0
+        for answer, sentences in zip(answers, sentence_lists, strict=True):
+            sentence_vecs = vecs[offset: offset + len(sentences)]
+            answer_vec = l2_normalize(sentence_vecs.mean(axis=0, keepdims=True))[0]
+            sentences = sentences if answer.strip() else []
+            sample = self._sample(base, answer, sentences, answer_vec, sentence_vecs[: len(sentences)])
+            out.append(self._score(sample, answer_vec))
+            offset += len(sentence_vecs)
+        return out
+
+    async def aevaluate_many(self, answers: Sequence[str]) -> list[Evaluation]:
+        """``evaluate_many`` off the event loop, plus the LLM judge (in parallel) when one is configured."""
+        evaluations = await asyncio.to_thread(self.evaluate_many, answers)
+        if self.evaluator.judge is not None and answers:
+            judged = await asyncio.gather(*(self.evaluator.judge_score(self.query, a, self.passages)
+                                            for a in answers))
+            for evaluation, score in zip(evaluations, judged, strict=True):
+                evaluation.scores["llm_judge"] = score
+                evaluation.overall = self.evaluator.overall(evaluation.scores)
+        return evaluations
+
+    def _terms(self, text: str) -> list[str]:
+        return content_terms(strip_citations(text), self.evaluator.tokenizer)
+
+    def _embed(self, texts: list[str]) -> tuple[np.ndarray, _Base]:
+        """Embeds ``texts``, in the same call as the query and context the first time (one call per batch).
+        Repeated texts (identical sentences across candidates) are embedded once."""
+        unique = list(dict.fromkeys(texts))
+        vecs, base = self._embed_unique(unique)
+        index = {t: i for i, t in enumerate(unique)}
+        return vecs[[index[t] for t in texts]] if texts else vecs, base
+
+    def _embed_unique(self, texts: list[str]) -> tuple[np.ndarray, _Base]:
+        embed = self.evaluator.embedder.embed
+        with self._lock:
+            if self._base is None:
+                n = 1 + len(self.passages)
+                vecs = embed([self.query, *(p.text for p in self.passages), *texts], input_type="document")
+                self._base = _Base(vecs[0], vecs[1:n], self._terms(self.query),
+                                   [self._terms(p.text) for p in self.passages])
+                return vecs[n:], self._base
+            base = self._base
+        if not texts:
+            return np.zeros((0, len(base.query_vec)), dtype=np.float32), base
+        return embed(texts, input_type="document"), base
+
+    def _sample(self, base: _Base, answer: str, sentences: list[str], answer_vec: np.ndarray,
+                sentence_vecs: np.ndarray) -> Sample:
+        return Sample(self.query, answer, sentences, self.passages, base.query_terms, self._terms(answer),
+                      [self._terms(x) for x in sentences], base.passage_terms, base.query_vec, answer_vec,
+                      sentence_vecs, base.passage_vecs)
+
+    def _score(self, sample: Sample, answer_vec: np.ndarray) -> Evaluation:
+        config = self.evaluator.config
+        sample.supports = compute_supports(sample, config)
+        scores = {m: METRICS[m](sample, config) for m in self.metrics}
+        for s in scores.values():
+            s.score = float(min(1.0, max(0.0, s.score)))
+        valid = {p.number for p in sample.passages}
+        invalid = sorted({n for n in citation_numbers(sample.answer) if n not in valid}) if valid else []
+        return Evaluation(scores, self.evaluator.overall(scores), sample.supports, invalid, answer_vec)
 
 
 # ---- provider quality tracking ------------------------------------------------------------------------------

@@ -15,7 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from rag_ray.errors import InvalidInput, ProviderError, ProviderTimeout, RagError, RequestTimeout
-from rag_ray.generation.evaluation import Evaluation, ProviderQualityTracker, QualityThresholds, ResponseEvaluator
+from rag_ray.generation.evaluation import (
+    Evaluation,
+    EvaluationSession,
+    ProviderQualityTracker,
+    QualityThresholds,
+    ResponseEvaluator,
+)
 from rag_ray.generation.prompts import EngineeredPrompt
 from rag_ray.llm.base import LLM, ChatMessage, Completion, GenerationParams, Usage
 
@@ -116,6 +122,7 @@ class Candidate:
     exception: BaseException | None = field(default=None, repr=False)
     evaluation: Evaluation | None = None
     failed_thresholds: list[str] = field(default_factory=list)
+    evaluation_ms: float = 0.0
     source_id: str | None = None  # the provider id the candidate was requested from (None: the source's default)
 
     @property
@@ -138,9 +145,13 @@ class Candidate:
 
 @dataclass
 class Timings:
+    """Wall times, except ``evaluation_ms``: the summed scoring time of all candidates, much of which overlaps
+    generation in an ensemble (a candidate is scored while slower ones are still generating)."""
+
     total_ms: float = 0.0
     generation_ms: float = 0.0
     evaluation_ms: float = 0.0
+    selection_ms: float = 0.0
 
     def to_dict(self) -> dict[str, float]:
         return {k: round(v, 2) for k, v in vars(self).items()}
@@ -209,23 +220,29 @@ class SingleGenerator:
                        thresholds: QualityThresholds | None = None) -> SingleResult:
         start = time.perf_counter()
         deadline = start + self.request_timeout_s if self.request_timeout_s else None
-        candidate = await run_candidate(self.source, prompt.messages, params, provider=provider,
-                                        timeout_s=params.timeout_s or self.timeout_s, deadline=deadline)
+        session = self.evaluator.session(query, prompt.context.used, metrics=metrics)
+        prepared = asyncio.create_task(asyncio.to_thread(session.prepare))  # embed the context while generating
+        try:
+            candidate = await run_candidate(self.source, prompt.messages, params, provider=provider,
+                                            timeout_s=params.timeout_s or self.timeout_s, deadline=deadline)
+        finally:
+            await prepared
         if candidate.exception is not None:
             raise candidate.exception
         generated = time.perf_counter()
-        evaluation = await self._evaluate(query, candidate.text, prompt, metrics, deadline)
+        evaluation = await self._evaluate(session, candidate.text, deadline)
         candidate.evaluation = evaluation
         candidate.failed_thresholds = (thresholds or self.evaluator.thresholds).failures(evaluation)
         if self.tracker is not None:
             self.tracker.record(candidate.tracking_id, evaluation.overall)
         end = time.perf_counter()
+        candidate.evaluation_ms = (end - generated) * 1000
         return SingleResult(candidate, Timings((end - start) * 1000, (generated - start) * 1000,
-                                               (end - generated) * 1000))
+                                               candidate.evaluation_ms))
 
-    async def _evaluate(self, query: str, text: str, prompt: EngineeredPrompt, metrics: Sequence[str] | None,
-                        deadline: float | None) -> Evaluation:
-        work = self.evaluator.aevaluate_many(query, [text], prompt.context.used, metrics=metrics)
+    @staticmethod
+    async def _evaluate(session: EvaluationSession, text: str, deadline: float | None) -> Evaluation:
+        work = session.aevaluate_many([text])
         if deadline is None:
             return (await work)[0]
         try:
