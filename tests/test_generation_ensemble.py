@@ -108,6 +108,7 @@ def test_parallel_switch(parallel: bool, peak: int) -> None:
     probe = ConcurrencyProbe()
     result = run(EnsembleGenerator(probe, evaluator()), parallel=parallel)
     assert probe.peak == peak and len(result.candidates) == 3
+    assert all(c.evaluation is not None for c in result.candidates)
 
 
 def test_thresholds_filter_candidates_before_selection() -> None:

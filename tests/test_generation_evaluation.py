@@ -142,3 +142,23 @@ def test_quality_tracker_downweights_low_scorers() -> None:
     assert weights["good"] == 1.0 and weights["bad"] < 0.4 and weights["bad"] >= 0.1
     assert 0.7 < weights["new"] < 1.0  # unseen providers start at the prior
     assert tracker.snapshot()["bad"]["count"] == 5
+
+
+class CountingEmbedder(FakeEmbedder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[int] = []
+
+    def embed(self, texts, *, input_type="document"):  # type: ignore[no-untyped-def]
+        self.sizes.append(len(texts))
+        return super().embed(texts, input_type=input_type)
+
+
+def test_session_embeds_query_and_context_once() -> None:
+    embedder = CountingEmbedder()
+    session = ResponseEvaluator(embedder).session(QUERY, used())
+    [first] = session.evaluate_many([GROUNDED])
+    [second] = session.evaluate_many([GROUNDED])  # identical sentences in one call are embedded once too
+    assert embedder.sizes == [1 + 3 + 3, 3]
+    assert first.overall == pytest.approx(second.overall)
+    assert first.answer_vector is not None and first.answer_vector.shape == (embedder.dimension,)
