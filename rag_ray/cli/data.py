@@ -114,3 +114,14 @@ def cleanup(ctx: typer.Context, orphaned: bool = typer.Option(False, "--orphaned
         verb = "would remove" if dry_run else "removed"
         console_from(ctx).print(f"{verb} {report.orphan_chunks} orphaned chunks, {report.missing_files} missing "
                                 f"files ({report.missing_file_chunks} chunks)")
+
+
+@app.command()
+def sync(ctx: typer.Context, source: str = typer.Option(..., "--source", help="named database source"),
+         mode: str = typer.Option("", "--mode", help="full|incremental (default: the source's)"),
+         local: bool = typer.Option(False, "--local", help="run in-process instead of on Ray"),
+         format: str = typer.Option("table", "--format", help="table|json")) -> None:
+    """Sync a named database source (see `rag-cli rdb sources add`) into Milvus."""
+    from rag_ray.cli.rdb import sync_source_command
+
+    sync_source_command(ctx, source, mode, local, format)

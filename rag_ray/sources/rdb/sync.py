@@ -34,12 +34,15 @@ from rag_ray.sources.rdb.introspect import TableInfo, _short, inspect_tables
 from rag_ray.sources.rdb.reader import ReaderKind, create_source_engine
 from rag_ray.sources.rdb.render import SOURCE_TYPE, json_value, row_doc_id, table_prefix
 from rag_ray.sources.rdb.stages import KIND_SKIP, EmbedWriteFactories, PartitionTask, RdbStages
-from rag_ray.sources.rdb.state import decode_value, load_states, save_state
+from rag_ray.sources.rdb.state import NamedSource, decode_value, load_states, save_state
 from rag_ray.store.filters import MAX_IN_VALUES, literal_list
 from rag_ray.store.milvus import ChunkStore
 from rag_ray.types import Acl
 
 Mode = Literal["full", "incremental"]
+# request fields a named source may store
+SOURCE_OPTIONS = ("mode", "include_tables", "exclude_tables", "incremental_column", "batch_size", "max_rows",
+                  "validate_data", "content_columns", "metadata_columns", "key_columns", "reader")
 MAX_BATCH_SIZE = 100_000
 
 
@@ -65,6 +68,14 @@ class RdbSyncRequest:
     @property
     def source(self) -> str:
         return self.source_name or self.database.public_url()
+
+    @classmethod
+    def from_source(cls, source: NamedSource, mode: str | None = None) -> RdbSyncRequest:
+        """The request a named source stands for (its stored options; ``mode`` overrides)."""
+        options = {k: v for k, v in source.options.items() if k in SOURCE_OPTIONS}
+        if mode:
+            options["mode"] = mode
+        return cls(database=source.config, source_name=source.name, acl=source.acl, **options)
 
     def check(self) -> None:
         if self.mode not in ("full", "incremental"):
