@@ -24,6 +24,9 @@ KO_MIN_SHARE = 0.65  # weighted Hangul share at or above which text is Korean
 MIXED_MIN_SHARE = 0.2  # ... at or above which (and below KO_MIN_SHARE) it is Korean/Latin mixed
 MIN_LETTERS = 3  # fewer letters than this: nothing to decide on
 EN_MIN_STOPWORD_SHARE = 0.12  # share of words that are English function words for the English fast path
+# langdetect's random-restart count (its default is 7): its cost is linear in this; 3 gives the same labels on the
+# sample documents at less than half the cost
+STATISTICAL_TRIALS = 3
 
 _NOT_PROSE = re.compile(
     r"`[^`\n]*`"  # inline code
@@ -32,6 +35,7 @@ _NOT_PROSE = re.compile(
 )
 _HANGUL = re.compile(r"[\uac00-\ud7a3\u1100-\u11ff\u3130-\u318f]")
 _LATIN = re.compile(r"[A-Za-z\u00c0-\u024f]")
+_LATIN_RUN = re.compile(r"[A-Za-z\u00c0-\u024f]+")
 _HAN = re.compile(r"[\u4e00-\u9fff\u3400-\u4dbf]")
 _KANA = re.compile(r"[\u3040-\u30ff]")
 _CYRILLIC = re.compile(r"[\u0400-\u04ff]")
@@ -45,7 +49,11 @@ _SINGLE_LANGUAGE_SCRIPTS: tuple[tuple[str, re.Pattern[str]], ...] = (
 )
 _ARABIC = re.compile(r"[\u0600-\u06ff]")
 _DEVANAGARI = re.compile(r"[\u0900-\u097f]")
-_WORD = re.compile(r"[A-Za-z]+")
+# the union of the non-Latin, non-Hangul scripts above
+_ANY_OTHER_SCRIPT = re.compile(
+    r"[\u0370-\u03ff\u0400-\u04ff\u0530-\u058f\u0590-\u05ff\u0600-\u06ff\u0900-\u097f\u0e00-\u0e7f"
+    r"\u10a0-\u10ff\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff]"
+)
 _EN_STOPWORDS_TEXT = (
     "the of and to in a is that for it as was with be by on not he i this are or his from at which but have an "
     "they you were her she there been one all we their has would when if can more will no so its also than "
@@ -71,17 +79,19 @@ def script_counts(text: str) -> dict[str, int]:
 def detect_language(text: str) -> str:
     """``ko``, ``en``, ``mixed``, another ISO 639-1 code, or ``unknown`` for text with (almost) no letters."""
     prose = _strip_non_prose(text)
-    hangul = len(_HANGUL.findall(prose))
-    latin = len(_LATIN.findall(prose))
+    ascii_only = prose.isascii()
+    hangul = 0 if ascii_only else len(_HANGUL.findall(prose))
+    latin = sum(map(len, _LATIN_RUN.findall(prose)))  # runs, not single letters: far fewer list items
     if hangul:
         share = hangul * HANGUL_WEIGHT / (hangul * HANGUL_WEIGHT + latin)
         if share >= KO_MIN_SHARE:
             return "ko"
         if share >= MIXED_MIN_SHARE:
             return MIXED
-    other = _dominant_other_script(prose, latin)
-    if other is not None:
-        return other
+    if not ascii_only:
+        other = _dominant_other_script(prose, latin)
+        if other is not None:
+            return other
     if latin < MIN_LETTERS:
         return UNKNOWN
     if _looks_english(prose):
@@ -124,7 +134,7 @@ def _code_density(parts: list[str]) -> float:
 
 def _dominant_other_script(prose: str, latin: int) -> str | None:
     """A language read off a non-Latin script that outweighs the Latin letters, else None."""
-    if prose.isascii():
+    if len(_ANY_OTHER_SCRIPT.findall(prose)) <= latin:  # one scan rules out every script below at once
         return None
     han, kana = len(_HAN.findall(prose)), len(_KANA.findall(prose))
     if kana and kana + han > latin:
@@ -141,11 +151,11 @@ def _dominant_other_script(prose: str, latin: int) -> str | None:
 
 
 def _looks_english(prose: str) -> bool:
-    words = _WORD.findall(prose[:4000])
-    if len(words) < 3:
+    tokens = prose[:3000].lower().split()  # whitespace tokens: a C-speed split instead of a word regex
+    if len(tokens) < 3:
         return False
-    hits = sum(1 for w in words if w.lower() in _EN_STOPWORDS)
-    return hits / len(words) >= EN_MIN_STOPWORD_SHARE
+    hits = sum(1 for t in tokens if t in _EN_STOPWORDS)
+    return hits / len(tokens) >= EN_MIN_STOPWORD_SHARE
 
 
 _detector_lock = threading.Lock()
@@ -165,6 +175,7 @@ def _statistical(prose: str, default: str = UNKNOWN) -> str:
             _factory_ready = True
     try:
         detector: Any = detector_factory._factory.create()  # the module-level factory init_factory() loaded
+        detector.n_trial = STATISTICAL_TRIALS
         detector.append(prose[:2000])
         lang = str(detector.detect())
     except LangDetectException:

@@ -143,6 +143,17 @@ def rrn_birth_date(date6: str, gender: str) -> _dt.date | None:
 
 
 # ---- detectors: each yields findings for one type ----
+# Every digit-bearing PII value sits inside a run of digits and separators at least 7 characters long. One scan
+# finds those runs; the detectors then only look inside them (plus a 2-character margin on the right for their
+# lookaheads; lookbehinds see the whole text), instead of each scanning the whole chunk.
+_CANDIDATE = re.compile(r"[+(]?\d[\d \-.()]{5,}\d")
+Window = tuple[int, int]
+
+
+def candidate_windows(text: str) -> list[Window]:
+    return [(m.start(), min(len(text), m.end() + 2)) for m in _CANDIDATE.finditer(text)]
+
+
 def _iter_email(text: str) -> Iterator[PiiFinding]:
     if "@" not in text:
         return
@@ -150,8 +161,8 @@ def _iter_email(text: str) -> Iterator[PiiFinding]:
         yield PiiFinding("email", m.start(), m.end(), m.group())
 
 
-def _iter_phone(text: str) -> Iterator[PiiFinding]:
-    for m in _PHONE.finditer(text):
+def _iter_phone(text: str, pos: int, endpos: int) -> Iterator[PiiFinding]:
+    for m in _PHONE.finditer(text, pos, endpos):
         value = m.group()
         digits = sum(ch.isdigit() for ch in value)
         if value.startswith("+") and not 8 <= digits <= 15:
@@ -159,8 +170,8 @@ def _iter_phone(text: str) -> Iterator[PiiFinding]:
         yield PiiFinding("phone", m.start(), m.end(), value)
 
 
-def _iter_rrn(text: str) -> Iterator[PiiFinding]:
-    for m in _RRN.finditer(text):
+def _iter_rrn(text: str, pos: int, endpos: int) -> Iterator[PiiFinding]:
+    for m in _RRN.finditer(text, pos, endpos):
         if rrn_birth_date(m["date"], m["gender"]) is None:
             continue
         if not m["sep"] and not rrn_checksum_valid(m["date"] + m["gender"] + m["rest"]):
@@ -168,26 +179,26 @@ def _iter_rrn(text: str) -> Iterator[PiiFinding]:
         yield PiiFinding("rrn", m.start(), m.end(), m.group())
 
 
-def _iter_card(text: str) -> Iterator[PiiFinding]:
-    for m in _CARD.finditer(text):
+def _iter_card(text: str, pos: int, endpos: int) -> Iterator[PiiFinding]:
+    for m in _CARD.finditer(text, pos, endpos):
         digits = re.sub(r"\D", "", m.group())
         if card_brand(digits) and luhn_valid(digits):
             yield PiiFinding("card", m.start(), m.end(), m.group())
 
 
-def _iter_account(text: str) -> Iterator[PiiFinding]:
-    if "-" not in text:
-        return
-    for m in _ACCOUNT.finditer(text):
+def _iter_account(text: str, pos: int, endpos: int) -> Iterator[PiiFinding]:
+    for m in _ACCOUNT.finditer(text, pos, endpos):
         yield PiiFinding("account", m.start(), m.end(), m.group())
 
 
-def _iter_ip(text: str) -> Iterator[PiiFinding]:
-    if "." in text:
-        for m in _IPV4.finditer(text):
-            if _VERSION_CONTEXT.search(text, max(0, m.start() - 12), m.start()):
-                continue
-            yield PiiFinding("ip", m.start(), m.end(), m.group())
+def _iter_ipv4(text: str, pos: int, endpos: int) -> Iterator[PiiFinding]:
+    for m in _IPV4.finditer(text, pos, endpos):
+        if _VERSION_CONTEXT.search(text, max(0, m.start() - 12), m.start()):
+            continue
+        yield PiiFinding("ip", m.start(), m.end(), m.group())
+
+
+def _iter_ipv6(text: str) -> Iterator[PiiFinding]:
     if "::" in text or text.count(":") >= 7:
         for m in _IPV6_CANDIDATE.finditer(text):
             if _plausible_ipv6(m.group()):
@@ -206,15 +217,18 @@ def _plausible_ipv6(candidate: str) -> bool:
 
 
 def _iter_passport(text: str) -> Iterator[PiiFinding]:
-    lowered_hit = "여권" in text or "passport" in text.lower()
-    if not lowered_hit:
+    if "여권" not in text and "passport" not in text.lower():
         return
     for m in _PASSPORT.finditer(text):
         yield PiiFinding("passport", m.start("num"), m.end("num"), m["num"])
 
 
-_DIGIT_DETECTORS: tuple[Callable[[str], Iterator[PiiFinding]], ...] = (
-    _iter_rrn, _iter_card, _iter_account, _iter_phone, _iter_passport, _iter_ip,
+# in priority order: an earlier detector's span wins an overlap
+_WINDOWED_DETECTORS: tuple[tuple[str, Callable[[str, int, int], Iterator[PiiFinding]]], ...] = (
+    ("rrn", _iter_rrn), ("card", _iter_card), ("account", _iter_account), ("phone", _iter_phone),
+)
+_WHOLE_TEXT_DETECTORS: tuple[tuple[str, Callable[[str], Iterator[PiiFinding]]], ...] = (
+    ("passport", _iter_passport), ("ip", _iter_ipv6), ("email", _iter_email),
 )
 
 
@@ -224,13 +238,24 @@ def find_pii(text: str, types: Iterable[str] | None = None) -> list[PiiFinding]:
     ``types`` limits detection to those types (default: all of :data:`PII_TYPES`).
     """
     wanted = set(PII_TYPES if types is None else types)
-    detectors = list(_DIGIT_DETECTORS) if _DIGIT.search(text) else []  # cheap prefilter: most PII has digits
-    detectors.append(_iter_email)
     claimed: list[PiiFinding] = []
-    for detector in detectors:
-        for finding in detector(text):
-            if finding.type in wanted and not any(_overlaps(finding, c) for c in claimed):
+
+    def claim(findings: Iterable[PiiFinding]) -> None:
+        for finding in findings:
+            if not any(_overlaps(finding, c) for c in claimed):
                 claimed.append(finding)
+
+    windows = candidate_windows(text) if _DIGIT.search(text) else []
+    for pii_type, windowed in _WINDOWED_DETECTORS:
+        if pii_type in wanted:
+            for pos, endpos in windows:
+                claim(windowed(text, pos, endpos))
+    for pii_type, whole in _WHOLE_TEXT_DETECTORS:
+        if pii_type == "ip" and "ip" in wanted:
+            for pos, endpos in windows:
+                claim(_iter_ipv4(text, pos, endpos))
+        if pii_type in wanted:
+            claim(whole(text))
     return sorted(claimed, key=lambda f: f.start)
 
 

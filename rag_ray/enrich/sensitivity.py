@@ -55,19 +55,24 @@ class SensitivityRules(BaseModel):
     default: Sensitivity = "public"
 
     @cached_property
-    def _keyword_patterns(self) -> list[tuple[Sensitivity, re.Pattern[str]]]:
-        """One regex per class, most sensitive first, so the first hit decides the keyword level."""
-        patterns = []
+    def _keyword_checks(self) -> list[tuple[Sensitivity, str, re.Pattern[str]]]:
+        """(level, cheap lowercase substring that must be present, exact regex), most sensitive level first.
+
+        The substring test is a C-speed ``in`` on the lowercased text; the regex (word boundaries, flexible
+        spacing) runs only when it hits, which for almost every chunk is never.
+        """
+        checks = []
         for level in reversed(SENSITIVITY_LEVELS):
-            words = self.keywords.get(level, [])
-            if words:
-                alternatives = sorted((_keyword_regex(w) for w in words if w.strip()), key=len, reverse=True)
-                patterns.append((level, re.compile("|".join(alternatives), re.IGNORECASE)))
-        return patterns
+            for word in self.keywords.get(level, []):
+                parts = word.lower().split()
+                if parts:
+                    checks.append((level, parts[0], re.compile(_keyword_regex(word), re.IGNORECASE)))
+        return checks
 
     def keyword_level(self, text: str) -> Sensitivity | None:
-        for level, pattern in self._keyword_patterns:
-            if pattern.search(text):
+        lowered = text.lower()
+        for level, needle, pattern in self._keyword_checks:
+            if needle in lowered and pattern.search(text):
                 return level
         return None
 
