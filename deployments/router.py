@@ -6,15 +6,24 @@ from typing import Any
 
 from deployments.embedder import HandleEmbedder
 from deployments.llm import HandleLLM
+from jobs.ingest_files import run_submitted_job
 from rag_ray.api.app import create_app
 from rag_ray.api.services import Services
 from rag_ray.config import Settings
+from rag_ray.ingest.file_jobs import FileJobService
 from rag_ray.ingest.tracking import JobStore
 from rag_ray.providers.manager import LLMEntry, LLMManager
 from rag_ray.providers.pricing import price_for
 from rag_ray.providers.retry import RetryPolicy
 from rag_ray.retrieval.service import RetrievalService
 from rag_ray.runtime import Runtime
+
+
+def ray_task_launcher(fn: Any, *args: Any) -> None:
+    """Run a job driver as a Ray task (it fans its own Ray Data work out across the cluster)."""
+    import ray
+
+    ray.remote(num_cpus=0, max_retries=0)(fn).remote(*args)
 
 
 class RouterDeployment:
@@ -45,6 +54,8 @@ class RouterDeployment:
         store = self.runtime.store
         features: dict[str, Any] = {"metadata_db": self.runtime.db, "store": store, "runtime": self.runtime,
                                     "llm_manager": manager, "embedder_handle": self.embedder_handle}
+        features["file_jobs"] = FileJobService(self.settings, self.runtime.db, store, run_submitted_job,
+                                               launcher=ray_task_launcher)
         return Services(settings=self.settings, auth=AuthService(self.runtime.db, self.settings), embedder=embedder,
                         llm=manager, retrieval=RetrievalService(store, embedder, max_k=self.settings.max_k),
                         jobs=JobStore(self.runtime.db), features=features)

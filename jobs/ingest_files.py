@@ -15,6 +15,7 @@ from jobs.ray_executor import RayDataExecutor, init_ray
 from rag_ray.config import Settings, load_settings
 from rag_ray.errors import RagError
 from rag_ray.ingest.file_ingest import FileIngestor, FileIngestRequest, IngestSummary
+from rag_ray.ingest.notify import callback_listeners
 from rag_ray.ingest.tracking import ProgressListener
 from rag_ray.runtime import Runtime, ensure_milvus
 from rag_ray.types import Acl
@@ -33,8 +34,9 @@ def run_file_job(settings: Settings, request: FileIngestRequest, job_id: str | N
     milvus = ensure_milvus(settings)
     try:
         init_ray(settings)
-        with Runtime(settings) as runtime:
-            return build_ingestor(runtime, confine=confine).run(request, job_id=job_id, listeners=listeners)
+        with Runtime(settings) as runtime, callback_listeners(settings, request) as callbacks:
+            return build_ingestor(runtime, confine=confine).run(request, job_id=job_id,
+                                                                listeners=[*(listeners or []), *callbacks])
     finally:
         if milvus is not None:
             milvus.stop()
@@ -73,6 +75,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(json.dumps(summary.to_dict(), default=str))
     return 0 if summary.status == "succeeded" else 1
+
+
+def run_submitted_job(settings: Settings, request: FileIngestRequest, job_id: str, confine: bool) -> dict[str, object]:
+    """Entry for jobs submitted through the API (a Ray task or a thread); the job record has the outcome."""
+    return run_file_job(settings, request, job_id, confine=confine).to_dict()
 
 
 if __name__ == "__main__":

@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(50 * 1024 * 1024, validation_alias="RAG_MAX_UPLOAD_BYTES")
     max_k: int = Field(100, validation_alias="RAG_MAX_K")
 
+    callback_secret: SecretStr | None = Field(None, validation_alias="RAG_CALLBACK_SECRET")
+    callback_allow_private: bool = Field(False, validation_alias="RAG_CALLBACK_ALLOW_PRIVATE")
+    callback_allowed_hosts: list[str] = Field(default_factory=list, validation_alias="RAG_CALLBACK_ALLOWED_HOSTS")
+
     # --- Ray ---
     ray_address: str | None = Field(None, validation_alias="RAY_ADDRESS")
 
@@ -102,6 +106,13 @@ class Settings(BaseSettings):
     def _split_roots(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [p for p in value.split(":") if p]
+        return value
+
+    @field_validator("callback_allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [h.strip() for h in value.split(",") if h.strip()]
         return value
 
     @field_validator("rdb_allowed_hosts", mode="before")
@@ -184,6 +195,15 @@ class Settings(BaseSettings):
         path.write_text(key)
         path.chmod(0o600)
         return key
+
+    def callback_signing_key(self) -> str:
+        """Key for HMAC-signed progress callbacks: configured, else derived from the JWT secret."""
+        if self.callback_secret is not None:
+            return self.callback_secret.get_secret_value()
+        import hashlib
+        import hmac
+
+        return hmac.new(self.jwt_secret().encode(), b"rag-ray progress callbacks", hashlib.sha256).hexdigest()
 
     def validate_for_production(self) -> list[str]:
         """Problems that make this configuration unsafe; production refuses to start with any."""

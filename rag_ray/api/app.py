@@ -8,10 +8,11 @@ from fastapi import FastAPI
 
 from rag_ray.api.errors import install_error_handlers
 from rag_ray.api.limits import BodySizeLimit
+from rag_ray.api.metrics import Metrics, RequestMetrics
 from rag_ray.api.services import Services
 
 # Route modules, each exposing `router`. Optional ones (not yet present) are skipped.
-ROUTE_MODULES = ("health", "query", "auth", "admin", "chat", "embeddings", "generate", "extract", "jobs",
+ROUTE_MODULES = ("health", "query", "auth", "admin", "chat", "embeddings", "generate", "extract", "files", "jobs",
                  "documents", "openai_compat", "metrics")
 
 DESCRIPTION = """rag-ray: retrieval-augmented generation on Ray.
@@ -32,6 +33,8 @@ def create_app(services: Services) -> FastAPI:
                 continue
             raise
         app.include_router(module.router)
+    app.state.metrics = Metrics()
+    app.add_middleware(RequestMetrics, metrics=app.state.metrics)  # type: ignore[arg-type]
     app.add_middleware(BodySizeLimit, max_bytes=services.settings.max_request_bytes,  # type: ignore[arg-type]
                        exempt_prefixes=("/documents/upload",))
     return app

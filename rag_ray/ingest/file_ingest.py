@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from rag_ray.errors import InvalidInput, RagError
 from rag_ray.ingest.executor import Executor, ResultHandler, StageFactories
-from rag_ray.ingest.rows import KIND_CHUNK, KIND_EMPTY, KIND_ERROR
+from rag_ray.ingest.rows import KIND_CHUNK, KIND_ERROR
 from rag_ray.ingest.scan import FileEntry, FileSelection, file_sha256, make_selection, scan_files
 from rag_ray.ingest.tracking import JobCancelled, JobStore, JobTracker, ProgressListener
 from rag_ray.metadata import DocumentRecord, MetadataDB
@@ -39,12 +39,13 @@ class FileIngestRequest:
     acl: Acl = field(default_factory=Acl)
     only_changed: bool = True
     metadata: dict[str, Any] = field(default_factory=dict)
+    callback_url: str | None = None
 
     def describe(self) -> dict[str, Any]:
         return {"path": str(self.path), "recursive": self.recursive, "file_types": list(self.file_types or []),
                 "include": list(self.include), "exclude": list(self.exclude), "owner_id": self.acl.owner_id,
                 "group_ids": list(self.acl.group_ids), "visibility": self.acl.visibility,
-                "only_changed": self.only_changed}
+                "only_changed": self.only_changed, "callback": bool(self.callback_url)}
 
 
 @dataclass

@@ -15,7 +15,14 @@ import numpy as np
 from rag_ray.embedding.base import Embedder
 from rag_ray.errors import RagError
 from rag_ray.ingest.rows import (
-    CHUNK_COLUMNS, KIND_CHUNK, KIND_EMPTY, KIND_ERROR, chunk_row, columns_to_rows, marker_row, row_to_chunk,
+    CHUNK_COLUMNS,
+    KIND_CHUNK,
+    KIND_EMPTY,
+    KIND_ERROR,
+    chunk_row,
+    columns_to_rows,
+    marker_row,
+    row_to_chunk,
 )
 from rag_ray.sources.files import parse_file
 from rag_ray.store.milvus import ChunkStore

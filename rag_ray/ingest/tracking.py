@@ -36,6 +36,7 @@ class JobProgress:
     errors_count: int = 0
     elapsed_s: float = 0.0
     message: str = ""
+    finished_at: str | None = None  # set when the driver has stopped (a cancel request alone does not)
     errors: list[dict[str, str]] = field(default_factory=list)
 
     @property
@@ -75,7 +76,8 @@ def record_to_progress(rec: JobRecord, errors: list[JobErrorRecord] | None = Non
     return JobProgress(job_id=rec.job_id, kind=rec.kind, status=rec.status, items_total=rec.items_total,
                        items_done=rec.items_done, items_skipped=rec.items_skipped, items_deleted=rec.items_deleted,
                        chunks_done=rec.chunks_done, errors_count=rec.errors_count, elapsed_s=max(elapsed, 0.0),
-                       message=rec.message, errors=[{"item": e.item, "error": e.error} for e in (errors or [])])
+                       message=rec.message, finished_at=rec.finished_at.isoformat() if rec.finished_at else None,
+                       errors=[{"item": e.item, "error": e.error} for e in (errors or [])])
 
 
 def _aware(value: datetime) -> datetime:
@@ -125,7 +127,7 @@ class JobStore:
             return rec.status
 
     def set_status(self, job_id: str, status: str, *, allowed_from: tuple[str, ...] | None = None,
-                   message: str | None = None) -> None:
+                   message: str | None = None, finished: bool = False) -> None:
         with self.db.session() as s:
             rec = s.get(JobRecord, job_id)
             if rec is None:
@@ -138,7 +140,7 @@ class JobStore:
             now = datetime.now(UTC)
             if status == "running" and rec.started_at is None:
                 rec.started_at = now
-            if status in ("succeeded", "failed", "cancelled"):
+            if finished:
                 rec.finished_at = now
 
     # control requests from the API / CLI
@@ -223,7 +225,6 @@ class JobTracker:
         self.progress.message = message
         self.flush(force=True)
         current = self.jobs.status(self.job_id)
-        if current != "cancelled" or status == "cancelled":
-            self.jobs.set_status(self.job_id, status, message=message)
-        for listener in self.listeners:
-            listener(self.progress)
+        final = status if current != "cancelled" else "cancelled"
+        self.jobs.set_status(self.job_id, final, message=message if final == status else "cancelled by request",
+                             finished=True)

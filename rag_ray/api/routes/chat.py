@@ -1,0 +1,180 @@
+"""``POST /chat`` and ``POST /chat/stream``: chat with the configured LLMs through the manager.
+
+Body (the seed's): ``{messages: [{role, content}], model?, provider?, temperature?, max_tokens?, load_balancing?,
+stream?}``. ``model`` is a configured model (``gpt-4o-mini``) or a full ``provider:model`` id; ``provider`` narrows
+to one provider; ``load_balancing`` picks a strategy (round_robin, random, least_loaded, latency_based,
+health_based, cost_optimized; ``weighted`` = random).
+
+Caps (422 naming the field): ``messages`` 1..256 items, content ≤ 100,000 characters in total; ``max_tokens``
+1..8192; ``temperature`` 0..2; ``model`` ≤ 128 and ``provider`` ≤ 64 characters; unknown fields are refused.
+An unknown provider or model is a 422 naming ``provider`` / ``model``.
+
+``/chat/stream`` answers ``text/event-stream``: ``event: token`` frames ``{"delta": ...}``, then one
+``event: done`` with provider, model, usage, latency_ms, cost_usd and finish_reason. Failures before the first
+token fail over and, if nothing can answer, are a normal HTTP error; a failure after it is one
+``event: error`` frame ``{error, message}`` and the stream ends. A client that disconnects stops generation.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from rag_ray.api.deps import current_principal, get_services
+from rag_ray.api.services import Services
+from rag_ray.api.sse import event_stream, prime, relay, sse_event
+from rag_ray.errors import InvalidInput, RagError
+from rag_ray.llm.base import ChatMessage, GenerationParams, StreamChunk, Usage
+from rag_ray.providers.manager import LLMEntry, LLMManager
+from rag_ray.providers.strategies import STRATEGIES
+
+router = APIRouter(tags=["chat"], dependencies=[Depends(current_principal)])
+
+MAX_MESSAGES = 256
+MAX_TOTAL_CHARS = 100_000
+MAX_TOKENS = 8192
+STRATEGY_ALIASES = {"weighted": "random", "weighted_random": "random"}
+
+
+def check_total_chars(contents: list[str]) -> None:
+    total = sum(len(c) for c in contents)
+    if total > MAX_TOTAL_CHARS:
+        raise ValueError(f"message content totals {total} characters (at most {MAX_TOTAL_CHARS})")
+
+
+def check_strategy(name: str | None) -> str | None:
+    if name is None:
+        return None
+    name = STRATEGY_ALIASES.get(name, name)
+    if name not in STRATEGIES.names():
+        raise ValueError(f"unknown strategy {name!r} (known: {', '.join(STRATEGIES.names())})")
+    return name
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["system", "user", "assistant"]
+    content: str = Field(max_length=MAX_TOTAL_CHARS)
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"messages": [{"role": "user", "content": "머신러닝이 무엇인가요?"}], "model": "gpt-4", "temperature": 0.7,
+         "max_tokens": 1000}]})
+
+    messages: list[Message] = Field(min_length=1, max_length=MAX_MESSAGES)
+    model: str | None = Field(None, min_length=1, max_length=128)
+    provider: str | None = Field(None, min_length=1, max_length=64)
+    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    max_tokens: int = Field(512, ge=1, le=MAX_TOKENS)
+    load_balancing: str | None = Field(None, max_length=64)
+    stream: bool = False
+
+    @field_validator("messages")
+    @classmethod
+    def _total_chars(cls, messages: list[Message]) -> list[Message]:
+        check_total_chars([m.content for m in messages])
+        return messages
+
+    @field_validator("load_balancing")
+    @classmethod
+    def _strategy(cls, name: str | None) -> str | None:
+        return check_strategy(name)
+
+    def chat_messages(self) -> list[ChatMessage]:
+        return [ChatMessage(m.role, m.content) for m in self.messages]
+
+    def params(self) -> GenerationParams:
+        return GenerationParams(temperature=self.temperature, max_tokens=self.max_tokens)
+
+
+# ------------------------------------------------------------------------------------------- routing helpers
+def resolve_llm(manager: LLMManager, provider: str | None, model: str | None) -> tuple[str | None, str | None]:
+    """(provider, model) for the manager, or a 422 naming the field that matches no configured entry.
+    A full ``provider:model`` id in ``model`` becomes the provider filter (ids may hold more colons)."""
+    entries = manager.entries
+    if provider is not None and not any(provider in (e.provider, e.id) for e in entries):
+        raise InvalidInput(f"unknown provider {provider!r} (configured: {_ids(entries)})", field="provider")
+    if model is None:
+        return provider, None
+    allowed = [e for e in entries if provider in (None, e.provider, e.id)]
+    for entry in allowed:
+        if entry.id == model:
+            return entry.id, None
+    if any(e.model == model for e in allowed):
+        return provider, model
+    raise InvalidInput(f"unknown model {model!r} (configured: {_ids(entries)})", field="model")
+
+
+def _ids(entries: list[LLMEntry]) -> str:
+    return ", ".join(e.id for e in entries)
+
+
+def serving_entry(stream: AsyncIterator[StreamChunk]) -> LLMEntry | None:
+    """The entry an ``LLMManager.stream`` settled on after its first chunk. The manager does not put it on the
+    chunks, so read it from the suspended generator's frame (None if the manager's shape ever changes)."""
+    frame = getattr(stream, "ag_frame", None)
+    entry = frame.f_locals.get("entry") if frame is not None else None
+    return entry if isinstance(entry, LLMEntry) else None
+
+
+def describe(entry: LLMEntry | None, usage: Usage | None) -> dict[str, Any]:
+    return {"provider": entry.provider if entry else None, "model": entry.model if entry else None,
+            "cost_usd": entry.price.cost(usage) if entry and usage else 0.0}
+
+
+async def open_stream(services: Services, messages: list[ChatMessage], params: GenerationParams, *,
+                      provider: str | None, model: str | None, strategy: str | None
+                      ) -> tuple[StreamChunk | None, AsyncIterator[StreamChunk], LLMEntry | None]:
+    """Start a managed stream and pull its first chunk, so failover and errors up to there keep HTTP status."""
+    stream = services.llm.stream(messages, params, strategy=strategy, provider=provider, model=model)
+    first = await prime(stream)
+    return first, stream, serving_entry(stream)
+
+
+# ---------------------------------------------------------------------------------------------------- routes
+@router.post("/chat", summary="Chat with the configured LLMs (manager: strategies, retries, fallback)")
+async def chat(body: ChatRequest, request: Request, services: Services = Depends(get_services)) -> Any:
+    if body.stream:
+        return await chat_stream(body, request, services)
+    provider, model = resolve_llm(services.llm, body.provider, body.model)
+    completion = await services.llm.generate(body.chat_messages(), body.params(), strategy=body.load_balancing,
+                                             provider=provider, model=model)
+    return {"answer": completion.text, "provider": completion.provider, "model": completion.model,
+            "usage": completion.usage.to_dict(), "latency_ms": round(completion.latency_ms, 3),
+            "cost_usd": completion.cost_usd, "finish_reason": completion.finish_reason}
+
+
+@router.post("/chat/stream", summary="Chat, streamed as server-sent events (token…, done | error)")
+async def chat_stream(body: ChatRequest, request: Request,
+                      services: Services = Depends(get_services)) -> StreamingResponse:
+    started = time.perf_counter()
+    provider, model = resolve_llm(services.llm, body.provider, body.model)
+    first, stream, entry = await open_stream(services, body.chat_messages(), body.params(), provider=provider,
+                                             model=model, strategy=body.load_balancing)
+    return event_stream(_chat_frames(request, first, stream, entry, started))
+
+
+async def _chat_frames(request: Request, first: StreamChunk | None, stream: AsyncIterator[StreamChunk],
+                       entry: LLMEntry | None, started: float) -> AsyncIterator[str]:
+    final = StreamChunk(finish_reason="stop")
+    try:
+        async for chunk in relay(request, first, stream):
+            if chunk.delta:
+                yield sse_event({"delta": chunk.delta}, "token")
+            if chunk.finish_reason not in (None, "error"):
+                final = chunk
+    except RagError as exc:
+        yield sse_event({"error": exc.code, "message": exc.message}, "error")
+        return
+    if await request.is_disconnected():
+        return
+    done = {**describe(entry, final.usage), "usage": (final.usage or Usage()).to_dict(),
+            "latency_ms": round((time.perf_counter() - started) * 1000, 3), "finish_reason": final.finish_reason}
+    yield sse_event(done, "done")

@@ -1,0 +1,61 @@
+"""Job status and control: progress counters, rate, ETA, per-item errors; pause, resume, cancel.
+
+Callers see their own jobs; admins see all. Someone else's job answers 404 like a missing one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query
+
+from rag_ray.api.deps import current_principal, get_services
+from rag_ray.api.services import Services
+from rag_ray.errors import NotFound
+from rag_ray.ingest.tracking import JobStore
+from rag_ray.types import Principal
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+
+def _jobs(services: Services) -> JobStore:
+    if services.jobs is None:
+        return services.feature("jobs")  # type: ignore[no-any-return]
+    return services.jobs
+
+
+def _visible(jobs: JobStore, job_id: str, principal: Principal) -> None:
+    if not principal.is_admin and jobs.owner(job_id) != principal.user_id:
+        raise NotFound(f"job {job_id!r} not found", field="job_id")
+
+
+@router.get("", summary="Recent jobs (own; admins: all)")
+async def list_jobs(limit: int = Query(50, ge=1, le=500), principal: Principal = Depends(current_principal),
+                    services: Services = Depends(get_services)) -> dict[str, Any]:
+    jobs = _jobs(services).list(limit, created_by=None if principal.is_admin else principal.user_id)
+    return {"jobs": [j.to_dict() for j in jobs]}
+
+
+@router.get("/{job_id}", summary="Progress of one job")
+async def get_job(job_id: str, principal: Principal = Depends(current_principal),
+                  services: Services = Depends(get_services)) -> dict[str, Any]:
+    jobs = _jobs(services)
+    _visible(jobs, job_id, principal)
+    return jobs.get(job_id).to_dict()
+
+
+def _control(action: str):  # type: ignore[no-untyped-def]
+    async def handler(job_id: str, principal: Principal = Depends(current_principal),
+                      services: Services = Depends(get_services)) -> dict[str, Any]:
+        jobs = _jobs(services)
+        _visible(jobs, job_id, principal)
+        getattr(jobs, action)(job_id)
+        return jobs.get(job_id, with_errors=False).to_dict()
+
+    handler.__name__ = f"{action}_job"
+    return handler
+
+
+for _action in ("pause", "resume", "cancel"):
+    router.add_api_route(f"/{{job_id}}/{_action}", _control(_action), methods=["POST"],
+                         summary=f"{_action.capitalize()} a job")

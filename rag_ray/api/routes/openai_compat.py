@@ -1,0 +1,362 @@
+"""OpenAI-compatible routes, so any OpenAI client can use the server (``base_url=<server>/v1``, ``api_key=<token>``).
+
+- ``POST /v1/chat/completions`` (``stream`` true or false). ``model`` is a configured ``provider:model`` id, a
+  bare configured model id, or ``rag``: retrieve under the caller's access filter, answer from the passages, cite
+  them in the text (``Sources: [1] …``) and list them in the non-standard ``rag_sources`` field (on the response,
+  or on the first chunk when streaming).
+- ``POST /v1/embeddings`` (``encoding_format`` float or base64; ``model`` = the embedder's ``provider:model`` or
+  bare model id).
+- ``GET /v1/models`` and ``GET /v1/models/{id}``: the configured LLMs, ``rag``, and the embedder(s).
+
+Responses are shaped like OpenAI's; streams are ``data: {chunk}`` frames ending with ``data: [DONE]`` (a failure
+after the first token is one ``data: {"error": …}`` frame). Errors on these routes use OpenAI's shape
+``{"error": {"message", "type", "param", "code"}}`` (``param`` names the field) with the usual status codes.
+
+Caps (422 naming the field in ``param``): ``messages`` 1..256 items, content ≤ 100,000 characters in total;
+``max_tokens`` / ``max_completion_tokens`` 1..8192; ``temperature`` 0..2; ``top_p`` 0..1; ``n`` = 1; ``stop``
+≤ 4 strings; embeddings ``input`` 1..512 strings of 1..32,000 characters (token arrays are not supported);
+``dimensions`` 1..8192. Unknown fields are refused; an unknown ``model`` is a 422 naming ``model``.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from rag_ray.api.deps import current_principal, get_services
+from rag_ray.api.errors import error_response
+from rag_ray.api.routes.chat import MAX_MESSAGES, MAX_TOKENS, check_total_chars, open_stream, resolve_llm
+from rag_ray.api.routes.embeddings import MAX_DIMENSIONS, MAX_INPUTS, EmbedOptions, Text, as_list, embed_texts
+from rag_ray.api.services import Services
+from rag_ray.api.sse import event_stream, relay, sse_event
+from rag_ray.errors import InvalidInput, NotFound, RagError
+from rag_ray.llm.base import ChatMessage, Completion, GenerationParams, StreamChunk, Usage
+from rag_ray.providers.manager import EmbeddingManager
+from rag_ray.retrieval.service import build_rag_messages
+from rag_ray.types import Principal, SearchHit
+
+RAG_MODEL = "rag"
+RAG_K = 5
+CREATED = int(time.time())  # "created" of every model card: when this server started
+
+
+# ------------------------------------------------------------------------------------------------ error shape
+ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+               404: "not_found_error", 409: "conflict_error", 413: "invalid_request_error",
+               422: "invalid_request_error", 429: "rate_limit_error"}
+
+
+def openai_error_body(exc: RagError, status: int = 500) -> dict[str, Any]:
+    kind = ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+    return {"error": {"message": exc.message, "type": kind, "param": exc.field, "code": exc.code}}
+
+
+def openai_error(exc: RagError) -> JSONResponse:
+    plain = error_response(exc)  # same status and headers (Retry-After, WWW-Authenticate) as the other routes
+    headers = {k: v for k, v in plain.headers.items() if k in ("retry-after", "www-authenticate")}
+    return JSONResponse(openai_error_body(exc, plain.status_code), status_code=plain.status_code, headers=headers)
+
+
+def validation_error(exc: RequestValidationError) -> JSONResponse:
+    first: dict[str, Any] = next(iter(exc.errors()), {})
+    field = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")) or "body"
+    return openai_error(InvalidInput(f"{field}: {first.get('msg', 'invalid request')}", field=field))
+
+
+class OpenAIRoute(APIRoute):
+    """Errors of ``/v1`` routes (auth, validation, library errors) in OpenAI's shape; other routes keep ours."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handle = super().get_route_handler()
+
+        async def handler(request: Request) -> Response:
+            try:
+                return await handle(request)
+            except RequestValidationError as exc:
+                return validation_error(exc)
+            except RagError as exc:
+                return openai_error(exc)
+
+        return handler
+
+
+router = APIRouter(prefix="/v1", tags=["openai"], route_class=OpenAIRoute)
+
+
+# ------------------------------------------------------------------------------------------------ chat bodies
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["text"]
+    text: str
+
+
+class OpenAIMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextPart] | None = None
+    name: str | None = Field(None, max_length=64)
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(part.text for part in self.content)
+        return self.content or ""
+
+    def to_chat(self) -> ChatMessage:
+        return ChatMessage("system" if self.role == "developer" else self.role, self.text())
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # OpenAI keeps adding stream options; unknown ones are harmless
+
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(min_length=1, max_length=192)
+    messages: list[OpenAIMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
+    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    stop: str | Annotated[list[str], Field(max_length=4)] | None = None
+    n: int = Field(1, ge=1, le=1)
+    top_p: float | None = Field(None, ge=0.0, le=1.0)  # accepted for compatibility, not forwarded
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    seed: int | None = None
+    user: str | None = Field(None, max_length=256)
+
+    @field_validator("messages")
+    @classmethod
+    def _total_chars(cls, messages: list[OpenAIMessage]) -> list[OpenAIMessage]:
+        check_total_chars([m.text() for m in messages])
+        return messages
+
+    def params(self) -> GenerationParams:
+        defaults = GenerationParams()
+        stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+        return GenerationParams(temperature=defaults.temperature if self.temperature is None else self.temperature,
+                                max_tokens=self.max_completion_tokens or self.max_tokens or defaults.max_tokens,
+                                stop=stop)
+
+    def chat_messages(self) -> list[ChatMessage]:
+        return [m.to_chat() for m in self.messages]
+
+    def last_user_text(self) -> str:
+        for message in reversed(self.messages):
+            if message.role == "user" and message.text().strip():
+                return message.text()
+        raise InvalidInput("the rag model needs a user message with the question", field="messages")
+
+
+# -------------------------------------------------------------------------------------------- chat responses
+FINISH_REASONS = {"stop": "stop", "end_turn": "stop", "stop_sequence": "stop", "length": "length",
+                  "max_tokens": "length", "content_filter": "content_filter"}
+
+
+def finish_reason(reason: str | None) -> str:
+    return FINISH_REASONS.get((reason or "stop").lower(), "stop")
+
+
+@dataclass(frozen=True)
+class CompletionMeta:
+    id: str
+    created: int
+    model: str
+
+    @classmethod
+    def new(cls, model: str) -> CompletionMeta:
+        return cls(f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), model)
+
+    def chunk(self, delta: dict[str, Any], reason: str | None = None) -> dict[str, Any]:
+        return {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+                "system_fingerprint": None,
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}]}
+
+    def usage_chunk(self, usage: Usage) -> dict[str, Any]:
+        return {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+                "system_fingerprint": None, "choices": [], "usage": usage.to_dict()}
+
+    def completion(self, text: str, completion: Completion) -> dict[str, Any]:
+        return {"id": self.id, "object": "chat.completion", "created": self.created, "model": self.model,
+                "system_fingerprint": None,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
+                             "logprobs": None, "finish_reason": finish_reason(completion.finish_reason)}],
+                "usage": completion.usage.to_dict()}
+
+
+@dataclass
+class RagContext:
+    """What ``model: rag`` adds: the retrieved passages, as sources and as a citation block."""
+
+    hits: list[SearchHit]
+
+    def sources(self) -> list[dict[str, Any]]:
+        return [{"index": i, **hit.to_dict()} for i, hit in enumerate(self.hits, start=1)]
+
+    def citations(self) -> str:
+        if not self.hits:
+            return ""
+        lines = [f"[{i}] {hit.source_uri}" for i, hit in enumerate(self.hits, start=1)]
+        return "\n\nSources:\n" + "\n".join(lines)
+
+
+@dataclass
+class Plan:
+    """One chat completion, resolved: what to send, where, and what ``rag`` adds."""
+
+    messages: list[ChatMessage]
+    provider: str | None
+    model: str | None
+    rag: RagContext | None = None
+
+
+async def plan_chat(body: ChatCompletionRequest, principal: Principal, services: Services) -> Plan:
+    if body.model != RAG_MODEL:
+        provider, model = resolve_llm(services.llm, None, body.model)
+        return Plan(body.chat_messages(), provider, model)
+    query = body.last_user_text()
+    hits = await services.retrieval.search(principal, query, k=RAG_K)
+    return Plan(build_rag_messages(query, hits), None, None, RagContext(hits))
+
+
+# ------------------------------------------------------------------------------------------------ chat routes
+@router.post("/chat/completions", summary="OpenAI chat completions (model: provider:model, a model id, or rag)")
+async def chat_completions(body: ChatCompletionRequest, request: Request,
+                           principal: Principal = Depends(current_principal),
+                           services: Services = Depends(get_services)) -> Any:
+    plan = await plan_chat(body, principal, services)
+    if body.stream:
+        return await _stream(body, plan, request, services)
+    completion = await services.llm.generate(plan.messages, body.params(), provider=plan.provider, model=plan.model)
+    served = RAG_MODEL if plan.rag else f"{completion.provider}:{completion.model}"
+    text = completion.text + (plan.rag.citations() if plan.rag else "")
+    response = CompletionMeta.new(served).completion(text, completion)
+    if plan.rag:
+        response["rag_sources"] = plan.rag.sources()
+    return response
+
+
+async def _stream(body: ChatCompletionRequest, plan: Plan, request: Request, services: Services) -> Response:
+    first, stream, entry = await open_stream(services, plan.messages, body.params(), provider=plan.provider,
+                                             model=plan.model, strategy=None)
+    served = RAG_MODEL if plan.rag else (entry.id if entry else body.model)
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    frames = _frames(request, CompletionMeta.new(served), first, stream, plan.rag, include_usage)
+    return event_stream(frames)
+
+
+async def _frames(request: Request, meta: CompletionMeta, first: StreamChunk | None,
+                  stream: AsyncIterator[StreamChunk], rag: RagContext | None, include_usage: bool
+                  ) -> AsyncIterator[str]:
+    head = meta.chunk({"role": "assistant", "content": ""})
+    if rag is not None:
+        head["rag_sources"] = rag.sources()
+    yield sse_event(head)
+    final = StreamChunk(finish_reason="stop")
+    try:
+        async for chunk in relay(request, first, stream):
+            if chunk.delta:
+                yield sse_event(meta.chunk({"content": chunk.delta}))
+            if chunk.finish_reason not in (None, "error"):
+                final = chunk
+    except RagError as exc:
+        yield sse_event(openai_error_body(exc, error_response(exc).status_code))
+        return
+    if await request.is_disconnected():
+        return
+    for frame in _closing_frames(meta, final, rag, include_usage):
+        yield frame
+
+
+def _closing_frames(meta: CompletionMeta, final: StreamChunk, rag: RagContext | None,
+                    include_usage: bool) -> list[str]:
+    frames = [sse_event(meta.chunk({"content": rag.citations()}))] if rag and rag.hits else []
+    frames.append(sse_event(meta.chunk({}, finish_reason(final.finish_reason))))
+    if include_usage:
+        frames.append(sse_event(meta.usage_chunk(final.usage or Usage())))
+    frames.append(sse_event("[DONE]"))
+    return frames
+
+
+# ------------------------------------------------------------------------------------------------ embeddings
+class EmbeddingRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    input: list[Text] = Field(min_length=1, max_length=MAX_INPUTS)
+    model: str = Field(min_length=1, max_length=192)
+    dimensions: int | None = Field(None, ge=1, le=MAX_DIMENSIONS)
+    encoding_format: Literal["float", "base64"] = "float"
+    user: str | None = Field(None, max_length=256)
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _single(cls, value: Any) -> Any:
+        return as_list(value)
+
+
+def encode_vector(row: Any, encoding: str) -> Any:
+    if encoding == "base64":  # OpenAI's base64 is the little-endian float32 bytes
+        return base64.b64encode(row.astype("<f4").tobytes()).decode("ascii")
+    return row.tolist()
+
+
+@router.post("/embeddings", summary="OpenAI embeddings")
+async def embeddings(body: EmbeddingRequest, services: Services = Depends(get_services),
+                     _: Principal = Depends(current_principal)) -> dict[str, Any]:
+    result = await embed_texts(services, body.input, EmbedOptions(model=body.model, dimensions=body.dimensions))
+    data = [{"object": "embedding", "index": i, "embedding": encode_vector(row, body.encoding_format)}
+            for i, row in enumerate(result.vectors)]
+    return {"object": "list", "data": data, "model": body.model,
+            "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens}}
+
+
+# ---------------------------------------------------------------------------------------------------- models
+def model_card(model_id: str, owner: str) -> dict[str, Any]:
+    return {"id": model_id, "object": "model", "created": CREATED, "owned_by": owner}
+
+
+def embedder_ids(services: Services) -> list[tuple[str, str]]:
+    manager = services.features.get("embedding_manager")
+    if isinstance(manager, EmbeddingManager):
+        return [(e.id, e.provider) for e in manager.entries]
+    embedder = services.embedder
+    return [(f"{embedder.provider}:{embedder.model}", embedder.provider)]
+
+
+def model_cards(services: Services) -> list[dict[str, Any]]:
+    llms: Sequence[dict[str, Any]] = services.llm.status()["entries"]
+    cards = [model_card(e["id"], e["provider"]) for e in llms]
+    cards.append(model_card(RAG_MODEL, "rag-ray"))
+    cards.extend(model_card(model_id, owner) for model_id, owner in embedder_ids(services))
+    return cards
+
+
+@router.get("/models", summary="OpenAI model list: configured LLMs, rag, embedders")
+async def list_models(services: Services = Depends(get_services),
+                      _: Principal = Depends(current_principal)) -> dict[str, Any]:
+    return {"object": "list", "data": model_cards(services)}
+
+
+@router.get("/models/{model_id:path}", summary="One model card")
+async def get_model(model_id: str, services: Services = Depends(get_services),
+                    _: Principal = Depends(current_principal)) -> dict[str, Any]:
+    for card in model_cards(services):
+        if card["id"] == model_id:
+            return card
+    raise NotFound(f"model {model_id!r} does not exist", field="model")
