@@ -247,8 +247,10 @@ class RdbIngestor:
         deleted = [d for d in known if d not in present] if request.max_rows is None else \
             self._deleted_beyond_cap(engine, table, source, known, present)
         column = _watermark_column(request, table)
-        summary = TableSummary(table=table.name, mode="incremental" if column else "full")
+        incremental = column is not None and request.mode == "incremental"
+        summary = TableSummary(table=table.name, mode="incremental" if incremental else "full")
         watermark, new_value = self._watermarks(engine, source, table, column) if column else (None, None)
+        watermark = watermark if incremental else None  # a full sync reads everything but still moves the mark
         rows_to_read = len(keys) if watermark is None else _count(engine, table, watermark, request.max_rows)
         tasks = _partitions(request, table, keys, doc_ids, known, watermark)
         summary.rows_total = len(keys)
@@ -333,9 +335,9 @@ class RdbIngestor:
         name = plan.table.name
         plan.summary.rows_unchanged = results.skipped.get(name, 0)
         plan.summary.errors = results.errors.get(name, 0)
-        if name in results.failed_tables:
+        column = _watermark_column(request, plan.table)
+        if name in results.failed_tables or column is None:
             return  # keep the old watermark: the next sync reads the missing partitions again
-        column = _watermark_column(request, plan.table) or ""
         save_state(self.db, request.source, name, column=column, watermark=plan.new_watermark,
                    mode=plan.summary.mode, job_id=job_id, rows=plan.summary.rows_total)
         plan.summary.watermark = None if plan.new_watermark is None else str(plan.new_watermark)
@@ -390,9 +392,9 @@ def _with_key(table: TableInfo, key_columns: list[str] | None) -> TableInfo:
 
 
 def _watermark_column(request: RdbSyncRequest, table: TableInfo) -> str | None:
-    """The table's watermark column in incremental mode (matched case-insensitively), else None."""
+    """The table's ``incremental_column`` (matched case-insensitively), or None when it has none."""
     wanted = request.incremental_column
-    if request.mode != "incremental" or not wanted:
+    if not wanted:
         return None
     return next((c.name for c in table.columns if c.name.lower() == wanted.lower()), None)
 
