@@ -1,4 +1,4 @@
-"""The Serve application builder: router ingress + embedder + one LLM deployment per provider.
+"""The Serve application builder: router ingress + embedder + answer evaluator + one LLM deployment per provider.
 
     serve run deployments.serve_config.yaml  # or: serve run deployments.app:app_builder
     rag-cli serve                            # the same builder, plus Milvus Lite and a local Ray
@@ -13,6 +13,7 @@ from ray import serve
 from ray.serve import Application
 
 from deployments.embedder import EmbedderDeployment
+from deployments.evaluator import EvaluatorDeployment
 from deployments.llm import LLMDeployment
 from deployments.router import RouterDeployment
 from rag_ray.config import Settings, load_settings
@@ -23,16 +24,25 @@ from rag_ray.providers.config import ProviderSpec, default_llm_spec, parse_specs
 class DeploymentOptions:
     """Serve knobs, sized for a 2-core machine by default; production raises them in serve_config.yaml."""
 
-    router_cpus: float = 0.25
-    embedder_cpus: float = 0.5
-    llm_cpus: float = 0.5
+    # Logical CPUs (Ray scheduling tokens, not threads): small, so ingest jobs still fit beside Serve.
+    router_cpus: float = 0.2
+    embedder_cpus: float = 0.25
+    llm_cpus: float = 0.25
+    evaluator_cpus: float = 0.25
     embedder_max_replicas: int = 2
     llm_max_replicas: int = 2
+    evaluator_max_replicas: int = 2
+    router_max_ongoing_requests: int = 256
     max_ongoing_requests: int = 64
     max_queued_requests: int = 256
     llm_max_ongoing_requests: int = 16
+    retry_after_s: float = 1.0
     embed_max_batch_size: int = 64
     embed_batch_wait_s: float = 0.01
+
+    def backpressure(self) -> dict[str, Any]:
+        """Full queues answer 503 with Retry-After instead of piling up (and never 500)."""
+        return {"status_code": 503, "retry_after_s": self.retry_after_s}
 
     def autoscaling(self, max_replicas: int) -> dict[str, Any]:
         return {"min_replicas": 1, "max_replicas": max_replicas, "target_ongoing_requests": 8,
@@ -53,22 +63,28 @@ def build_app(settings: Settings, options: DeploymentOptions | None = None) -> A
         EmbedderDeployment, name="embedder", ray_actor_options={"num_cpus": opts.embedder_cpus},
         autoscaling_config=opts.autoscaling(opts.embedder_max_replicas),
         max_ongoing_requests=opts.max_ongoing_requests, max_queued_requests=opts.max_queued_requests,
+        backpressure_config=opts.backpressure(),
     ).bind(settings, opts.embed_max_batch_size, opts.embed_batch_wait_s)
+    evaluator = serve.deployment(
+        EvaluatorDeployment, name="evaluator", ray_actor_options={"num_cpus": opts.evaluator_cpus},
+        autoscaling_config=opts.autoscaling(opts.evaluator_max_replicas),
+        max_ongoing_requests=opts.max_ongoing_requests, max_queued_requests=opts.max_queued_requests,
+    ).bind(settings)
     specs, _ = llm_specs(settings)
     llms = {
         spec.id: serve.deployment(
             LLMDeployment, name=f"llm-{spec.provider}-{index}", ray_actor_options={"num_cpus": opts.llm_cpus},
             autoscaling_config=opts.autoscaling(opts.llm_max_replicas),
             max_ongoing_requests=opts.llm_max_ongoing_requests, max_queued_requests=opts.max_queued_requests,
-            health_check_period_s=10,
+            health_check_period_s=10, backpressure_config=opts.backpressure(),
         ).bind(spec)
         for index, spec in enumerate(specs)
     }
     return serve.deployment(
         serve.ingress()(RouterDeployment), name="router", ray_actor_options={"num_cpus": opts.router_cpus},
-        max_ongoing_requests=opts.max_ongoing_requests * 4, max_queued_requests=opts.max_queued_requests,
-        graceful_shutdown_timeout_s=20,
-    ).bind(settings, embedder, llms)
+        max_ongoing_requests=opts.router_max_ongoing_requests, max_queued_requests=opts.max_queued_requests,
+        graceful_shutdown_timeout_s=20, backpressure_config=opts.backpressure(),
+    ).bind(settings, embedder, llms, evaluator=evaluator)
 
 
 def app_builder(args: dict[str, str]) -> Application:

@@ -6,9 +6,11 @@ from collections.abc import Sequence
 
 import numpy as np
 from ray import serve
+from ray.serve.exceptions import BackPressureError
 
 from rag_ray.config import Settings
 from rag_ray.embedding import create_embedder
+from rag_ray.errors import Overloaded
 from rag_ray.types import InputType
 
 
@@ -57,4 +59,8 @@ class HandleEmbedder:
         self.method = "embed" if batched else "embed_unbatched"
 
     async def embed(self, texts: Sequence[str], *, input_type: InputType = "document") -> np.ndarray:
-        return await getattr(self.handle, self.method).remote(list(texts), input_type)
+        try:
+            return await getattr(self.handle, self.method).remote(list(texts), input_type)
+        except BackPressureError as exc:
+            raise Overloaded("the embedder is at capacity; retry shortly", retry_after=exc.retry_after_s or 1.0) \
+                from None

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from rag_ray.errors import RagError
+from ray.serve.exceptions import BackPressureError
+
+from rag_ray.errors import ProviderRateLimited, RagError
 from rag_ray.llm import LLM, ChatMessage, Completion, GenerationParams, StreamChunk
 from rag_ray.providers.config import ProviderSpec, llm_entry
 
@@ -25,8 +27,14 @@ class LLMDeployment:
             yield chunk
 
 
-def _unwrap(exc: BaseException) -> BaseException:
-    """Ray wraps replica exceptions; the manager's retry logic needs our own error types back."""
+def _unwrap(exc: BaseException, provider: str = "") -> BaseException:
+    """Ray wraps replica exceptions; the manager's retry logic needs our own error types back.
+
+    A full deployment queue is the provider saying "slow down": a rate limit the manager can retry or
+    route around, and that ends as 503 + Retry-After if nothing else can serve."""
+    if isinstance(exc, BackPressureError):
+        return ProviderRateLimited(f"{provider} deployment queue is full", provider=provider,
+                                   retry_after=exc.retry_after_s or 1.0)
     cause = getattr(exc, "cause", None)
     return cause if isinstance(cause, RagError) else exc
 
@@ -42,7 +50,7 @@ class HandleLLM:
         try:
             return await self.handle.generate.remote(list(messages), params)
         except Exception as exc:
-            raise _unwrap(exc) from None
+            raise _unwrap(exc, self.provider) from None
 
     async def stream(self, messages: Sequence[ChatMessage], params: GenerationParams) -> AsyncIterator[StreamChunk]:
         gen = self.handle.options(stream=True).stream.remote(list(messages), params)
@@ -50,6 +58,6 @@ class HandleLLM:
             async for chunk in gen:
                 yield chunk
         except Exception as exc:
-            raise _unwrap(exc) from None
+            raise _unwrap(exc, self.provider) from None
         finally:
             gen.cancel()  # the client went away (or we are done): stop generating upstream

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from deployments.embedder import HandleEmbedder
+from deployments.evaluator import evaluator_generation
 from deployments.llm import HandleLLM
 from jobs.ingest_files import run_submitted_job
 from rag_ray.api.app import create_app
@@ -29,11 +30,12 @@ def ray_task_launcher(fn: Any, *args: Any) -> None:
 class RouterDeployment:
     """Builds the services in the replica (DB, Milvus, handles) and serves the FastAPI app."""
 
-    def __init__(self, settings: Settings, embedder: Any, llms: dict[str, Any]):
+    def __init__(self, settings: Settings, embedder: Any, llms: dict[str, Any], evaluator: Any = None):
         self.settings = settings
         self.runtime = Runtime(settings)
         self.embedder_handle = embedder
         self.llm_handles = llms
+        self.evaluator_handle = evaluator
 
     def _manager(self) -> LLMManager:
         from deployments.app import llm_specs
@@ -56,6 +58,8 @@ class RouterDeployment:
                                     "llm_manager": manager, "embedder_handle": self.embedder_handle}
         features["file_jobs"] = FileJobService(self.settings, self.runtime.db, store, run_submitted_job,
                                                launcher=ray_task_launcher)
+        if self.evaluator_handle is not None:  # answers are scored in the evaluator deployment
+            features["generation"] = await evaluator_generation(manager, self.evaluator_handle)
         return Services(settings=self.settings, auth=AuthService(self.runtime.db, self.settings), embedder=embedder,
                         llm=manager, retrieval=RetrievalService(store, embedder, max_k=self.settings.max_k),
                         jobs=JobStore(self.runtime.db), features=features)

@@ -58,10 +58,10 @@ class RayDataExecutor:
             checkpoint: Callable[[], None]) -> None:
         blocks = max(1, min(len(tasks), (len(tasks) + self.files_per_block - 1) // self.files_per_block))
         ds = ray.data.from_items(tasks, override_num_blocks=blocks)
-        ds = ds.flat_map(stages.parse(), num_cpus=0.5)
+        ds = ds.flat_map(stages.parse(), num_cpus=0.25)
         low, high = self.embed_concurrency
         ds = ds.map_batches(_Embed, fn_constructor_args=(stages,), batch_size=self.embed_batch_size,
-                            concurrency=(low, high) if high > low else low, num_cpus=1)
+                            concurrency=(low, high) if high > low else low, num_cpus=0.5)
         ds = ds.map_batches(_Write, fn_constructor_args=(stages,), batch_size=self.write_batch_size,
                             concurrency=1, num_cpus=0.1)
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):

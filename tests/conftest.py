@@ -86,6 +86,15 @@ def ray_local() -> Iterator[None]:
     ray.shutdown()
 
 
+def small_deployment_options(**overrides: object):  # type: ignore[no-untyped-def]
+    """Tiny CPU reservations so Serve apps and Ray Data jobs share the 2-CPU test Ray."""
+    from deployments.app import DeploymentOptions
+
+    values: dict[str, object] = {"router_cpus": 0.05, "embedder_cpus": 0.05, "llm_cpus": 0.05}
+    values.update(overrides)
+    return DeploymentOptions(**values)  # type: ignore[arg-type]
+
+
 class ServeApp:
     """A running Serve app: base URL, its settings, and an admin token."""
 
@@ -115,7 +124,7 @@ def serve_app(ray_local: None, milvus_uri: str, tmp_path_factory: pytest.TempPat
     bootstrap_admin(settings, db)
     db.dispose()
     serve.start(http_options={"host": "127.0.0.1", "port": settings.api_port, "request_timeout_s": 120})
-    serve.run(build_app(settings), name="rag", route_prefix="/", blocking=False)
+    serve.run(build_app(settings, small_deployment_options()), name="rag", route_prefix="/", blocking=False)
     url = f"http://127.0.0.1:{settings.api_port}"
     token = httpx.post(f"{url}/auth/token", json={"username": "admin", "password": "admin-pass-123"},
                        timeout=60).json()["access_token"]

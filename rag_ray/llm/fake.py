@@ -54,5 +54,7 @@ class FakeLLM:
 
 
 @LLMS.register("fake")
-def _create(model: str = "echo", **_: object) -> FakeLLM:
-    return FakeLLM(model or "echo")
+def _create(model: str = "echo", **options: object) -> FakeLLM:
+    """``options`` may set ``delay_s`` / ``token_delay_s`` (e.g. from RAG_LLM_PROVIDERS) for load tests."""
+    return FakeLLM(model or "echo", delay_s=float(options.get("delay_s", 0.0) or 0.0),  # type: ignore[arg-type]
+                   token_delay_s=float(options.get("token_delay_s", 0.0) or 0.0))  # type: ignore[arg-type]
