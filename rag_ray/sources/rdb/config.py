@@ -36,7 +36,6 @@ DRIVERS: dict[str, Driver] = {
     "mssql": Driver("mssql+pymssql", 1433, None),
 }
 ALIASES = {"postgres": "postgresql", "pg": "postgresql", "sqlserver": "mssql", "sql_server": "mssql"}
-MASK = "***"
 
 
 def normalise_type(name: str) -> str:
@@ -105,15 +104,14 @@ class DatabaseConfig(BaseModel):
 
     def masked_url(self) -> str:
         """For display and logs: the password replaced with ``***``."""
-        url = self.sqlalchemy_url()
-        if url.password:
-            url = url.set(password=MASK)
-        return url.render_as_string(hide_password=False)
+        return self.sqlalchemy_url().render_as_string(hide_password=True)
 
     def public_url(self) -> str:
         """The URL without any password and without the driver: names the source in ids and provenance."""
-        url = self.sqlalchemy_url().set(drivername=self.kind, password=None, query={})
-        return url.render_as_string(hide_password=False)
+        url = self.sqlalchemy_url()
+        port = url.port or DRIVERS[self.kind].default_port if self.kind != "sqlite" else None
+        public = URL.create(self.kind, username=url.username, host=url.host, port=port, database=url.database)
+        return public.render_as_string(hide_password=False)
 
     def connectorx_url(self) -> str | None:
         """The URL connectorx understands, or None when connectorx cannot read this database."""
