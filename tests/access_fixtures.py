@@ -26,6 +26,7 @@ from rag_ray.api.app import create_app
 from rag_ray.api.services import Services
 from rag_ray.config import Settings
 from rag_ray.embedding.fake import FakeEmbedder
+from rag_ray.ingest.file_jobs import FileJobService
 from rag_ray.ingest.tracking import JobStore
 from rag_ray.llm.fake import FakeLLM
 from rag_ray.metadata import DocumentRecord, MetadataDB
@@ -154,10 +155,13 @@ def reference_visible(p: Principal, owner_id: str, groups: Sequence[str], visibi
 
 def make_services(settings: Settings, db: MetadataDB, store: ChunkStore, *, keys: KeyRing | None = None) -> Services:
     embedder = ThreadedEmbedder(FakeEmbedder())
+    features = {"metadata_db": db, "store": store,
+                # /documents (list/get/delete) reads this; uploads are not exercised, so jobs never run
+                "file_jobs": FileJobService(settings, db, store, lambda *_: None)}
     return Services(settings=settings, auth=AuthService(db, settings, keys=keys),
                     retrieval=RetrievalService(store, embedder), embedder=embedder,
                     llm=LLMManager([LLMEntry.of(FakeLLM())]),  # type: ignore[arg-type]
-                    jobs=JobStore(db), features={"metadata_db": db, "store": store})
+                    jobs=JobStore(db), features=features)
 
 
 def create_users(db: MetadataDB, specs: Sequence[UserSpec]) -> dict[str, str]:

@@ -7,8 +7,9 @@ canary word or doc id of a document its caller may not read (sources, answer tex
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -47,6 +48,7 @@ PROBES: list[Probe] = [
     Probe("openai chat completions (rag)", "POST", "/v1/chat/completions", lambda q, f: {
         "model": "rag", "messages": [{"role": "user", "content": q}]}),
     Probe("documents list", "GET", "/documents"),
+    Probe("documents get", "GET", "/documents/{doc_id}"),  # path probes run once per canary doc id
 ]
 
 GENERIC_QUERY = "quarterly report secret code"
@@ -65,8 +67,9 @@ def route_exists(world: World, probe: Probe) -> bool:
 
 def send(world: World, probe: Probe, username: str, query: str, filters: Any) -> httpx.Response:
     headers = world.headers(username)
+    path = probe.path.replace("{doc_id}", query)
     if probe.body is None:
-        return world.client.request(probe.method, probe.path, headers=headers)
+        return world.client.request(probe.method, path, headers=headers)
     return world.client.request(probe.method, probe.path, headers=headers, json=probe.body(query, filters))
 
 
@@ -83,6 +86,7 @@ class Tally:
     probes: int = 0
     leaks: int = 0
     skipped_routes: int = 0
+    statuses: dict[str, Counter[int]] = field(default_factory=dict)
 
     def record(self, found: list[str], where: str, failures: list[str]) -> None:
         self.probes += 1
@@ -96,9 +100,11 @@ def run_suite(world: World, queries: list[tuple[str, Any]], tally: Tally, failur
         if not route_exists(world, probe):
             tally.skipped_routes += 1
             continue
+        probe_queries = [(d.doc_id, None) for d in world.docs] if "{doc_id}" in probe.path else queries
         for spec in DEFAULT_USERS:
-            for query, filters in queries:
+            for query, filters in probe_queries:
                 response = send(world, probe, spec.username, query, filters)
+                tally.statuses.setdefault(probe.name, Counter())[response.status_code] += 1
                 where = f"{probe.name} as {spec.username} q={query!r} f={filters!r} [{response.status_code}]"
                 if probe.path == "/query" and response.status_code != 200:
                     failures.append(f"{where}: unexpected status {response.text[:200]}")
@@ -127,6 +133,8 @@ def test_no_leaks_on_any_retrieval_path(world: World) -> None:
     recall_checks = check_recall(world, failures)
     print(f"\nleak suite: probes={tally.probes} leaks={tally.leaks} recall_checks={recall_checks} "
           f"routes_probed={len(PROBES) - tally.skipped_routes}/{len(PROBES)}")
+    for name, counts in tally.statuses.items():
+        print(f"  {name}: {dict(counts)}")
     assert not failures, "\n".join(failures[:20])
     assert tally.leaks == 0
     assert tally.probes >= len(DEFAULT_USERS) * len(queries) * 6
