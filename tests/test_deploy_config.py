@@ -1,0 +1,47 @@
+"""The shipped Serve config and cluster launcher config are valid and match what the builder deploys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from ray.serve.schema import ServeDeploySchema
+
+from deployments.app import build_app, llm_specs
+from rag_ray.config import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _deployment_names(app) -> set[str]:  # type: ignore[no-untyped-def]
+    names, stack = set(), [app._bound_deployment]
+    while stack:
+        deployment = stack.pop()
+        names.add(deployment.name)
+        for arg in [*deployment.init_args, *deployment.init_kwargs.values()]:
+            children = arg.values() if isinstance(arg, dict) else [arg]
+            stack.extend(c._bound_deployment for c in children if hasattr(c, "_bound_deployment"))
+    return names
+
+
+def test_serve_config_parses_and_names_real_deployments():
+    config = ServeDeploySchema.model_validate(yaml.safe_load((ROOT / "deployments" / "serve_config.yaml").read_text()))
+    app_config = config.applications[0]
+    assert app_config.import_path == "deployments.app:app_builder"
+    configured = {d.name for d in app_config.deployments}
+    built = _deployment_names(build_app(Settings()))
+    assert configured == built == {"router", "embedder", "llm-local-0", "evaluator"}
+    assert all(d.max_queued_requests for d in app_config.deployments)
+
+
+def test_multiple_llm_providers_get_one_deployment_each():
+    settings = Settings(llm_providers_json='[{"id": "openai:gpt-4o-mini", "api_key": "k"}, {"id": "ollama:llama3"}]')
+    specs, _ = llm_specs(settings)
+    assert [s.id for s in specs] == ["openai:gpt-4o-mini", "ollama:llama3"]
+    assert _deployment_names(build_app(settings)) >= {"llm-openai-0", "llm-ollama-1"}
+
+
+def test_cluster_yaml_is_a_launcher_config():
+    cluster = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    assert {"cluster_name", "provider", "head_start_ray_commands", "worker_start_ray_commands"} <= set(cluster)
+    assert any("uv sync --frozen" in c for c in cluster["setup_commands"])
