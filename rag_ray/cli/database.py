@@ -12,6 +12,7 @@ import json
 import tarfile
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -80,12 +81,22 @@ def _from_json(column_type: Any, value: Any) -> Any:
     return value
 
 
+@contextmanager
+def embedded_milvus(settings: Settings) -> Iterator[None]:
+    """Start Milvus Lite for this command when it is the configured store and not running; stop it after."""
+    from rag_ray.runtime import ensure_milvus
+
+    server = ensure_milvus(settings)
+    try:
+        yield
+    finally:
+        if server is not None:
+            server.stop()
+
+
 def milvus_client(settings: Settings) -> Any:
     from pymilvus import MilvusClient
 
-    from rag_ray.runtime import ensure_milvus
-
-    ensure_milvus(settings)
     try:
         return MilvusClient(uri=settings.milvus_address, token=settings.milvus_token_value, timeout=30)
     except Exception as exc:
@@ -162,10 +173,11 @@ def status(ctx: typer.Context, format: str = typer.Option("table", "--format", h
 
 def _chunk_count(settings: Settings) -> int | str:
     try:
-        store = existing_store(settings)
+        with embedded_milvus(settings):
+            store = existing_store(settings)
+            return store.count() if store is not None else 0
     except RagError as exc:
         return f"unavailable ({exc.message[:80]})"
-    return store.count() if store is not None else 0
 
 
 # ---- backup ----
@@ -219,8 +231,10 @@ def write_backup(settings: Settings, output: Path) -> dict[str, Any]:
 def backup(ctx: typer.Context, output: Path = typer.Option(..., "--output", "-o", help="the .tar.gz to write")
            ) -> None:
     """Back up every metadata table and the Milvus collection (with vectors) into one tar.gz."""
+    settings = settings_from(ctx)
     try:
-        manifest = write_backup(settings_from(ctx), output)
+        with embedded_milvus(settings):
+            manifest = write_backup(settings, output)
     except RagError as exc:
         fail(exc)
     console.print(f"backup written to {output}: {sum(manifest['tables'].values())} metadata rows in "
@@ -299,8 +313,10 @@ def restore(ctx: typer.Context, source: Path = typer.Argument(None, help="backup
     if path is None or not path.is_file():
         console.print("[red]error:[/red] give an existing backup file")
         raise typer.Exit(2)
+    settings = settings_from(ctx)
     try:
-        rows, chunks = read_backup(settings_from(ctx), path, replace)
+        with embedded_milvus(settings):
+            rows, chunks = read_backup(settings, path, replace)
     except RagError as exc:
         fail(exc)
     console.print(f"restored {rows} metadata rows and {chunks} chunks from {path}")
