@@ -133,13 +133,18 @@ class ChatCompletionRequest(BaseModel):
     max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    stop: str | Annotated[list[str], Field(max_length=4)] | None = None
+    stop: Annotated[list[str], Field(max_length=4)] | None = None
     n: int = Field(1, ge=1, le=1)
     top_p: float | None = Field(None, ge=0.0, le=1.0)  # accepted for compatibility, not forwarded
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     seed: int | None = None
     user: str | None = Field(None, max_length=256)
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _one_stop(cls, value: Any) -> Any:
+        return as_list(value)
 
     @field_validator("messages")
     @classmethod
@@ -149,10 +154,9 @@ class ChatCompletionRequest(BaseModel):
 
     def params(self) -> GenerationParams:
         defaults = GenerationParams()
-        stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
         return GenerationParams(temperature=defaults.temperature if self.temperature is None else self.temperature,
                                 max_tokens=self.max_completion_tokens or self.max_tokens or defaults.max_tokens,
-                                stop=stop)
+                                stop=tuple(self.stop or ()))
 
     def chat_messages(self) -> list[ChatMessage]:
         return [m.to_chat() for m in self.messages]
