@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
@@ -49,13 +50,28 @@ def make_services(settings: Settings, store: ChunkStore, manager: LLMManager,
                     embedder=embedder, llm=manager, features=features or {})
 
 
+@pytest.fixture(scope="session")
+def api_settings(milvus_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return Settings(data_dir=tmp_path_factory.mktemp("api"), milvus_uri=milvus_uri,  # type: ignore[call-arg]
+                    collection=f"api_{uuid.uuid4().hex[:8]}", embedding_provider="fake", embedding_model="hash-bow",
+                    llm_provider="fake", llm_model="echo", app_env="test", secret_key="api-test-secret-" + "z" * 40)
+
+
+@pytest.fixture(scope="session")
+def api_store(api_settings: Settings) -> Iterator[ChunkStore]:
+    """One empty collection for the tests that never search (a fresh one per test costs a second)."""
+    store = ChunkStore.connect(api_settings.milvus_uri, api_settings.collection, 64)
+    yield store
+    store.drop()
+
+
 @pytest.fixture
-def build_client(make_settings: Callable[..., Settings], fake_store: ChunkStore
-                 ) -> Iterator[Callable[..., TestClient]]:
+def build_client(api_settings: Settings, api_store: ChunkStore) -> Iterator[Callable[..., TestClient]]:
     clients: list[TestClient] = []
 
-    def build(*llms: Any, manager: LLMManager | None = None, features: dict[str, Any] | None = None) -> TestClient:
-        services = make_services(make_settings(), fake_store, manager or manager_of(*(llms or (FakeLLM(),))),
+    def build(*llms: Any, manager: LLMManager | None = None, features: dict[str, Any] | None = None,
+              store: ChunkStore | None = None) -> TestClient:
+        services = make_services(api_settings, store or api_store, manager or manager_of(*(llms or (FakeLLM(),))),
                                  features)
         clients.append(TestClient(create_app(services)))
         return clients[-1]
@@ -255,9 +271,9 @@ async def _drive_until_disconnect(app: Any, body: dict[str, Any], tokens_before_
     return sent
 
 
-def test_client_disconnect_cancels_upstream_generation(make_settings, fake_store):
+def test_client_disconnect_cancels_upstream_generation(api_settings, api_store):
     slow = Tracked(responder=lambda m: " ".join(f"w{i}" for i in range(200)), token_delay_s=0.01)
-    app = create_app(make_services(make_settings(), fake_store, manager_of(slow)))
+    app = create_app(make_services(api_settings, api_store, manager_of(slow)))
 
     async def scenario() -> list[bytes]:
         sent = await _drive_until_disconnect(app, {"messages": HI, "max_tokens": 500}, tokens_before_leaving=3)

@@ -14,7 +14,9 @@ from rag_ray.providers.retry import RetryPolicy
 from tests import test_api_chat as shared
 from tests.test_api_chat import AUTH
 
-build_client = shared.build_client  # the fixture, shared
+build_client = shared.build_client  # the fixtures, shared
+api_settings = shared.api_settings
+api_store = shared.api_store
 
 TEXTS = ["머신러닝이란 무엇인가?", "딥러닝과 머신러닝의 차이점"]
 

@@ -18,7 +18,9 @@ from rag_ray.types import Acl
 from tests import test_api_chat as shared
 from tests.test_api_chat import AUTH, HI, BreaksAfter, parse_sse, seed_store
 
-build_client = shared.build_client  # the fixture, shared
+build_client = shared.build_client  # the fixtures, shared
+api_settings = shared.api_settings
+api_store = shared.api_store
 
 DOCS = {"/docs/tea.txt": ("Green tea is brewed from Camellia sinensis leaves.", Acl("system", (), "public")),
         "/docs/volcano.txt": ("Volcanoes erupt molten lava and ash from the mantle.", Acl("system", (), "public")),
@@ -153,7 +155,7 @@ def test_models_list_and_retrieve(oai):
 # ---------------------------------------------------------------------------------------------------- rag
 def test_rag_model_answers_with_visible_sources_only(build_client, fake_store: ChunkStore):
     seed_store(fake_store, DOCS)
-    oai = client_for(build_client(), token="alice-token")
+    oai = client_for(build_client(store=fake_store), token="alice-token")
     completion = oai.chat.completions.create(model="rag", messages=[{"role": "user", "content": "green tea brewed"}])
     body: dict[str, Any] = completion.model_dump()
     sources = [s["source"] for s in body["rag_sources"]]
@@ -165,7 +167,7 @@ def test_rag_model_answers_with_visible_sources_only(build_client, fake_store: C
 
 def test_rag_model_streams_sources_first(build_client, fake_store: ChunkStore):
     seed_store(fake_store, DOCS)
-    oai = client_for(build_client(FakeLLM(responder=lambda m: "brewed from leaves [1]")))
+    oai = client_for(build_client(FakeLLM(responder=lambda m: "brewed from leaves [1]"), store=fake_store))
     chunks = list(oai.chat.completions.create(model="rag", stream=True,
                                               messages=[{"role": "user", "content": "green tea brewed"}]))
     first: dict[str, Any] = chunks[0].model_dump()
