@@ -61,7 +61,8 @@ class RouterDeployment:
         if self.evaluator_handle is not None:  # answers are scored in the evaluator deployment
             features["generation"] = await evaluator_generation(manager, self.evaluator_handle)
         return Services(settings=self.settings, auth=AuthService(self.runtime.db, self.settings), embedder=embedder,
-                        llm=manager, retrieval=RetrievalService(store, embedder, max_k=self.settings.max_k),
+                        llm=manager, retrieval=RetrievalService(store, embedder, max_k=self.settings.max_k,
+                                                             policy=self.settings.governance_policy()),
                         jobs=JobStore(self.runtime.db), features=features)
 
     async def __serve_build_asgi_app__(self) -> Any:

@@ -1,4 +1,5 @@
-"""The Ray Data executor: parse tasks → autoscaled embedding actor pool → batched Milvus writers."""
+"""The Ray Data executor: parse tasks → enrichment tasks → autoscaled embedding actor pool → batched Milvus
+writers."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 import ray
 
 from rag_ray.config import Settings
-from rag_ray.ingest.executor import ResultHandler, StageFactories
+from rag_ray.ingest.executor import ResultHandler, StageFactories, enrich_stage
 from rag_ray.ingest.stages import EmbedChunks, WriteChunks
 
 
@@ -48,6 +49,7 @@ class RayDataExecutor:
     embed_batch_size: int = 64
     write_batch_size: int = 256
     files_per_block: int = 8
+    enrich_batch_size: int = 256
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RayDataExecutor:
@@ -57,8 +59,10 @@ class RayDataExecutor:
     def run(self, tasks: list[dict[str, Any]], stages: StageFactories, on_results: ResultHandler,
             checkpoint: Callable[[], None]) -> None:
         blocks = max(1, min(len(tasks), (len(tasks) + self.files_per_block - 1) // self.files_per_block))
-        ds = ray.data.from_items(tasks, override_num_blocks=blocks)
+        ds: ray.data.Dataset = ray.data.from_items(tasks, override_num_blocks=blocks)
         ds = ds.flat_map(stages.parse(), num_cpus=0.25)
+        # rules only, no model: plain tasks (fusable with the parse step), not an actor pool
+        ds = ds.map_batches(enrich_stage(stages), batch_size=self.enrich_batch_size, num_cpus=0.1)
         low, high = self.embed_concurrency
         ds = ds.map_batches(_Embed, fn_constructor_args=(stages,), batch_size=self.embed_batch_size,
                             concurrency=(low, high) if high > low else low, num_cpus=0.5)
@@ -66,4 +70,4 @@ class RayDataExecutor:
                             concurrency=1, num_cpus=0.1)
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
             checkpoint()
-            on_results(batch)
+            on_results(batch)  # type: ignore[arg-type]  # numpy columns index and zip like the lists

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from rag_ray.errors import ConfigError
+
+if TYPE_CHECKING:
+    from rag_ray.enrich.policy import GovernancePolicy
 
 PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret", "your-secret-key", "your-secret-key-here",
                        "dev", "development", "password"}
@@ -101,6 +104,17 @@ class Settings(BaseSettings):
     rdb_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list,
                                                               validation_alias="RAG_RDB_ALLOWED_HOSTS")
 
+    # --- Enrichment and governance ---
+    # labels added to every chunk at ingest: off | basic | standard | comprehensive (rag_ray.enrich)
+    enrichment_level: str = Field("standard", validation_alias="RAG_ENRICHMENT_LEVEL")
+    # sensitivity classes only the chunk's owner (and admins) may read, whatever the visibility: comma separated
+    governance_owner_only: Annotated[list[str], NoDecode] = Field(["restricted"],
+                                                                  validation_alias="RAG_GOVERNANCE_OWNER_ONLY")
+    # sensitivity classes only the owner, members of the chunk's groups and admins may read
+    governance_group_only: Annotated[list[str], NoDecode] = Field(["confidential"],
+                                                                  validation_alias="RAG_GOVERNANCE_GROUP_ONLY")
+    mask_pii: bool = Field(True, validation_alias="RAG_MASK_PII")  # mask PII in retrieved text for non-admins
+
     @field_validator("allowed_roots", mode="before")
     @classmethod
     def _split_roots(cls, value: Any) -> Any:
@@ -125,6 +139,21 @@ class Settings(BaseSettings):
                 return json.loads(value)
             return [h.strip() for h in value.split(",") if h.strip()]
         return value
+
+    @field_validator("governance_owner_only", "governance_group_only", mode="before")
+    @classmethod
+    def _split_levels(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [v.strip().lower() for v in value.split(",") if v.strip()]
+        return value
+
+    @field_validator("enrichment_level")
+    @classmethod
+    def _check_enrichment_level(cls, value: str) -> str:
+        allowed = ("off", "basic", "standard", "comprehensive")
+        if value.strip().lower() not in allowed:
+            raise ValueError(f"RAG_ENRICHMENT_LEVEL must be one of {', '.join(allowed)}")
+        return value.strip().lower()
 
     @model_validator(mode="after")
     def _check_production(self) -> Settings:
@@ -204,6 +233,17 @@ class Settings(BaseSettings):
         import hmac
 
         return hmac.new(self.jwt_secret().encode(), b"rag-ray progress callbacks", hashlib.sha256).hexdigest()
+
+    def governance_policy(self) -> GovernancePolicy:
+        """The ``GovernancePolicy`` the retrieval path enforces (``rag_ray.enrich.policy``)."""
+        from rag_ray.enrich.policy import GovernancePolicy
+
+        try:
+            return GovernancePolicy.model_validate({"owner_only": self.governance_owner_only,
+                                                    "group_only": self.governance_group_only,
+                                                    "mask_pii_for_non_admins": self.mask_pii})
+        except ValueError as exc:
+            raise ConfigError(f"invalid governance policy: {exc}", field="RAG_GOVERNANCE_OWNER_ONLY") from exc
 
     def validate_for_production(self) -> list[str]:
         """Problems that make this configuration unsafe; production refuses to start with any."""

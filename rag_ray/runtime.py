@@ -13,7 +13,7 @@ from typing import Any
 from rag_ray.config import Settings
 from rag_ray.embedding import Embedder, create_embedder
 from rag_ray.errors import StoreError
-from rag_ray.ingest.stages import EmbedChunks, ParseAndChunk, WriteChunks
+from rag_ray.ingest.stages import EmbedChunks, EnrichChunks, ParseAndChunk, WriteChunks
 from rag_ray.llm import LLM, create_llm
 from rag_ray.metadata import MetadataDB
 from rag_ray.store.milvus import ChunkStore
@@ -43,6 +43,9 @@ class IngestStages:
 
     def parse(self) -> ParseAndChunk:
         return ParseAndChunk(self.settings.chunk_size, self.settings.chunk_overlap, self.settings.max_file_bytes)
+
+    def enrich(self, level: str | None = None) -> EnrichChunks:
+        return EnrichChunks(level or self.settings.enrichment_level)
 
     def embed(self) -> EmbedChunks:
         return EmbedChunks(lambda: create_embedder(self.settings))

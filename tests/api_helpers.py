@@ -12,7 +12,9 @@ from rag_ray.api.app import create_app
 from rag_ray.api.services import Services
 from rag_ray.config import Settings
 from rag_ray.embedding.fake import FakeEmbedder
-from rag_ray.ingest.file_ingest import FileIngestRequest
+from rag_ray.enrich.policy import GovernancePolicy
+from rag_ray.ingest.executor import LocalExecutor
+from rag_ray.ingest.file_ingest import FileIngestor, FileIngestRequest
 from rag_ray.ingest.file_jobs import FileJobService, thread_launcher
 from rag_ray.ingest.notify import callback_listeners
 from rag_ray.ingest.tracking import JobStore
@@ -24,8 +26,6 @@ from rag_ray.store.milvus import ChunkStore
 from rag_ray.testing.auth import StaticAuthenticator
 from rag_ray.types import Principal
 from tests.ingest_helpers import LocalStages
-from rag_ray.ingest.executor import LocalExecutor
-from rag_ray.ingest.file_ingest import FileIngestor
 
 ADMIN = Principal("u-admin", "admin", "admin")
 ALICE = Principal("u-alice", "alice", "user", ("g-team",))
@@ -56,14 +56,16 @@ def local_runner(db: MetadataDB, store: ChunkStore, embedder: Any):  # type: ign
     return run
 
 
-def build_rig(settings: Settings, store: ChunkStore, embedder: Any = None, llm: Any = None) -> ApiRig:
+def build_rig(settings: Settings, store: ChunkStore, embedder: Any = None, llm: Any = None,
+              policy: GovernancePolicy | None = None) -> ApiRig:
+    """``policy``: the governance policy retrieval enforces (None: ACL only, as before)."""
     embedder = embedder or FakeEmbedder()
     db = MetadataDB(settings.metadata_url)
     threaded = ThreadedEmbedder(embedder)
     manager = LLMManager([LLMEntry.of(llm or FakeLLM())])
     jobs = FileJobService(settings, db, store, local_runner(db, store, embedder), launcher=thread_launcher)
     services = Services(settings=settings, auth=StaticAuthenticator(TOKENS), embedder=threaded, llm=manager,
-                        retrieval=RetrievalService(store, threaded), jobs=JobStore(db),
+                        retrieval=RetrievalService(store, threaded, policy=policy), jobs=JobStore(db),
                         features={"metadata_db": db, "store": store, "file_jobs": jobs})
     return ApiRig(TestClient(create_app(services)), settings, db, store, embedder)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from rag_ray.embedding.fake import FakeEmbedder
 from rag_ray.ingest.executor import LocalExecutor
 from rag_ray.ingest.file_ingest import FileIngestor
-from rag_ray.ingest.stages import EmbedChunks, ParseAndChunk, WriteChunks
+from rag_ray.ingest.stages import EmbedChunks, EnrichChunks, ParseAndChunk, WriteChunks
 from rag_ray.metadata import MetadataDB
 from rag_ray.store.milvus import ChunkStore
 
@@ -16,11 +16,16 @@ from rag_ray.store.milvus import ChunkStore
 class LocalStages:
     """Stage factories sharing one store and embedder (in-process executor)."""
 
-    def __init__(self, store: ChunkStore, embedder: object, chunk_size: int = 800, overlap: int = 100):
+    def __init__(self, store: ChunkStore, embedder: object, chunk_size: int = 800, overlap: int = 100,
+                 enrichment_level: str = "standard"):
         self.store, self.embedder, self.chunk_size, self.overlap = store, embedder, chunk_size, overlap
+        self.enrichment_level = enrichment_level
 
     def parse(self) -> ParseAndChunk:
         return ParseAndChunk(self.chunk_size, self.overlap)
+
+    def enrich(self, level: str | None = None) -> EnrichChunks:
+        return EnrichChunks(level or self.enrichment_level)
 
     def embed(self) -> EmbedChunks:
         return EmbedChunks(lambda: self.embedder)  # type: ignore[arg-type,return-value]

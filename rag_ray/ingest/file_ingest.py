@@ -18,9 +18,10 @@ from typing import Any
 from sqlalchemy import select
 
 from rag_ray.errors import InvalidInput, RagError
-from rag_ray.ingest.executor import Executor, ResultHandler, StageFactories
+from rag_ray.ingest.executor import Executor, LeveledStages, ResultHandler, StageFactories
 from rag_ray.ingest.rows import KIND_CHUNK, KIND_ERROR
 from rag_ray.ingest.scan import FileEntry, FileSelection, file_sha256, make_selection, scan_files
+from rag_ray.ingest.stages import check_enrichment_level
 from rag_ray.ingest.tracking import JobCancelled, JobStore, JobTracker, ProgressListener
 from rag_ray.metadata import DocumentRecord, MetadataDB
 from rag_ray.sources.files import SUPPORTED_TYPES
@@ -40,12 +41,14 @@ class FileIngestRequest:
     only_changed: bool = True
     metadata: dict[str, Any] = field(default_factory=dict)
     callback_url: str | None = None
+    enrichment_level: str | None = None  # off | basic | standard | comprehensive; None: the configured level
 
     def describe(self) -> dict[str, Any]:
         return {"path": str(self.path), "recursive": self.recursive, "file_types": list(self.file_types or []),
                 "include": list(self.include), "exclude": list(self.exclude), "owner_id": self.acl.owner_id,
                 "group_ids": list(self.acl.group_ids), "visibility": self.acl.visibility,
-                "only_changed": self.only_changed, "callback": bool(self.callback_url)}
+                "only_changed": self.only_changed, "callback": bool(self.callback_url),
+                "enrichment_level": self.enrichment_level}
 
 
 @dataclass
@@ -97,6 +100,8 @@ class FileIngestor:
         return self.jobs.create("files", request.describe(), created_by=created_by)
 
     def selection(self, request: FileIngestRequest) -> FileSelection:
+        if request.enrichment_level is not None:
+            check_enrichment_level(request.enrichment_level)
         return make_selection(request.path, recursive=request.recursive, file_types=request.file_types,
                               include=request.include, exclude=request.exclude, supported=SUPPORTED_TYPES,
                               roots=self.allowed_roots)
@@ -140,7 +145,7 @@ class FileIngestor:
         self._touch(plan.touched)
         if plan.process:
             tasks = [self._task(entry, digest, request) for entry, digest in plan.process]
-            results = self._execute(tasks, tracker)
+            results = self._execute(tasks, request, tracker)
             self._finalise(plan.process, results, request, tracker, summary)
         summary.errors = list(tracker.progress.errors)
 
@@ -176,7 +181,8 @@ class FileIngestor:
                 "visibility": request.acl.visibility, "metadata_json": json.dumps(request.metadata, default=str)}
 
     # ---- execution ----
-    def _execute(self, tasks: list[dict[str, Any]], tracker: JobTracker) -> dict[str, _DocResult]:
+    def _execute(self, tasks: list[dict[str, Any]], request: FileIngestRequest, tracker: JobTracker
+                 ) -> dict[str, _DocResult]:
         results: dict[str, _DocResult] = defaultdict(_DocResult)
         uri_of = {t["doc_id"]: t["source_uri"] for t in tasks}
 
@@ -199,7 +205,8 @@ class FileIngestor:
             tracker.add(items=done_docs, chunks=chunks)
 
         handler: ResultHandler = on_results
-        self.executor.run(tasks, self.stages, handler, tracker.checkpoint)
+        stages = LeveledStages(self.stages, request.enrichment_level)
+        self.executor.run(tasks, stages, handler, tracker.checkpoint)
         return results
 
     def _finalise(self, processed: list[tuple[FileEntry, str]], results: dict[str, _DocResult],

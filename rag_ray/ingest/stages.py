@@ -1,6 +1,7 @@
 """Ingest stages as plain callables. The Ray Data job maps them over datasets; tests call them directly.
 
-parse+chunk (one task per file) → embed (actor pool, batched) → write (batched Milvus upserts).
+parse+chunk (one task per file) → enrich (labels into chunk metadata, cheap tasks) → embed (actor pool, batched)
+→ write (batched Milvus upserts).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from rag_ray.embedding.base import Embedder
-from rag_ray.errors import RagError
+from rag_ray.enrich import ENRICHMENT_LEVELS, Enricher, SensitivityRules
+from rag_ray.errors import InvalidInput, RagError
 from rag_ray.ingest.rows import (
     CHUNK_COLUMNS,
     KIND_CHUNK,
@@ -30,6 +32,14 @@ from rag_ray.text.chunking import Chunker
 from rag_ray.types import Acl, Chunk, ParsedDocument, make_chunk_id, sha256_text
 
 RESULT_COLUMNS = ("kind", "id", "doc_id", "source_uri", "n_chunks", "error")
+ENRICHMENT_OFF = "off"
+STAGE_LEVELS: tuple[str, ...] = (ENRICHMENT_OFF, *ENRICHMENT_LEVELS)
+
+
+def check_enrichment_level(level: str) -> str:
+    if level not in STAGE_LEVELS:
+        raise InvalidInput(f"enrichment_level must be one of {', '.join(STAGE_LEVELS)}", field="enrichment_level")
+    return level
 
 
 def chunk_document(doc: ParsedDocument, chunker: Chunker, acl: Acl, doc_id: str | None = None,
@@ -70,6 +80,23 @@ class ParseAndChunk:
         return [chunk_row(c, len(chunks)) for c in chunks]
 
 
+class EnrichChunks:
+    """Merges language / PII / sensitivity labels into each chunk row's ``metadata_json`` (``off``: unchanged).
+
+    Plain CPU work, no model: Ray Data runs it as cheap tasks between parsing and embedding. The ``sensitivity``
+    label becomes the chunk's scalar ``sensitivity`` field when written (``ChunkStore`` reads it from metadata).
+    """
+
+    def __init__(self, level: str = "standard", rules: SensitivityRules | None = None):
+        self.level = check_enrichment_level(level)
+        self.enricher = None if level == ENRICHMENT_OFF else Enricher(level, rules)  # type: ignore[arg-type]
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        if self.enricher is None or not len(batch.get("text", ())):
+            return batch
+        return self.enricher.enrich_batch(batch)
+
+
 class EmbedChunks:
     """Adds a ``vector`` column to a batch of chunk rows. Built once per actor (model load is costly)."""
 
@@ -104,5 +131,6 @@ class WriteChunks:
         return {c: [r.get(c) for r in rows] for c in RESULT_COLUMNS}
 
 
-__all__ = ["CHUNK_COLUMNS", "KIND_CHUNK", "KIND_EMPTY", "KIND_ERROR", "RESULT_COLUMNS", "EmbedChunks",
-           "ParseAndChunk", "WriteChunks", "chunk_document"]
+__all__ = ["CHUNK_COLUMNS", "ENRICHMENT_OFF", "KIND_CHUNK", "KIND_EMPTY", "KIND_ERROR", "RESULT_COLUMNS",
+           "STAGE_LEVELS", "EmbedChunks", "EnrichChunks", "ParseAndChunk", "WriteChunks", "check_enrichment_level",
+           "chunk_document"]

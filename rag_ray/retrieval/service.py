@@ -1,12 +1,15 @@
 """Retrieval for a caller: embed the query, search Milvus under the caller's access filter, answer.
 
 Every retrieval path goes through ``RetrievalService.search``, which always builds its expression with
-``retrieval_filter(principal, filters)`` — the access filter AND the caller's structured filters.
+``retrieval_filter(principal, filters, policy)`` — the access filter AND the governance policy (by sensitivity
+label) AND the caller's structured filters — and masks PII in the returned text for non-admins when the policy
+says so, so the prompt and every response built from the hits only ever see masked text.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -15,6 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from rag_ray.embedding.base import Embedder
+from rag_ray.enrich.policy import GovernancePolicy, mask_hit_text
 from rag_ray.errors import InvalidInput
 from rag_ray.llm.base import ChatMessage, Completion, GenerationParams
 from rag_ray.store.filters import retrieval_filter
@@ -82,10 +86,12 @@ def build_rag_messages(query: str, hits: Sequence[SearchHit], max_context_chars:
 
 
 class RetrievalService:
-    def __init__(self, store: ChunkStore, embedder: AsyncEmbedder, *, max_k: int = 100):
+    def __init__(self, store: ChunkStore, embedder: AsyncEmbedder, *, max_k: int = 100,
+                 policy: GovernancePolicy | None = None):
         self.store = store
         self.embedder = embedder
         self.max_k = max_k
+        self.policy = policy  # None: no governance (ACL only, nothing masked)
 
     def _check(self, query: str, k: int) -> None:
         if not query or not query.strip():
@@ -98,12 +104,27 @@ class RetrievalService:
     async def search(self, principal: Principal, query: str, *, k: int = 5, strategy: SearchStrategy = "dense",
                      filters: Any = None) -> list[SearchHit]:
         self._check(query, k)
-        expr = retrieval_filter(principal, filters)
+        expr = retrieval_filter(principal, filters, self.policy)
         vector = None
         if strategy != "sparse":
             vector = (await self.embedder.embed([query], input_type="query"))[0]
-        return await asyncio.to_thread(self.store.search, vector=vector, text=query, k=k, expr=expr,
+        hits = await asyncio.to_thread(self.store.search, vector=vector, text=query, k=k, expr=expr,
                                        strategy=strategy)
+        return self.masked_hits(principal, hits)
+
+    def masked_hits(self, principal: Principal, hits: list[SearchHit]) -> list[SearchHit]:
+        """Hits as ``principal`` may see them: PII masked in the text unless they are an admin or its owner."""
+        if self.policy is None:
+            return hits
+        policy = self.policy
+        return [dataclasses.replace(h, text=mask_hit_text(h.text, principal, policy, h.metadata.get("owner_id")))
+                for h in hits]
+
+    def masked_answer(self, principal: Principal, text: str | None) -> str | None:
+        """Generated text as ``principal`` may see it (an answer may quote PII from the query or the model)."""
+        if self.policy is None or text is None:
+            return text
+        return mask_hit_text(text, principal, self.policy)
 
     async def answer(self, principal: Principal, query: str, generator: Generator, *, k: int = 5,
                      strategy: SearchStrategy = "dense", filters: Any = None,
@@ -115,5 +136,5 @@ class RetrievalService:
         completion = await generator.generate(build_rag_messages(query, hits), params or GenerationParams(
             temperature=0.0, max_tokens=256), provider=provider, model=model)
         done = time.perf_counter()
-        return RagAnswer(completion.text, hits, completion,
+        return RagAnswer(self.masked_answer(principal, completion.text), hits, completion,
                          {"retrieval": (searched - start) * 1000, "generation": (done - searched) * 1000})

@@ -11,10 +11,13 @@ import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rag_ray.errors import InvalidInput
 from rag_ray.types import Principal
+
+if TYPE_CHECKING:
+    from rag_ray.enrich.policy import GovernancePolicy
 
 MAX_FILTER_CLAUSES = 16
 MAX_IN_VALUES = 256
@@ -90,6 +93,9 @@ FILTER_FIELDS: dict[str, str] = {
     "compliance_tags": 'metadata["compliance_tags"]',
 }
 ARRAY_FIELDS = {"group_ids", "pii_types", "compliance_tags"}
+# ARRAY-typed columns take array_contains*; lists inside the JSON metadata take json_contains* (the portable
+# spelling: Milvus 2.3 has only json_contains* for JSON paths, newer servers and Milvus Lite accept both).
+_CONTAINS = {"contains": "contains", "contains_any": "contains_any"}
 _COMPARE = {"eq": "==", "ne": "!=", "lt": "<", "lte": "<=", "gt": ">", "gte": ">="}
 
 
@@ -125,11 +131,7 @@ def render_clause(clause: FilterClause) -> str:
         raise InvalidInput(f"unknown filter field {clause.field!r} (allowed: {allowed})", field="filters.field")
     op, value = clause.op, clause.value
     if clause.field in ARRAY_FIELDS:
-        if op == "contains":
-            return f"array_contains({target}, {literal(value)})"
-        if op == "contains_any":
-            return f"array_contains_any({target}, {literal_list(_as_list(value))})"
-        raise InvalidInput(f"array field {clause.field!r} takes op 'contains' or 'contains_any'", field="filters.op")
+        return _render_contains(clause.field, target, op, value)
     if op in _COMPARE:
         return f"{target} {_COMPARE[op]} {literal(value)}"
     if op in ("in", "not_in"):
@@ -143,6 +145,14 @@ def render_clause(clause: FilterClause) -> str:
     raise InvalidInput(f"unknown filter op {op!r}", field="filters.op")
 
 
+def _render_contains(name: str, target: str, op: str, value: Any) -> str:
+    if op not in _CONTAINS:
+        raise InvalidInput(f"array field {name!r} takes op 'contains' or 'contains_any'", field="filters.op")
+    family = "json" if target.startswith("metadata[") else "array"
+    operand = literal(value) if op == "contains" else literal_list(_as_list(value))
+    return f"{family}_{_CONTAINS[op]}({target}, {operand})"
+
+
 def _as_list(value: Any) -> Sequence[Any]:
     if not isinstance(value, list) or not value:
         raise InvalidInput("this op needs a non-empty list value", field="filters.value")
@@ -153,6 +163,17 @@ def user_filter(raw: Any) -> str:
     return and_all(*(render_clause(c) for c in parse_filters(raw)))
 
 
-def retrieval_filter(principal: Principal, raw_filters: Any = None) -> str:
-    """The one expression every retrieval path uses: access filter AND user filters."""
-    return and_all(access_filter(principal), user_filter(raw_filters))
+def retrieval_filter(principal: Principal, raw_filters: Any = None, policy: GovernancePolicy | None = None) -> str:
+    """The one expression every retrieval path uses: access filter AND governance policy AND user filters.
+
+    ``policy`` (``rag_ray.enrich.policy``) narrows the ACL by each chunk's sensitivity label; None: no policy.
+    """
+    return and_all(access_filter(principal), _policy_filter(principal, policy), user_filter(raw_filters))
+
+
+def _policy_filter(principal: Principal, policy: GovernancePolicy | None) -> str:
+    if policy is None:
+        return ""
+    from rag_ray.enrich.policy import policy_filter  # lazy: the policy module builds its rules with literal()
+
+    return policy_filter(principal, policy)
