@@ -1,18 +1,22 @@
-"""`rag-cli data ingest|status|cleanup` — file ingestion as a Ray Data job, store status, clean-up."""
+"""`rag-cli data ingest|status|cleanup|enrich` — file ingestion as a Ray Data job, store status (with enrichment
+label counts), clean-up, re-labelling stored chunks without re-embedding."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from rag_ray.cli.context import console_from, settings_from
 from rag_ray.cli.progress import JobProgressBar
 from rag_ray.errors import RagError
 from rag_ray.ingest.file_ingest import FileIngestRequest
-from rag_ray.ingest.maintenance import cleanup_orphans, store_status
+from rag_ray.ingest.maintenance import StoreStatus, cleanup_orphans, relabel_chunks, store_status
 from rag_ray.runtime import Runtime, ensure_milvus
 from rag_ray.types import Acl
 
@@ -35,6 +39,8 @@ def ingest(ctx: typer.Context,
            visibility: str = typer.Option("", "--visibility", help="private|group|public (default: group when "
                                                                    "--groups is given, else public)"),
            all_files: bool = typer.Option(False, "--all", help="re-ingest unchanged files too"),
+           level: str = typer.Option("", "--enrichment-level",
+                                     help="off|basic|standard|comprehensive (default RAG_ENRICHMENT_LEVEL)"),
            format: str = typer.Option("table", "--format", help="table|json")) -> None:
     """Ingest files with a Ray Data job: parse → chunk → embed → upsert into Milvus."""
     from jobs.ingest_files import run_file_job
@@ -47,7 +53,7 @@ def ingest(ctx: typer.Context,
         raise typer.BadParameter("must be private, group or public", param_hint="--visibility")
     request = FileIngestRequest(path=path, recursive=recursive, file_types=_split(file_types) or None,
                                 include=include, exclude=exclude, acl=Acl(owner, group_ids, vis),  # type: ignore[arg-type]
-                                only_changed=not all_files)
+                                only_changed=not all_files, enrichment_level=level or None)
     try:
         with JobProgressBar(console, f"ingest {path}") as bar:
             summary = run_file_job(settings, request, listeners=[bar])
@@ -87,8 +93,81 @@ def status(ctx: typer.Context, format: str = typer.Option("table", "--format", h
                   ", ".join(f"{k}={v}" for k, v in sorted(report.documents_by_type.items())),
                   str(job.get("job_id", "-")), str(job.get("status", "-")))
     console.print(table)
+    _print_labels(console, report)
     for item in report.failed_items:
         console.print(f"  [yellow]![/yellow] {item['item']}: {item['error']}")
+
+
+LABEL_ROWS_SHOWN = 50
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))) or "-"
+
+
+def _print_labels(console: Console, report: StoreStatus) -> None:
+    """Enrichment labels per source ("-" language: chunks never enriched; `data enrich` labels them)."""
+    if not report.labels_by_source:
+        return
+    table = Table("source", "chunks", "sensitivity", "language", "pii types", title="labels by source")
+    for source, labels in list(report.labels_by_source.items())[:LABEL_ROWS_SHOWN]:
+        table.add_row(source, str(sum(labels["sensitivity"].values())), _counts(labels["sensitivity"]),
+                      _counts(labels["language"]), _counts(labels["pii_types"]))
+    total = report.labels
+    table.add_row("[bold]all[/bold]", str(report.chunks), _counts(total.get("sensitivity", {})),
+                  _counts(total.get("language", {})), _counts(total.get("pii_types", {})))
+    console.print(table)
+    hidden = len(report.labels_by_source) - LABEL_ROWS_SHOWN
+    if hidden > 0:
+        console.print(f"  ({hidden} more sources: --format json lists them all)")
+
+
+@app.command()
+def enrich(ctx: typer.Context,
+           source: str = typer.Option(..., "--source", help="path prefix of the sources, or one document id"),
+           level: str = typer.Option("", "--level", help="basic|standard|comprehensive (default "
+                                                         "RAG_ENRICHMENT_LEVEL)"),
+           reset: bool = typer.Option(False, "--reset", help="drop the old labels first (a sensitivity may then "
+                                                             "be lowered)"),
+           format: str = typer.Option("table", "--format", help="table|json")) -> None:
+    """Re-label stored chunks (language, PII, sensitivity) without re-embedding them."""
+    settings = settings_from(ctx)
+    console = console_from(ctx)
+    milvus = ensure_milvus(settings)
+    try:
+        with Runtime(settings) as runtime, _RelabelBar(console, f"enrich {source}") as bar:
+            report = relabel_chunks(runtime.store, source, level or settings.enrichment_level, reset=reset,
+                                    progress=bar)
+    except RagError as exc:
+        console.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(2) from None
+    finally:
+        if milvus is not None:
+            milvus.stop()
+    if format == "json":
+        typer.echo(json.dumps(report.to_dict()))
+    else:
+        console.print(f"[green]relabelled[/green] {report.chunks} chunks of {source!r} at level {report.level} "
+                      f"({report.changed} changed) in {report.duration_s:.1f}s")
+    if not report.chunks:  # a typo'd prefix should not look like success
+        raise typer.Exit(1)
+
+
+class _RelabelBar:
+    def __init__(self, console: Console, description: str):
+        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("chunks"), TimeElapsedColumn(), console=console)
+        self.task = self.progress.add_task(description, total=None)
+
+    def __enter__(self) -> _RelabelBar:
+        self.progress.start()
+        return self
+
+    def __call__(self, done: int, total: int) -> None:
+        self.progress.update(self.task, completed=done, total=total)
+
+    def __exit__(self, *_: Any) -> None:
+        self.progress.stop()
 
 
 @app.command()
