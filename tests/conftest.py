@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+# Before anything imports ray: under `uv run`, Ray would otherwise copy the whole project (and its 7 GB
+# .venv) into every session's working_dir. Tests run workers from this interpreter directly.
+os.environ["RAY_ENABLE_UV_RUN_RUNTIME_ENV"] = "0"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 from pathlib import Path
 
 import typer
@@ -11,6 +12,9 @@ import typer
 from rag_ray.cli.context import CliContext, console_from, settings_from
 from rag_ray.config import load_settings
 from rag_ray.errors import RagError
+
+# Ray's `uv run` hook would ship the project dir (with .venv) to every worker; local workers share our venv.
+os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 
 app = typer.Typer(help="rag-ray: a RAG server on Ray", no_args_is_help=True, pretty_exceptions_show_locals=False)
 
