@@ -162,3 +162,105 @@ def test_detector_catches_a_missing_access_filter(world: World, monkeypatch: Any
         response = send(world, PROBES[0], "dave", doc.canary, None)
         tally.record(leaked(world, "dave", response.text.replace(doc.canary, "")), doc.name, failures)
     assert tally.leaks > 0
+
+
+# ---- governance: sensitivity labels and PII masking on the same probes ----
+@dataclass(frozen=True)
+class GovDoc:
+    """A canary chunk labelled by the real enricher; ``pii`` must never reach a non-admin who does not own it."""
+
+    name: str
+    owner: str
+    visibility: str
+    groups: tuple[str, ...]
+    pii: str
+    body: str
+
+    @property
+    def canary(self) -> str:
+        return f"canary{self.name.replace('_', '')}x"
+
+
+GOV_DOCS = (
+    GovDoc("restricted_public", "alice", "public", (), "900101-1234568", "직원 주민등록번호 {pii} 보관"),  # restricted
+    GovDoc("confidential_eng", "system", "public", ("eng",), "ops.lead@example.com", "on-call contact {pii}"),
+    GovDoc("internal_ip", "system", "public", (), "10.20.30.40", "the gateway at {pii} restarts tonight"),
+)
+GOV_FILTERS: list[Any] = [None, {"sensitivity": "restricted"},
+                          [{"field": "pii_types", "op": "contains_any", "value": ["rrn", "email", "ip"]}],
+                          {"owner_id": '") or true or ("'}]
+
+
+def governed_world(world: World, settings: Any) -> World:
+    """``world`` plus the labelled canaries, served by an app whose retrieval enforces the default policy."""
+    from dataclasses import replace
+
+    from fastapi.testclient import TestClient
+
+    from rag_ray.api.app import create_app
+    from rag_ray.embedding.fake import FakeEmbedder
+    from rag_ray.enrich import Enricher, GovernancePolicy
+    from rag_ray.types import Acl, Chunk, make_chunk_id, sha256_text
+    from tests.access_fixtures import make_services
+
+    enricher, chunks = Enricher("standard"), []
+    for doc in GOV_DOCS:
+        text = f"quarterly report {doc.canary}: " + doc.body.format(pii=doc.pii)
+        acl = Acl(world.user_ids.get(doc.owner, doc.owner), doc.groups, doc.visibility)  # type: ignore[arg-type]
+        chunks.append(Chunk(make_chunk_id(f"doc-{doc.name}", 0, sha256_text(text)), f"doc-{doc.name}",
+                            f"file:///{doc.name}.txt", 0, text, sha256_text(text),
+                            enricher.enrich_metadata(text, {"title": doc.name}), acl))
+    world.store.upsert(chunks, FakeEmbedder().embed([c.text for c in chunks]))
+    world.store.flush()
+    services = make_services(settings, world.db, world.store)
+    services.retrieval.policy = GovernancePolicy()
+    return replace(world, client=TestClient(create_app(services)), auth=services.auth)  # type: ignore[arg-type]
+
+
+def gov_readable(world: World, username: str, doc: GovDoc, sensitivity: str) -> bool:
+    """The reference model: the ACL, then the policy by sensitivity (restricted: owner; confidential: + groups)."""
+    from tests.access_fixtures import reference_visible
+
+    p, owner = world.principal(username), world.user_ids.get(doc.owner, doc.owner)
+    if not reference_visible(p, owner, doc.groups, doc.visibility):
+        return False
+    if p.is_admin or owner == p.user_id or sensitivity not in ("restricted", "confidential"):
+        return True
+    return sensitivity == "confidential" and bool(set(doc.groups) & set(p.group_ids))
+
+
+def gov_leaks(world: World, username: str, text: str, labels: dict[str, str]) -> list[str]:
+    p = world.principal(username)
+    found = []
+    for doc in GOV_DOCS:
+        if doc.canary in text and not gov_readable(world, username, doc, labels[doc.name]):
+            found.append(f"{doc.name} (canary)")
+        owner = world.user_ids.get(doc.owner, doc.owner)
+        if doc.pii in text and not (p.is_admin or owner == p.user_id):
+            found.append(f"{doc.name} (unmasked {doc.pii})")
+    return found
+
+
+def test_no_restricted_or_unmasked_pii_on_any_retrieval_path(world: World, make_settings: Any) -> None:
+    gworld = governed_world(world, make_settings())
+    labels = {r["doc_id"][4:]: r["sensitivity"] for r in world.store.query('doc_id like "doc-%"',
+                                                                             ("id", "doc_id", "sensitivity"))}
+    assert [labels[d.name] for d in GOV_DOCS] == ["restricted", "confidential", "internal"]
+    queries = [(GENERIC_QUERY, f) for f in GOV_FILTERS] + [(d.canary, None) for d in GOV_DOCS]
+    tally, failures = Tally(), []
+    with gworld.client:
+        for probe in (p for p in PROBES if route_exists(gworld, p)):
+            for spec in DEFAULT_USERS:
+                for query, filters in queries:
+                    response = send(gworld, probe, spec.username, query, filters)
+                    where = f"{probe.name} as {spec.username} q={query!r} f={filters!r} [{response.status_code}]"
+                    shown = response.text.replace(query, "")
+                    tally.record(gov_leaks(gworld, spec.username, shown, labels), where, failures)
+        sparse = next(p for p in PROBES if p.name == "query search sparse")
+        admin = send(gworld, sparse, "admin", GENERIC_QUERY, None).text  # every canary, unmasked
+        alice = send(gworld, sparse, "alice", GOV_DOCS[0].canary, None).text
+    print(f"\ngovernance leak suite: probes={tally.probes} leaks={tally.leaks}")
+    assert not failures, "\n".join(failures[:20])
+    assert all(d.pii in admin for d in GOV_DOCS), "admins see every canary unmasked (the suite is not vacuous)"
+    assert GOV_DOCS[0].pii in alice, "the owner sees her own PII"
+    assert tally.probes >= len(DEFAULT_USERS) * len(queries) * 6
