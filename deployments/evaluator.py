@@ -17,9 +17,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from ray.serve.exceptions import BackPressureError
 
 from rag_ray.config import Settings
 from rag_ray.embedding import create_embedder
+from rag_ray.errors import Overloaded, RagError
 from rag_ray.generation import (
     ConsensusResult,
     Evaluation,
@@ -59,6 +61,10 @@ class EvaluatorDeployment:
         embedder = self.evaluator.embedder
         return {"provider": embedder.provider, "model": embedder.model, "dimension": embedder.dimension}
 
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            return {"sessions": len(self._sessions)}
+
     def _session(self, query: str, passages: Passages, metrics: Sequence[str] | None) -> EvaluationSession:
         key = session_key(query, passages, metrics)
         with self._lock:
@@ -86,6 +92,14 @@ class EvaluatorDeployment:
 
 
 # ---- the router side --------------------------------------------------------------------------------------
+def unwrap(exc: BaseException) -> BaseException:
+    """Our own error back from Ray's wrapper; a full evaluator queue is a 503 with Retry-After, not a 500."""
+    if isinstance(exc, BackPressureError):
+        return Overloaded("the answer evaluator is at capacity; retry shortly", retry_after=exc.retry_after_s or 1.0)
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, RagError) else exc
+
+
 class HandleSession:
     """``EvaluationSession`` over the deployment: ``prepare`` runs in a worker thread (the generators call it with
     ``asyncio.to_thread``), ``aevaluate_many`` on the event loop."""
@@ -97,11 +111,17 @@ class HandleSession:
         self.metrics = list(metrics) if metrics else None
 
     def prepare(self) -> None:
-        self.handle.prepare.remote(self.query, self.passages, self.metrics).result()
+        try:
+            self.handle.prepare.remote(self.query, self.passages, self.metrics).result()
+        except Exception as exc:
+            raise unwrap(exc) from None
 
     async def aevaluate_many(self, answers: Sequence[str]) -> list[Evaluation]:
-        result: list[Evaluation] = await self.handle.score.remote(self.query, self.passages, list(answers),
-                                                                  self.metrics)
+        try:
+            result: list[Evaluation] = await self.handle.score.remote(self.query, self.passages, list(answers),
+                                                                      self.metrics)
+        except Exception as exc:
+            raise unwrap(exc) from None
         return result
 
 

@@ -34,6 +34,13 @@ def _query(mode: str, strategy: str) -> Body:
     return lambda q, f: {"query": q, "mode": mode, "k": 50, "search_strategy": strategy, "filters": f}
 
 
+def _generate_rag(strategy: str, mode: str) -> Body:
+    """Sources, prompt echo and candidates all carry retrieved text; only dict filters fit retrieval_config."""
+    return lambda q, f: {"query": q, "generation_config": {"mode": mode, "ensemble_size": 2},
+                         "retrieval_config": {"k": 20, "search_strategy": strategy, "include_metadata": True,
+                                              "filters": f if isinstance(f, dict) else None}}
+
+
 PROBES: list[Probe] = [
     Probe("query search dense", "POST", "/query", _query("search", "dense"), lists_all=True),
     Probe("query search sparse", "POST", "/query", _query("search", "sparse"), lists_all=True),
@@ -42,9 +49,9 @@ PROBES: list[Probe] = [
     Probe("query rag sparse", "POST", "/query", _query("rag", "sparse")),
     Probe("query rag hybrid", "POST", "/query", _query("rag", "hybrid")),
     # Routes added by other modules; skipped until they exist.
-    Probe("generate rag", "POST", "/generate/rag", lambda q, f: {
-        "query": q, "retrieval_config": {"k": 20, "search_strategy": "hybrid", "include_metadata": True},
-        "generation_config": {"mode": "single"}}),
+    Probe("generate rag hybrid single", "POST", "/generate/rag", _generate_rag("hybrid", "single")),
+    Probe("generate rag dense ensemble", "POST", "/generate/rag", _generate_rag("dense", "ensemble")),
+    Probe("generate rag sparse single", "POST", "/generate/rag", _generate_rag("sparse", "single")),
     Probe("openai chat completions (rag)", "POST", "/v1/chat/completions", lambda q, f: {
         "model": "rag", "messages": [{"role": "user", "content": q}]}),
     Probe("documents list", "GET", "/documents"),

@@ -1,0 +1,148 @@
+"""``POST /generate/single``, ``/generate/ensemble`` and ``/generate/rag``: scored answer generation.
+
+Bodies are the seed's (``rag_ray.generation.service`` models: unknown fields refused, a bad value is a 422 naming
+the field, e.g. ``retrieval_config.k``). ``/generate/rag`` retrieves through ``RetrievalService.search``, so the
+caller's access filter always applies; only the chunks it returns ever reach the prompt.
+
+The ``GenerationService`` comes from ``services.features["generation"]`` (the Serve builder puts one there whose
+evaluator runs in the evaluator deployment); without one, a local one is built once — over the provider manager and
+an evaluator on the server's embedder, its CPU work in worker threads — and cached there.
+
+Every answer's quality (overall and per metric) and, for ensembles, the consensus score are exported as
+histograms on ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Body, Depends, Request
+
+from rag_ray.api.deps import current_principal, get_services
+from rag_ray.api.metrics import SCORE_BUCKETS, Metrics
+from rag_ray.api.services import Services
+from rag_ray.generation import (
+    EnsembleRequest,
+    GenerationResponse,
+    GenerationService,
+    ProviderQualityTracker,
+    RagGenerateRequest,
+    ResponseEvaluator,
+    SingleRequest,
+    parse_request,
+)
+from rag_ray.retrieval.service import AsyncEmbedder
+from rag_ray.types import InputType, Principal, SearchHit
+
+router = APIRouter(prefix="/generate", tags=["generate"])
+
+QUALITY_METRIC = "rag_generation_quality"
+CONSENSUS_METRIC = "rag_generation_consensus"
+
+
+# ---- the service, built once per app ----------------------------------------------------------------------
+class BlockingEmbedder:
+    """The sync ``Embedder`` protocol over an ``AsyncEmbedder``, for the evaluator's worker threads (never call it on
+    an event loop thread: it runs the coroutine on a loop of its own)."""
+
+    def __init__(self, inner: AsyncEmbedder):
+        self.inner = inner
+        self.provider, self.model, self.dimension = inner.provider, inner.model, inner.dimension
+
+    def embed(self, texts: Sequence[str], *, input_type: InputType = "document") -> np.ndarray:
+        return asyncio.run(self.inner.embed(list(texts), input_type=input_type))
+
+
+def sync_embedder(embedder: AsyncEmbedder) -> Any:
+    """The wrapped sync embedder when there is one (``ThreadedEmbedder.inner``), else a blocking bridge."""
+    inner = getattr(embedder, "inner", None)
+    return inner if callable(getattr(inner, "embed", None)) else BlockingEmbedder(embedder)
+
+
+def generation_service(services: Services) -> GenerationService:
+    service = services.features.get("generation")
+    if service is None:
+        evaluator = ResponseEvaluator(sync_embedder(services.embedder))
+        service = services.features.setdefault(
+            "generation", GenerationService(services.llm, evaluator, tracker=ProviderQualityTracker()))
+    return service
+
+
+# ---- retrieval --------------------------------------------------------------------------------------------
+def search_options(search: Any, body: RagGenerateRequest) -> dict[str, Any]:
+    """The optional retrieval knobs ``search`` accepts (reranking arrives there independently of this route)."""
+    cfg = body.retrieval_config
+    wanted = {"rerank": cfg.enable_reranking, "enable_reranking": cfg.enable_reranking,
+              "include_metadata": cfg.include_metadata}
+    accepted = inspect.signature(search).parameters
+    return {name: value for name, value in wanted.items() if name in accepted}
+
+
+async def retrieve(services: Services, principal: Principal, body: RagGenerateRequest) -> list[SearchHit]:
+    cfg, search = body.retrieval_config, services.retrieval.search
+    return await search(principal, body.query, k=cfg.k, strategy=cfg.search_strategy, filters=cfg.filters,
+                        **search_options(search, body))
+
+
+# ---- metrics ----------------------------------------------------------------------------------------------
+def record_quality(metrics: Metrics, endpoint: str, response: GenerationResponse) -> None:
+    labels = {"endpoint": endpoint, "mode": response.mode}
+    metrics.observe(QUALITY_METRIC, response.quality.overall, {**labels, "metric": "overall"}, buckets=SCORE_BUCKETS,
+                    help="Quality score of the returned answer (overall and per metric)")
+    for name, score in response.quality.scores.items():
+        metrics.observe(QUALITY_METRIC, score.score, {**labels, "metric": name}, buckets=SCORE_BUCKETS)
+    if response.ensemble is not None:
+        metrics.observe(CONSENSUS_METRIC, response.ensemble.consensus_score, labels, buckets=SCORE_BUCKETS,
+                        help="Agreement among ensemble candidates")
+
+
+def answered(request: Request, endpoint: str, response: GenerationResponse) -> GenerationResponse:
+    record_quality(request.app.state.metrics, endpoint, response)
+    return response
+
+
+# ---- routes -----------------------------------------------------------------------------------------------
+# Bodies are validated with ``parse_request`` (not as FastAPI body models) so a 422 names the exact field even when
+# that field is called ``query`` — the generic validation handler drops that name as a location word.
+SINGLE_EXAMPLE = {"query": "머신러닝과 딥러닝의 차이점을 설명해주세요", "mode": "fast",
+                  "context": "AI 기술 관련 교육 자료", "model": "gpt-4", "temperature": 0.7, "max_tokens": 1000,
+                  "response_format": "markdown"}
+ENSEMBLE_EXAMPLE = {"query": "인공지능의 윤리적 고려사항에 대해 분석해주세요", "mode": "high_quality",
+                    "ensemble_size": 3, "consensus_threshold": 0.7, "enable_parallel_generation": True,
+                    "evaluation_metrics": ["relevance", "accuracy", "completeness"], "output_format": "structured",
+                    "custom_instructions": "다양한 관점에서 균형잡힌 분석 제공"}
+RAG_EXAMPLE = {"query": "최신 트랜스포머 아키텍처의 발전 동향",
+               "retrieval_config": {"k": 10, "search_strategy": "hybrid", "include_metadata": True,
+                                    "enable_reranking": True},
+               "generation_config": {"mode": "ensemble", "ensemble_size": 2, "prompt_strategy": "contextual",
+                                     "enable_post_processing": True, "response_format": "markdown"},
+               "quality_filters": {"min_relevance": 0.8, "min_completeness": 0.7, "enable_fact_checking": True}}
+
+
+@router.post("/single", summary="Fast mode: one provider, one scored answer")
+async def generate_single(request: Request, body: dict[str, Any] = Body(examples=[SINGLE_EXAMPLE]),
+                          _: Principal = Depends(current_principal),
+                          services: Services = Depends(get_services)) -> GenerationResponse:
+    parsed = parse_request(SingleRequest, body)
+    return answered(request, "single", await generation_service(services).generate_single(parsed))
+
+
+@router.post("/ensemble", summary="High-quality mode: several candidates scored, compared and one selected")
+async def generate_ensemble(request: Request, body: dict[str, Any] = Body(examples=[ENSEMBLE_EXAMPLE]),
+                            _: Principal = Depends(current_principal),
+                            services: Services = Depends(get_services)) -> GenerationResponse:
+    parsed = parse_request(EnsembleRequest, body)
+    return answered(request, "ensemble", await generation_service(services).generate_ensemble(parsed))
+
+
+@router.post("/rag", summary="Retrieve under the caller's access filter, then generate (single or ensemble)")
+async def generate_rag(request: Request, body: dict[str, Any] = Body(examples=[RAG_EXAMPLE]),
+                       principal: Principal = Depends(current_principal),
+                       services: Services = Depends(get_services)) -> GenerationResponse:
+    parsed = parse_request(RagGenerateRequest, body)
+    hits = await retrieve(services, principal, parsed)
+    return answered(request, "rag", await generation_service(services).generate_rag(parsed, hits))
