@@ -51,7 +51,9 @@ def error_response(exc: e.RagError) -> JSONResponse:
 def _validation_response(_: Request, exc: RequestValidationError) -> JSONResponse:
     problems = []
     for err in exc.errors():
-        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
+        loc = [str(p) for p in err.get("loc", ())]
+        if loc and loc[0] in ("body", "query", "path", "header", "cookie"):
+            loc = loc[1:]  # the request part, not a field name (a body field may itself be called "query")
         problems.append({"field": ".".join(loc) or "body", "message": err.get("msg", "invalid")})
     first = problems[0] if problems else {"field": "body", "message": "invalid request"}
     body = {"error": "invalid_input", "message": f"{first['field']}: {first['message']}", "field": first["field"],
