@@ -51,7 +51,8 @@ class RouterDeployment:
     async def _services(self) -> Services:
         from rag_ray.access.service import AuthService
 
-        embedder = HandleEmbedder(self.embedder_handle, await self.embedder_handle.info.remote())
+        embedder = HandleEmbedder(self.embedder_handle, await self.embedder_handle.info.remote(),
+                                  batched=self.settings.embed_batching)
         manager = self._manager()
         store = self.runtime.store
         features: dict[str, Any] = {"metadata_db": self.runtime.db, "store": store, "runtime": self.runtime,

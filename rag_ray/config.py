@@ -82,6 +82,7 @@ class Settings(BaseSettings):
     embedding_base_url: str | None = Field(None, validation_alias="EMBEDDING_BASE_URL")
     embedding_batch_size: int = Field(16, validation_alias="RAG_EMBEDDING_BATCH_SIZE")
     embedding_threads: int = Field(0, validation_alias="RAG_EMBEDDING_THREADS")  # 0: all cores
+    embed_batching: bool = Field(True, validation_alias="RAG_EMBED_BATCHING")  # @serve.batch across requests
 
     # --- LLM ---
     llm_provider: str = Field("local", validation_alias="LLM_PROVIDER")
@@ -114,6 +115,17 @@ class Settings(BaseSettings):
     governance_group_only: Annotated[list[str], NoDecode] = Field(["confidential"],
                                                                   validation_alias="RAG_GOVERNANCE_GROUP_ONLY")
     mask_pii: bool = Field(True, validation_alias="RAG_MASK_PII")  # mask PII in retrieved text for non-admins
+
+    # --- Retrieval (rag_ray.retrieval.search; defaults chosen by bench/retrieval.py) ---
+    fusion_method: Literal["weighted", "rrf"] = Field("weighted", validation_alias="RAG_FUSION")
+    fusion_dense_weight: float = Field(0.5, ge=0.0, le=1.0, validation_alias="RAG_FUSION_DENSE_WEIGHT")
+    # dense share for mostly-Hangul queries; negative: use RAG_FUSION_DENSE_WEIGHT for every language
+    fusion_korean_dense_weight: float = Field(0.2, le=1.0, validation_alias="RAG_FUSION_KOREAN_DENSE_WEIGHT")
+    rrf_k: int = Field(60, ge=1, validation_alias="RAG_RRF_K")
+    # "features" (offline, exact dense+BM25 re-scoring), "none", or "cross-encoder:/local/model/path"
+    reranker: str = Field("features", validation_alias="RAG_RERANKER")
+    rerank_depth: int = Field(50, ge=1, le=200, validation_alias="RAG_RERANK_DEPTH")
+    hybrid_candidates: int = Field(100, ge=1, le=1000, validation_alias="RAG_HYBRID_CANDIDATES")
 
     @field_validator("allowed_roots", mode="before")
     @classmethod
