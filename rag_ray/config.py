@@ -44,14 +44,14 @@ class Settings(BaseSettings):
     secret_key: SecretStr | None = Field(None, validation_alias="SECRET_KEY")
     admin_username: str = Field("admin", validation_alias="RAG_ADMIN_USERNAME")
     admin_password: SecretStr | None = Field(None, validation_alias="RAG_ADMIN_PASSWORD")
-    allowed_roots: list[Path] = Field(default_factory=list, validation_alias="RAG_ALLOWED_ROOTS")
+    allowed_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list, validation_alias="RAG_ALLOWED_ROOTS")
     max_request_bytes: int = Field(10 * 1024 * 1024, validation_alias="RAG_MAX_REQUEST_BYTES")
     max_upload_bytes: int = Field(50 * 1024 * 1024, validation_alias="RAG_MAX_UPLOAD_BYTES")
     max_k: int = Field(100, validation_alias="RAG_MAX_K")
 
     callback_secret: SecretStr | None = Field(None, validation_alias="RAG_CALLBACK_SECRET")
     callback_allow_private: bool = Field(False, validation_alias="RAG_CALLBACK_ALLOW_PRIVATE")
-    callback_allowed_hosts: list[str] = Field(default_factory=list, validation_alias="RAG_CALLBACK_ALLOWED_HOSTS")
+    callback_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias="RAG_CALLBACK_ALLOWED_HOSTS")
 
     # --- Ray ---
     ray_address: str | None = Field(None, validation_alias="RAY_ADDRESS")
@@ -126,6 +126,14 @@ class Settings(BaseSettings):
     reranker: str = Field("features", validation_alias="RAG_RERANKER")
     rerank_depth: int = Field(50, ge=1, le=200, validation_alias="RAG_RERANK_DEPTH")
     hybrid_candidates: int = Field(100, ge=1, le=1000, validation_alias="RAG_HYBRID_CANDIDATES")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _blank_means_unset(cls, data: Any) -> Any:
+        # `SECRET_KEY=` in a .env must mean "not set" (generate one), never "sign with an empty key".
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if not (isinstance(v, str) and not v.strip())}
+        return data
 
     @field_validator("allowed_roots", mode="before")
     @classmethod
