@@ -11,8 +11,9 @@ from typing import Any, Protocol
 from sqlalchemy.engine import Engine
 
 from rag_ray.errors import RagError
+from rag_ray.ingest.executor import enrich_stage
 from rag_ray.ingest.rows import KIND_CHUNK, KIND_EMPTY, KIND_ERROR, chunk_row, marker_row
-from rag_ray.ingest.stages import EmbedChunks, ParseAndChunk, WriteChunks, chunk_document
+from rag_ray.ingest.stages import EmbedChunks, EnrichChunks, ParseAndChunk, WriteChunks, chunk_document
 from rag_ray.sources.rdb.config import DatabaseConfig
 from rag_ray.sources.rdb.introspect import TableInfo
 from rag_ray.sources.rdb.reader import ReaderKind, ReadSpec, create_source_engine, read_rows
@@ -198,6 +199,10 @@ class RdbStages:
     def parse(self) -> ParseAndChunk:
         return ReadRenderChunk(self.config, self.chunk_size, self.chunk_overlap, reader=self.reader,
                                page_size=self.page_size, partition_num=self.partition_num)
+
+    def enrich(self, level: str | None = None) -> EnrichChunks:
+        """The base's labelling stage (language / PII / sensitivity), as for files."""
+        return enrich_stage(self.base, level)  # type: ignore[arg-type]
 
     def embed(self) -> EmbedChunks:
         return self.base.embed()
