@@ -1,0 +1,112 @@
+"""Ingest benchmark: raw embedding rate vs the end-to-end Ray Data pipeline, same chunks, same model.
+
+    uv run python bench/ingest.py [--docs 2000] [--batch-sizes 8,16,32,64]
+
+Writes SciFact documents as text files, chunks them exactly as the pipeline does, times
+SentenceTransformer.encode at each batch size (the best one is the raw rate), then times the real job
+(scan → parse → chunk → embed actor → Milvus upsert) into a fresh Milvus Lite. Last line: one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SCIFACT = ROOT.parent / "shared" / "data" / "scifact" / "corpus.jsonl"
+
+
+def write_corpus(target: Path, limit: int) -> list[Path]:
+    paths = []
+    with SCIFACT.open() as fh:
+        for line in fh:
+            if len(paths) >= limit:
+                break
+            doc = json.loads(line)
+            path = target / f"{doc['_id']}.txt"
+            path.write_text(f"{doc['title']}\n\n{doc['text']}\n", encoding="utf-8")
+            paths.append(path)
+    return paths
+
+
+def chunk_texts(paths: list[Path], size: int, overlap: int) -> list[str]:
+    from rag_ray.sources.files import parse_file
+    from rag_ray.text.chunking import Chunker
+
+    chunker = Chunker(size, overlap)
+    return [c for p in paths for c in chunker.split(parse_file(p).text)]
+
+
+def raw_rates(texts: list[str], batch_sizes: list[int], threads: int) -> dict[int, float]:
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from rag_ray.embedding.local import resolve_model_path
+
+    torch.set_num_threads(threads)
+    model = SentenceTransformer(resolve_model_path("all-MiniLM-L6-v2"), device="cpu")
+    model.encode(texts[:32], batch_size=16)  # warm-up
+    rates = {}
+    for bs in batch_sizes:
+        start = time.perf_counter()
+        model.encode(texts, batch_size=bs, normalize_embeddings=True, show_progress_bar=False)
+        rates[bs] = len(texts) / (time.perf_counter() - start)
+    return rates
+
+
+def pipeline_rate(corpus: Path, data_dir: Path, batch_size: int) -> tuple[float, int, float]:
+    import ray
+
+    from jobs.ingest_files import run_file_job
+    from jobs.ray_executor import init_ray
+    from rag_ray.config import Settings
+    from rag_ray.ingest.file_ingest import FileIngestRequest
+    from rag_ray.store.lite_server import MilvusLiteServer, free_port
+
+    with MilvusLiteServer(data_dir / "milvus", free_port()) as milvus:
+        settings = Settings(data_dir=data_dir, milvus_uri=milvus.uri, embedding_batch_size=batch_size)  # type: ignore[call-arg]
+        init_ray(settings)
+        start = time.perf_counter()
+        summary = run_file_job(settings, FileIngestRequest(path=corpus))
+        elapsed = time.perf_counter() - start
+        ray.shutdown()
+    assert summary.status == "succeeded", summary.errors
+    return summary.chunks_written / elapsed, summary.chunks_written, elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--docs", type=int, default=2000)
+    parser.add_argument("--batch-sizes", default="8,16,32,64")
+    parser.add_argument("--chunk-size", type=int, default=800)
+    parser.add_argument("--chunk-overlap", type=int, default=100)
+    parser.add_argument("--sample", type=int, default=0, help="chunks used for the raw rate (0: all)")
+    args = parser.parse_args()
+    threads = os.cpu_count() or 1
+    with tempfile.TemporaryDirectory() as tmp:
+        corpus = Path(tmp) / "corpus"
+        corpus.mkdir()
+        paths = write_corpus(corpus, args.docs)
+        texts = chunk_texts(paths, args.chunk_size, args.chunk_overlap)
+        sample = texts[: args.sample] if args.sample else texts
+        rates = raw_rates(sample, [int(b) for b in args.batch_sizes.split(",")], threads)
+        best_bs = max(rates, key=lambda b: rates[b])
+        rate, chunks, elapsed = pipeline_rate(corpus, Path(tmp) / "data", best_bs)
+    result = {"docs": len(paths), "chunks": chunks, "raw_chunks_per_s": round(rates[best_bs], 2),
+              "raw_best_batch_size": best_bs, "raw_rates_by_batch": {str(k): round(v, 2) for k, v in rates.items()},
+              "pipeline_chunks_per_s": round(rate, 2), "pipeline_seconds": round(elapsed, 1),
+              "ratio": round(rate / rates[best_bs], 3), "threads": threads}
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
