@@ -104,7 +104,7 @@ def request_from_args(args: argparse.Namespace) -> RdbSyncRequest:
                           mode=args.mode or "full", include_tables=_split(args.include_tables),
                           exclude_tables=_split(args.exclude_tables), incremental_column=args.incremental_column,
                           batch_size=args.batch_size, max_rows=args.max_rows, validate_data=args.validate,
-                          acl=Acl(args.owner, groups, visibility))
+                          acl=Acl(args.owner, groups, visibility))  # type: ignore[arg-type]
 
 
 def main(argv: list[str] | None = None) -> int:

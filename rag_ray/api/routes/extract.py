@@ -29,7 +29,7 @@ from rag_ray.types import Acl, Principal
 
 router = APIRouter(prefix="/extract/rdb", tags=["extract"])
 
-EXAMPLE = {"database_config": {"host": "localhost", "port": 5432, "database": "mydb", "user": "postgres",
+EXAMPLE: Any = {"database_config": {"host": "localhost", "port": 5432, "database": "mydb", "user": "postgres",
                                "password": "password", "database_type": "postgresql"},
            "extraction_config": {"mode": "incremental", "batch_size": 1000,
                                  "include_tables": ["users", "orders", "products"],
@@ -39,17 +39,17 @@ EXAMPLE = {"database_config": {"host": "localhost", "port": 5432, "database": "m
 class ExtractionConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     mode: Literal["full", "incremental"] = "full"
-    batch_size: int = Field(1000, ge=1, le=100_000)
-    max_rows: int | None = Field(None, ge=1)
+    batch_size: int = Field(default=1000, ge=1, le=100_000)
+    max_rows: int | None = Field(default=None, ge=1)
     include_tables: list[str] = Field(default_factory=list, max_length=1000)
     exclude_tables: list[str] = Field(default_factory=list, max_length=1000)
-    incremental_column: str | None = Field(None, max_length=255)
+    incremental_column: str | None = Field(default=None, max_length=255)
     validate_data: bool = False
 
 
 class AclBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    owner_id: str | None = Field(None, max_length=128, description="default: the caller")
+    owner_id: str | None = Field(default=None, max_length=128, description="default: the caller")
     group_ids: list[str] = Field(default_factory=list, max_length=256)
     visibility: Literal["private", "group", "public"] = "private"
 
@@ -57,7 +57,7 @@ class AclBody(BaseModel):
 class ExtractRdbBody(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EXAMPLE]})
     database_config: DatabaseConfig | None = None
-    source: str | None = Field(None, max_length=128, description="a named source instead of database_config")
+    source: str | None = Field(default=None, max_length=128, description="a named source instead of database_config")
     extraction_config: ExtractionConfig | None = None
     source_name: str = Field("", max_length=255, description="names the source in ids (default: the URL)")
     acl: AclBody | None = None

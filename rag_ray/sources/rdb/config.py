@@ -57,13 +57,13 @@ class DatabaseConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     database_type: str = "postgresql"
-    host: str | None = Field(None, max_length=255)
-    port: int | None = Field(None, ge=1, le=65535)
-    database: str | None = Field(None, max_length=1024)
-    user: str | None = Field(None, max_length=255)
+    host: str | None = Field(default=None, max_length=255)
+    port: int | None = Field(default=None, ge=1, le=65535)
+    database: str | None = Field(default=None, max_length=1024)
+    user: str | None = Field(default=None, max_length=255)
     password: SecretStr | None = None
-    url: SecretStr | None = Field(None, description="a SQLAlchemy URL instead of the separate fields")
-    schema_name: str | None = Field(None, alias="schema", max_length=255)
+    url: SecretStr | None = Field(default=None, description="a SQLAlchemy URL instead of the separate fields")
+    schema_name: str | None = Field(default=None, alias="schema", max_length=255)
 
     @model_validator(mode="after")
     def _check(self) -> DatabaseConfig:

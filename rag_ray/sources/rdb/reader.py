@@ -91,7 +91,7 @@ def connectorx_rows(url: str, sql: str, *, partition_on: str | None = None, part
     if partition_on and partition_num > 1:
         kwargs = {"partition_on": partition_on, "partition_num": partition_num}
     table = cx.read_sql(url, sql, return_type="arrow", **kwargs)
-    return table.to_pylist()  # type: ignore[no-any-return]
+    return table.to_pylist()
 
 
 def connectorx_sql(config: DatabaseConfig, spec: ReadSpec) -> str | None:

@@ -11,6 +11,7 @@ import datetime as dt
 import decimal
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,7 +80,8 @@ def decode_value(text: str | None) -> Any:
     if not text:
         return None
     data = json.loads(text)
-    decoders = {"datetime": dt.datetime.fromisoformat, "date": dt.date.fromisoformat, "decimal": decimal.Decimal}
+    decoders: dict[str, Callable[[Any], Any]] = {"datetime": dt.datetime.fromisoformat,
+                                                  "date": dt.date.fromisoformat, "decimal": decimal.Decimal}
     return decoders.get(data["t"], lambda v: v)(data["v"])
 
 
