@@ -160,14 +160,14 @@ def main() -> None:
                             admin_password="bench-admin-pw", api_port=free_port())
         seed_corpus(settings, load_texts(SCIFACT / "corpus.jsonl", "text", args.docs))
         bootstrap_admin(settings, MetadataDB(settings.metadata_url))
+        queries = texts[: args.query_requests]
+        inproc = inproc_latencies(settings, queries)  # same store, same model, no HTTP, no Serve
         init_ray(settings)
         serve.start(http_options={"host": "127.0.0.1", "port": settings.api_port})
-        queries = texts[: args.query_requests]
         batched = run_app(settings, True, texts, queries, args.requests)
         unbatched = run_app(settings, False, texts, queries, args.requests)
         serve.shutdown()
         ray.shutdown()
-        inproc = inproc_latencies(settings, queries)
     http = batched["query_ms"]
     result = {f"embed_rps_c{c}_{kind}": round(run["embed_rps"][c], 2)
               for kind, run in (("batched", batched), ("unbatched", unbatched)) for c in CONCURRENCY}
