@@ -51,7 +51,8 @@ class Settings(BaseSettings):
 
     callback_secret: SecretStr | None = Field(None, validation_alias="RAG_CALLBACK_SECRET")
     callback_allow_private: bool = Field(False, validation_alias="RAG_CALLBACK_ALLOW_PRIVATE")
-    callback_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias="RAG_CALLBACK_ALLOWED_HOSTS")
+    callback_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list,
+                                                                   validation_alias="RAG_CALLBACK_ALLOWED_HOSTS")
 
     # --- Ray ---
     ray_address: str | None = Field(None, validation_alias="RAY_ADDRESS")

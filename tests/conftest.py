@@ -15,10 +15,10 @@ os.environ["RAY_ENABLE_UV_RUN_RUNTIME_ENV"] = "0"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from rag_ray.config import Settings  # noqa: E402
-from rag_ray.embedding.fake import FakeEmbedder  # noqa: E402
-from rag_ray.store.lite_server import MilvusLiteServer, free_port  # noqa: E402
-from rag_ray.store.milvus import ChunkStore  # noqa: E402
+from rag_ray.config import Settings
+from rag_ray.embedding.fake import FakeEmbedder
+from rag_ray.store.lite_server import MilvusLiteServer, free_port
+from rag_ray.store.milvus import ChunkStore
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

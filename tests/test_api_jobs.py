@@ -7,6 +7,7 @@ import shutil
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -129,9 +130,9 @@ def test_pause_resume_cancel_a_running_job(make_settings, fake_store, shared_dat
 
 
 class Receiver(BaseHTTPRequestHandler):
-    events: list[tuple[bytes, dict[str, str]]] = []
+    events: ClassVar[list[tuple[bytes, dict[str, str]]]] = []
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server API
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["content-length"]))
         Receiver.events.append((body, dict(self.headers)))
         self.send_response(204)

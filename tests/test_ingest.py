@@ -105,7 +105,7 @@ def test_bad_paths_and_types_fail_clearly(tmp_path, db, fake_store):
     assert missing.value.field == "path"
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(InvalidInput, match="no .* files"):
+    with pytest.raises(InvalidInput, match=r"no \S+ files"):
         ingestor.run(FileIngestRequest(path=empty))
     with pytest.raises(InvalidInput, match="unsupported file type") as bad_type:
         ingestor.run(FileIngestRequest(path=empty, file_types=["exe"]))

@@ -57,7 +57,8 @@ class JobProgress:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data.update(rate_items_per_s=round(self.rate_items_per_s, 3), rate_chunks_per_s=round(self.rate_chunks_per_s, 3),
+        data.update(rate_items_per_s=round(self.rate_items_per_s, 3),
+                    rate_chunks_per_s=round(self.rate_chunks_per_s, 3),
                     eta_s=None if self.eta_s is None else round(self.eta_s, 1))
         return data
 

@@ -15,7 +15,8 @@ router = APIRouter(tags=["query"])
 
 class QueryRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"query": "머신러닝 알고리즘의 종류와 특징", "mode": "rag", "k": 5, "llm_provider": "openai", "model": "gpt-4"}]})
+        {"query": "머신러닝 알고리즘의 종류와 특징", "mode": "rag", "k": 5, "llm_provider": "openai",
+         "model": "gpt-4"}]})
 
     query: str = Field(min_length=1, max_length=4000)
     mode: Literal["rag", "search"] = "rag"
