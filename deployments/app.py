@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ray import serve
-from ray.serve import Application
+from ray.serve import Application, Deployment
 
 from deployments.embedder import EmbedderDeployment
 from deployments.evaluator import EvaluatorDeployment
@@ -57,31 +57,36 @@ def llm_specs(settings: Settings) -> tuple[list[ProviderSpec], str | None]:
     return [default_llm_spec(settings)], None
 
 
+def _deployment(cls: type) -> Deployment:
+    return serve.deployment(cls)  # type: ignore[return-value]  # the decorator's overloads confuse mypy
+
+
 def build_app(settings: Settings, options: DeploymentOptions | None = None) -> Application:
     opts = options or DeploymentOptions()
-    embedder = serve.deployment(
-        EmbedderDeployment, name="embedder", ray_actor_options={"num_cpus": opts.embedder_cpus},
+    embedder = _deployment(EmbedderDeployment).options(
+        name="embedder", ray_actor_options={"num_cpus": opts.embedder_cpus},
         autoscaling_config=opts.autoscaling(opts.embedder_max_replicas),
         max_ongoing_requests=opts.max_ongoing_requests, max_queued_requests=opts.max_queued_requests,
         backpressure_config=opts.backpressure(),
     ).bind(settings, opts.embed_max_batch_size, opts.embed_batch_wait_s)
-    evaluator = serve.deployment(
-        EvaluatorDeployment, name="evaluator", ray_actor_options={"num_cpus": opts.evaluator_cpus},
+    evaluator = _deployment(EvaluatorDeployment).options(
+        name="evaluator", ray_actor_options={"num_cpus": opts.evaluator_cpus},
         autoscaling_config=opts.autoscaling(opts.evaluator_max_replicas),
         max_ongoing_requests=opts.max_ongoing_requests, max_queued_requests=opts.max_queued_requests,
+        backpressure_config=opts.backpressure(),
     ).bind(settings)
     specs, _ = llm_specs(settings)
     llms = {
-        spec.id: serve.deployment(
-            LLMDeployment, name=f"llm-{spec.provider}-{index}", ray_actor_options={"num_cpus": opts.llm_cpus},
+        spec.id: _deployment(LLMDeployment).options(
+            name=f"llm-{spec.provider}-{index}", ray_actor_options={"num_cpus": opts.llm_cpus},
             autoscaling_config=opts.autoscaling(opts.llm_max_replicas),
             max_ongoing_requests=opts.llm_max_ongoing_requests, max_queued_requests=opts.max_queued_requests,
             health_check_period_s=10, backpressure_config=opts.backpressure(),
         ).bind(spec)
         for index, spec in enumerate(specs)
     }
-    return serve.deployment(
-        serve.ingress()(RouterDeployment), name="router", ray_actor_options={"num_cpus": opts.router_cpus},
+    return _deployment(serve.ingress()(RouterDeployment)).options(
+        name="router", ray_actor_options={"num_cpus": opts.router_cpus},
         max_ongoing_requests=opts.router_max_ongoing_requests, max_queued_requests=opts.max_queued_requests,
         graceful_shutdown_timeout_s=20, backpressure_config=opts.backpressure(),
     ).bind(settings, embedder, llms, evaluator=evaluator)

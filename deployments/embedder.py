@@ -19,8 +19,8 @@ class EmbedderDeployment:
         self.embedder = create_embedder(settings)
         self.provider, self.model, self.dimension = (self.embedder.provider, self.embedder.model,
                                                      self.embedder.dimension)
-        self._embed_batched.set_max_batch_size(max_batch_size)
-        self._embed_batched.set_batch_wait_timeout_s(batch_wait_timeout_s)
+        self._embed_batched.set_max_batch_size(max_batch_size)  # type: ignore[attr-defined]  # @serve.batch API
+        self._embed_batched.set_batch_wait_timeout_s(batch_wait_timeout_s)  # type: ignore[attr-defined]
 
     def info(self) -> dict[str, object]:
         return {"provider": self.provider, "model": self.model, "dimension": self.dimension}

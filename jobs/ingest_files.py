@@ -63,7 +63,8 @@ def request_from_args(args: argparse.Namespace) -> FileIngestRequest:
     return FileIngestRequest(path=args.path, recursive=args.recursive,
                              file_types=[t for t in args.file_types.split(",") if t.strip()] or None,
                              include=args.include, exclude=args.exclude,
-                             acl=Acl(args.owner, groups, visibility), only_changed=not args.all)
+                             acl=Acl(args.owner, groups, visibility),  # type: ignore[arg-type]  # argparse choices
+                             only_changed=not args.all)
 
 
 def main(argv: list[str] | None = None) -> int:

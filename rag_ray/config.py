@@ -308,7 +308,7 @@ def _mask_url(url: str | None) -> str | None:
 
 def load_settings(env_file: str | Path | None = None, **overrides: Any) -> Settings:
     """Build settings from the environment (and an optional .env file) plus explicit overrides."""
-    settings = Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+    settings = Settings(_env_file=env_file, **overrides)
     problems = settings.validate_for_production()
     if problems:
         raise ConfigError("; ".join(problems), field="SECRET_KEY")

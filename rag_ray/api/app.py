@@ -34,7 +34,7 @@ def create_app(services: Services) -> FastAPI:
             raise
         app.include_router(module.router)
     app.state.metrics = Metrics()
-    app.add_middleware(RequestMetrics, metrics=app.state.metrics)  # type: ignore[arg-type]
-    app.add_middleware(BodySizeLimit, max_bytes=services.settings.max_request_bytes,  # type: ignore[arg-type]
+    app.add_middleware(RequestMetrics, metrics=app.state.metrics)
+    app.add_middleware(BodySizeLimit, max_bytes=services.settings.max_request_bytes,
                        exempt_prefixes=("/documents/upload",))
     return app

@@ -10,7 +10,7 @@ from rag_ray.types import Principal
 
 
 def get_services(request: Request) -> Services:
-    return request.app.state.services  # type: ignore[no-any-return]
+    return request.app.state.services
 
 
 def bearer_token(request: Request) -> str:

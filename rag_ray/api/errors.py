@@ -62,5 +62,5 @@ def _validation_response(_: Request, exc: RequestValidationError) -> JSONRespons
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(e.RagError, lambda _req, exc: error_response(exc))  # type: ignore[arg-type]
+    app.add_exception_handler(e.RagError, lambda _req, exc: error_response(exc))
     app.add_exception_handler(RequestValidationError, _validation_response)  # type: ignore[arg-type]

@@ -49,14 +49,14 @@ class TransformersLLM:
         kwargs: dict[str, Any] = {"gguf_file": gguf} if gguf else {}
         self.model = model
         self.max_context = max_context
-        self._tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
-        self._model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, **kwargs)
+        self._tokenizer: Any = AutoTokenizer.from_pretrained(folder, **kwargs)
+        self._model: Any = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, **kwargs)
         self._model.eval()
         self._lock = threading.Lock()
 
     def _encode(self, messages: Sequence[ChatMessage], max_new: int) -> Any:
         chat = [{"role": m.role, "content": m.content} for m in messages]
-        ids = self._tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_tensors="pt",
+        ids: Any = self._tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_tensors="pt",
                                                   return_dict=True)
         length = int(ids["input_ids"].shape[1])
         if length + max_new > self.max_context:

@@ -19,7 +19,7 @@ router = APIRouter(prefix="/documents", tags=["documents"])
 
 
 def _service(services: Services) -> FileJobService:
-    return services.feature("file_jobs")  # type: ignore[no-any-return]
+    return services.feature("file_jobs")
 
 
 @router.post("/upload", status_code=202, summary="Upload a file; it is ingested for the caller in the background")

@@ -46,7 +46,7 @@ class FilesystemExtractRequest(BaseModel):
 
 
 def file_jobs(services: Services) -> FileJobService:
-    return services.feature("file_jobs")  # type: ignore[no-any-return]
+    return services.feature("file_jobs")
 
 
 @router.post("/extract/filesystem", status_code=202, summary="Ingest a directory (admin; returns a job id)")

@@ -20,7 +20,7 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 def _jobs(services: Services) -> JobStore:
     if services.jobs is None:
-        return services.feature("jobs")  # type: ignore[no-any-return]
+        return services.feature("jobs")
     return services.jobs
 
 
@@ -44,7 +44,7 @@ async def get_job(job_id: str, principal: Principal = Depends(current_principal)
     return jobs.get(job_id).to_dict()
 
 
-def _control(action: str):  # type: ignore[no-untyped-def]
+def _control(action: str):
     async def handler(job_id: str, principal: Principal = Depends(current_principal),
                       services: Services = Depends(get_services)) -> dict[str, Any]:
         jobs = _jobs(services)

@@ -34,4 +34,4 @@ async def metrics(request: Request, _: Principal = Depends(admin_principal),
         for job in services.jobs.list(limit=500):
             by_status[job.status] = by_status.get(job.status, 0) + 1
         gauges["rag_jobs_recent"] = [({"status": s}, n) for s, n in sorted(by_status.items())]
-    return request.app.state.metrics.render(gauges)  # type: ignore[no-any-return]
+    return request.app.state.metrics.render(gauges)
