@@ -121,7 +121,7 @@ class Settings(BaseSettings):
     fusion_method: Literal["weighted", "rrf"] = Field("weighted", validation_alias="RAG_FUSION")
     fusion_dense_weight: float = Field(0.5, ge=0.0, le=1.0, validation_alias="RAG_FUSION_DENSE_WEIGHT")
     # dense share for mostly-Hangul queries; negative: use RAG_FUSION_DENSE_WEIGHT for every language
-    fusion_korean_dense_weight: float = Field(0.2, le=1.0, validation_alias="RAG_FUSION_KOREAN_DENSE_WEIGHT")
+    fusion_korean_dense_weight: float = Field(0.1, le=1.0, validation_alias="RAG_FUSION_KOREAN_DENSE_WEIGHT")
     rrf_k: int = Field(60, ge=1, validation_alias="RAG_RRF_K")
     # "features" (offline, exact dense+BM25 re-scoring), "none", or "cross-encoder:/local/model/path"
     reranker: str = Field("features", validation_alias="RAG_RERANKER")

@@ -21,6 +21,9 @@ from rag_ray.embedding.base import Embedder
 from rag_ray.enrich.policy import GovernancePolicy, mask_hit_text
 from rag_ray.errors import InvalidInput
 from rag_ray.llm.base import ChatMessage, Completion, GenerationParams
+from rag_ray.retrieval.fusion import FusionConfig
+from rag_ray.retrieval.rerank import FeatureReranker, Reranker
+from rag_ray.retrieval.search import HybridSearcher, SearchOptions
 from rag_ray.store.filters import retrieval_filter
 from rag_ray.store.milvus import ChunkStore, SearchStrategy
 from rag_ray.types import InputType, Principal, SearchHit
@@ -85,13 +88,23 @@ def build_rag_messages(query: str, hits: Sequence[SearchHit], max_context_chars:
             ChatMessage("user", f"Context:\n{context}\n\nQuestion: {query}\nAnswer:")]
 
 
+_DEFAULT_RERANKER: Any = object()
+
+
 class RetrievalService:
+    """Searches route through ``HybridSearcher``. ``reranker`` defaults to the offline ``FeatureReranker``
+    (used on hybrid searches); pass ``None`` to disable reranking."""
+
     def __init__(self, store: ChunkStore, embedder: AsyncEmbedder, *, max_k: int = 100,
-                 policy: GovernancePolicy | None = None):
+                 policy: GovernancePolicy | None = None, fusion: FusionConfig | None = None,
+                 reranker: Reranker | None = _DEFAULT_RERANKER, options: SearchOptions | None = None):
         self.store = store
         self.embedder = embedder
         self.max_k = max_k
         self.policy = policy  # None: no governance (ACL only, nothing masked)
+        if reranker is _DEFAULT_RERANKER:
+            reranker = FeatureReranker()
+        self.searcher = HybridSearcher(store, embedder, fusion=fusion, reranker=reranker, options=options)
 
     def _check(self, query: str, k: int) -> None:
         if not query or not query.strip():
@@ -102,14 +115,12 @@ class RetrievalService:
             raise InvalidInput(f"k must be between 1 and {self.max_k}", field="k")
 
     async def search(self, principal: Principal, query: str, *, k: int = 5, strategy: SearchStrategy = "dense",
-                     filters: Any = None) -> list[SearchHit]:
+                     filters: Any = None, rerank: bool | None = None, fusion: FusionConfig | None = None
+                     ) -> list[SearchHit]:
+        """``rerank=None`` reranks when a reranker is configured; ``fusion`` overrides the hybrid weights."""
         self._check(query, k)
         expr = retrieval_filter(principal, filters, self.policy)
-        vector = None
-        if strategy != "sparse":
-            vector = (await self.embedder.embed([query], input_type="query"))[0]
-        hits = await asyncio.to_thread(self.store.search, vector=vector, text=query, k=k, expr=expr,
-                                       strategy=strategy)
+        hits = await self.searcher.search(query, expr, k=k, strategy=strategy, fusion=fusion, rerank=rerank)
         return self.masked_hits(principal, hits)
 
     def masked_hits(self, principal: Principal, hits: list[SearchHit]) -> list[SearchHit]:
@@ -129,9 +140,11 @@ class RetrievalService:
     async def answer(self, principal: Principal, query: str, generator: Generator, *, k: int = 5,
                      strategy: SearchStrategy = "dense", filters: Any = None,
                      params: GenerationParams | None = None, provider: str | None = None,
-                     model: str | None = None) -> RagAnswer:
+                     model: str | None = None, rerank: bool | None = None,
+                     fusion: FusionConfig | None = None) -> RagAnswer:
         start = time.perf_counter()
-        hits = await self.search(principal, query, k=k, strategy=strategy, filters=filters)
+        hits = await self.search(principal, query, k=k, strategy=strategy, filters=filters, rerank=rerank,
+                                 fusion=fusion)
         searched = time.perf_counter()
         completion = await generator.generate(build_rag_messages(query, hits), params or GenerationParams(
             temperature=0.0, max_tokens=256), provider=provider, model=model)

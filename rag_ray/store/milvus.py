@@ -3,6 +3,11 @@
 Works against Milvus Lite (server mode) and a real Milvus server. BM25 (sparse) needs a server with
 the BM25 function (Milvus Lite 3.x, Milvus 2.5+); on older servers ``supports_bm25`` is False and
 sparse/hybrid searches raise a clear capability error.
+
+BM25 reads the ``lexical`` field, which holds the text after client-side analysis
+(``rag_ray.retrieval.korean.lexical_text``: Kiwi morphemes for Korean, stop-word-free light-stemmed words
+otherwise); queries get the same analysis. Collections created before that field existed keep BM25 on
+``text`` and raw query text (``lexical_field == "text"``).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import json
 import logging
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import Any, Literal
 
 import numpy as np
@@ -22,6 +28,8 @@ SearchStrategy = Literal["dense", "sparse", "hybrid"]
 
 MAX_TEXT_CHARS = 60_000
 MAX_GROUPS_PER_CHUNK = 256
+LEXICAL_FIELD = "lexical"
+_LEXICAL_MAX_CHARS = 20_000  # VARCHAR limits bytes; Hangul is 3 bytes in UTF-8
 OUTPUT_FIELDS = ["id", "doc_id", "source_uri", "chunk_index", "text", "metadata", "owner_id", "group_ids",
                  "visibility", "sensitivity", "source_type", "content_hash"]
 _DELETE_BATCH = 500
@@ -38,6 +46,7 @@ class ChunkStore:
         self.collection = collection
         self.dimension = dimension
         self.supports_bm25 = self._detect_bm25() if enable_bm25 is None else enable_bm25
+        self.lexical_field: str | None = LEXICAL_FIELD if self.supports_bm25 else None
         self._loaded = False
 
     @classmethod
@@ -76,13 +85,13 @@ class ChunkStore:
         schema.add_field("source_uri", DataType.VARCHAR, max_length=2048)
         schema.add_field("source_type", DataType.VARCHAR, max_length=32)
         schema.add_field("chunk_index", DataType.INT64)
-        text_opts: dict[str, Any] = {"enable_analyzer": True} if self.supports_bm25 else {}
-        schema.add_field("text", DataType.VARCHAR, max_length=65535, **text_opts)
+        schema.add_field("text", DataType.VARCHAR, max_length=65535)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dimension)
         if self.supports_bm25:
+            schema.add_field(LEXICAL_FIELD, DataType.VARCHAR, max_length=65535, enable_analyzer=True)
             schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
             schema.add_function(Function(name="text_bm25", function_type=FunctionType.BM25,
-                                         input_field_names=["text"], output_field_names=["sparse"]))
+                                         input_field_names=[LEXICAL_FIELD], output_field_names=["sparse"]))
         schema.add_field("metadata", DataType.JSON)
         schema.add_field("owner_id", DataType.VARCHAR, max_length=128)
         schema.add_field("group_ids", DataType.ARRAY, element_type=DataType.VARCHAR, max_capacity=MAX_GROUPS_PER_CHUNK,
@@ -125,8 +134,10 @@ class ChunkStore:
                                      f"{self.dimension}-d ones; use another RAG_COLLECTION or re-ingest")
             if field.get("name") == "sparse":
                 self.supports_bm25 = True
-        if not any(f.get("name") == "sparse" for f in info.get("fields", [])):
+        names = {f.get("name") for f in info.get("fields", [])}
+        if "sparse" not in names:
             self.supports_bm25 = False
+        self.lexical_field = None if not self.supports_bm25 else LEXICAL_FIELD if LEXICAL_FIELD in names else "text"
 
     def drop(self) -> None:
         self.client.drop_collection(self.collection)
@@ -138,7 +149,8 @@ class ChunkStore:
         if not chunks:
             return 0
         now = int(time.time())
-        rows = [_row(chunk, vector, now) for chunk, vector in zip(chunks, vectors, strict=True)]
+        rows = [self._with_lexical(_row(chunk, vector, now))
+                for chunk, vector in zip(chunks, vectors, strict=True)]
         try:
             result = self.client.upsert(self.collection, rows)
         except Exception as exc:
@@ -148,8 +160,21 @@ class ChunkStore:
     def upsert_rows(self, rows: list[dict[str, Any]]) -> int:
         """Upsert rows already in collection shape (used by the Ray Data sink)."""
         if rows:
-            self.client.upsert(self.collection, rows)
+            self.client.upsert(self.collection, [self._with_lexical(dict(r)) for r in rows])
         return len(rows)
+
+    def _with_lexical(self, row: dict[str, Any]) -> dict[str, Any]:
+        if self.lexical_field == LEXICAL_FIELD and LEXICAL_FIELD not in row:
+            row[LEXICAL_FIELD] = self.analyze(str(row.get("text", "")))
+        return row
+
+    def analyze(self, text: str) -> str:
+        """What BM25 indexes / searches for ``text`` in this collection."""
+        if self.lexical_field != LEXICAL_FIELD:
+            return text
+        from rag_ray.retrieval.korean import lexical_text  # lazy: rag_ray.retrieval imports this module
+
+        return lexical_text(text)[:_LEXICAL_MAX_CHARS]
 
     def delete_ids(self, ids: Iterable[str]) -> int:
         ids = list(ids)
@@ -217,7 +242,10 @@ class ChunkStore:
             raise
         except Exception as exc:
             raise StoreError(f"{strategy} search failed: {exc}") from exc
-        return [_hit(item) for item in (results[0] if results else [])]
+        hits = [_hit(item) for item in (results[0] if results else [])]
+        if strategy == "sparse":  # Milvus Lite reports BM25 as a negative distance; servers 2.5+ as a positive score
+            hits = [replace(h, score=abs(h.score)) for h in hits]
+        return hits
 
     def _dense(self, vector: Sequence[float] | None, k: int, expr: str) -> Any:
         if vector is None:
@@ -228,7 +256,10 @@ class ChunkStore:
     def _sparse(self, text: str | None, k: int, expr: str) -> Any:
         if not text:
             raise InvalidInput("sparse search needs query text", field="query")
-        return self.client.search(self.collection, data=[text], anns_field="sparse", filter=expr, limit=k,
+        analyzed = self.analyze(text)
+        if not analyzed.strip():  # only stop words / punctuation: nothing for BM25 to match
+            return [[]]
+        return self.client.search(self.collection, data=[analyzed], anns_field="sparse", filter=expr, limit=k,
                                   output_fields=OUTPUT_FIELDS, search_params={"metric_type": "BM25"})
 
     def _hybrid(self, vector: Sequence[float] | None, text: str | None, k: int, expr: str, rrf_k: int,
@@ -241,8 +272,8 @@ class ChunkStore:
         requests = [
             AnnSearchRequest(data=[list(map(float, vector))], anns_field="vector", param={"metric_type": "IP"},
                              limit=fetch, expr=expr or None),
-            AnnSearchRequest(data=[text], anns_field="sparse", param={"metric_type": "BM25"}, limit=fetch,
-                             expr=expr or None),
+            AnnSearchRequest(data=[self.analyze(text) or text], anns_field="sparse", param={"metric_type": "BM25"},
+                             limit=fetch, expr=expr or None),
         ]
         ranker = WeightedRanker(*weights) if weights else RRFRanker(rrf_k)
         return self.client.hybrid_search(self.collection, requests, ranker, limit=k, output_fields=OUTPUT_FIELDS)

@@ -1,0 +1,123 @@
+"""The search-strategy layer: dense | sparse | hybrid, client-side fusion, optional reranking.
+
+Every Milvus call made here — both legs of a hybrid search and the reranker's exact re-scoring —
+carries the caller's expression (``retrieval_filter``: access filter AND user filters); the searcher
+never builds or widens it, it only ANDs an ``id in [...]`` restriction onto it for re-scoring.
+
+Servers without BM25 (Milvus < 2.5, e.g. 2.3.5): ``sparse`` and ``hybrid`` raise ``InvalidInput`` naming
+``search_strategy`` before any work is done. We chose a clear capability error over a client-side sparse
+encoder: a client-side BM25 needs corpus statistics the client does not have, and a silent fallback to
+dense would hide a 0.06-vs-0.94 nDCG@10 difference on Korean (see bench/retrieval.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from rag_ray.config import Settings
+from rag_ray.errors import InvalidInput
+from rag_ray.retrieval.fusion import FusionConfig, fuse
+from rag_ray.retrieval.rerank import RerankContext, Reranker, create_reranker, drop_near_duplicates
+from rag_ray.store.filters import and_all, literal_list
+from rag_ray.store.milvus import ChunkStore, SearchStrategy
+from rag_ray.types import InputType, SearchHit
+
+STRATEGIES: tuple[str, ...] = ("dense", "sparse", "hybrid")
+MAX_RERANK_DEPTH = 200  # an ``id in [...]`` list stays under filters.MAX_IN_VALUES
+
+
+class QueryEmbedder(Protocol):
+    async def embed(self, texts: Sequence[str], *, input_type: InputType = "document") -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    candidates: int = 100  # per leg, for hybrid fusion
+    rerank_depth: int = 50  # fused candidates handed to the reranker
+    dedupe_threshold: float | None = None  # word-3-gram Jaccard; None keeps near-duplicates
+    min_score: float | None = None  # drop final hits scoring below this (scale depends on the stage)
+
+
+def fusion_from_settings(settings: Settings) -> FusionConfig:
+    korean = settings.fusion_korean_dense_weight
+    return FusionConfig(method=settings.fusion_method, dense_weight=settings.fusion_dense_weight,
+                        korean_dense_weight=None if korean < 0 else korean, rrf_k=settings.rrf_k)
+
+
+def reranker_from_settings(settings: Settings) -> Reranker | None:
+    reranker = create_reranker(settings.reranker)
+    return None if reranker.name == "none" else reranker
+
+
+def options_from_settings(settings: Settings) -> SearchOptions:
+    return SearchOptions(candidates=settings.hybrid_candidates, rerank_depth=settings.rerank_depth)
+
+
+def check_strategy(store: ChunkStore, strategy: str) -> None:
+    if strategy not in STRATEGIES:
+        raise InvalidInput(f"search_strategy must be one of {', '.join(STRATEGIES)}", field="search_strategy")
+    if strategy != "dense" and not store.supports_bm25:
+        raise InvalidInput(f"search_strategy {strategy!r} needs BM25, which this Milvus server lacks "
+                           "(Milvus 2.5+ or Milvus Lite); use 'dense'", field="search_strategy")
+
+
+class HybridSearcher:
+    def __init__(self, store: ChunkStore, embedder: QueryEmbedder, *, fusion: FusionConfig | None = None,
+                 reranker: Reranker | None = None, options: SearchOptions | None = None):
+        self.store = store
+        self.embedder = embedder
+        self.fusion = fusion or FusionConfig()
+        self.reranker = reranker
+        self.options = options or SearchOptions()
+
+    async def search(self, query: str, expr: str, *, k: int = 5, strategy: SearchStrategy = "dense",
+                     fusion: FusionConfig | None = None, rerank: bool | None = None) -> list[SearchHit]:
+        """Top ``k`` chunks for ``query`` within ``expr``. ``rerank=None`` reranks when a reranker is set."""
+        check_strategy(self.store, strategy)
+        fusion = fusion or self.fusion
+        reranker = self.reranker if rerank is not False else None
+        if rerank and reranker is None:
+            raise InvalidInput("reranking was requested but no reranker is configured", field="rerank")
+        opts = self.options
+        depth = max(k, opts.rerank_depth) if reranker else k
+        vector = None
+        if strategy != "sparse":
+            vector = (await self.embedder.embed([query], input_type="query"))[0]
+        if strategy == "hybrid":
+            fetch = max(depth, opts.candidates)
+            dense, sparse = await asyncio.gather(self._leg("dense", query, vector, fetch, expr),
+                                                 self._leg("sparse", query, vector, fetch, expr))
+            hits = fuse(dense, sparse, fusion, query)[:depth]
+            legs: tuple[str, ...] = ("dense", "sparse")
+            weights = fusion.weights_for(query)
+        else:
+            hits = await self._leg(strategy, query, vector, depth, expr)
+            legs, weights = (strategy,), (1.0,)
+        if reranker is not None:
+            context = RerankContext(query, weights, self._rescorer(query, vector, expr), legs)
+            hits = await asyncio.to_thread(reranker.rerank, hits[:MAX_RERANK_DEPTH], context)
+        if opts.dedupe_threshold is not None:
+            hits = drop_near_duplicates(hits, opts.dedupe_threshold)
+        if opts.min_score is not None:
+            hits = [h for h in hits if h.score >= opts.min_score]
+        return hits[:k]
+
+    async def _leg(self, leg: str, query: str, vector: Any, limit: int, expr: str) -> list[SearchHit]:
+        return await asyncio.to_thread(self.store.search, vector=vector, text=query, k=limit, expr=expr,
+                                       strategy=leg)  # type: ignore[arg-type]
+
+    def _rescorer(self, query: str, vector: Any, expr: str) -> Any:
+        def rescore(leg: str, ids: Sequence[str]) -> dict[str, float]:
+            if not ids or (leg == "dense" and vector is None):
+                return {}
+            restricted = and_all(expr, f"id in {literal_list(list(ids))}")
+            hits = self.store.search(vector=vector, text=query, k=len(ids), expr=restricted,
+                                     strategy=leg)  # type: ignore[arg-type]
+            return {h.chunk_id: h.score for h in hits}
+
+        return rescore
