@@ -31,7 +31,7 @@ from rag_ray.cli.user import fail, settings_from
 from rag_ray.config import Settings
 from rag_ray.errors import RagError, StoreError
 from rag_ray.metadata import MetadataDB
-from rag_ray.store.milvus import ChunkStore
+from rag_ray.store.milvus import GRPC_OPTIONS, ChunkStore
 
 app = typer.Typer(help="Initialise, inspect, back up and restore the metadata DB and the vector store",
                   no_args_is_help=True)
@@ -98,7 +98,8 @@ def milvus_client(settings: Settings) -> Any:
     from pymilvus import MilvusClient
 
     try:
-        return MilvusClient(uri=settings.milvus_address, token=settings.milvus_token_value, timeout=30)
+        return MilvusClient(uri=settings.milvus_address, token=settings.milvus_token_value, timeout=30,
+                            grpc_options=GRPC_OPTIONS)
     except Exception as exc:
         raise StoreError(f"cannot connect to Milvus at {settings.milvus_address}: {exc}") from exc
 

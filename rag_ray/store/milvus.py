@@ -34,6 +34,9 @@ OUTPUT_FIELDS = ["id", "doc_id", "source_uri", "chunk_index", "text", "metadata"
                  "visibility", "sensitivity", "source_type", "content_hash"]
 _DELETE_BATCH = 500
 _QUERY_WINDOW = 16_384
+# pymilvus pings every 10 s even when idle; gRPC servers on default settings (Milvus Lite's) answer that with
+# GOAWAY "too_many_pings" and the shared channel dies. Ping only during calls, at the servers' minimum interval.
+GRPC_OPTIONS = {"grpc.keepalive_time_ms": 300_000, "grpc.keepalive_permit_without_calls": 0}
 # query_iterator warns on every call against Milvus Lite (no mvcc timestamp); it is harmless.
 logging.getLogger("pymilvus").setLevel(logging.ERROR)
 
@@ -55,7 +58,7 @@ class ChunkStore:
         from pymilvus import MilvusClient
 
         try:
-            client = MilvusClient(uri=uri, token=token, timeout=30)
+            client = MilvusClient(uri=uri, token=token, timeout=30, grpc_options=GRPC_OPTIONS)
         except Exception as exc:  # pymilvus raises several unrelated types on connect failure
             raise StoreError(f"cannot connect to Milvus at {uri}: {exc}") from exc
         store = cls(client, collection, dimension, enable_bm25=enable_bm25)
