@@ -133,7 +133,8 @@ def ingest(dataset: Dataset, store: ChunkStore, embedder: Embedder, settings: Se
     """chunk → embed → write with the pipeline's own stages; returns (doc_id → corpus id, seconds)."""
     chunker = Chunker(settings.chunk_size, settings.chunk_overlap)
     acl = Acl("system", (), "public")
-    rows, id_map = [], {}
+    rows: list[dict[str, Any]] = []
+    id_map: dict[str, str] = {}
     for corpus_id, text in dataset.docs.items():
         uri = f"bench://{dataset.name}/{corpus_id}"
         doc_id = make_doc_id(uri)
@@ -193,19 +194,15 @@ def evaluate(service: RetrievalService, dataset: Dataset, id_map: dict[str, str]
     return out
 
 
-def methods(default: FusionConfig, sweep: bool) -> list[Method]:
+def methods(default: FusionConfig, sweep: Sequence[float]) -> list[Method]:
     out = [Method("dense", "dense"), Method("sparse", "sparse"),
            Method("hybrid_rrf", "hybrid", fusion=replace(default, method="rrf", dense_weight=0.5,
                                                            korean_dense_weight=None)),
            Method("hybrid", "hybrid", fusion=default), Method("hybrid+rerank", "hybrid", True, default)]
-    if sweep:
-        for w in (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7):
-            fixed = replace(default, method="weighted", dense_weight=w, korean_dense_weight=None)
-            out.append(Method(f"weighted_d{w:.1f}", "hybrid", fusion=fixed))
-            out.append(Method(f"weighted_d{w:.1f}+rerank", "hybrid", True, fixed))
-        for w in (0.2, 0.3, 0.5):
-            out.append(Method(f"rrf_d{w:.1f}", "hybrid", fusion=replace(default, method="rrf", dense_weight=w,
-                                                                        korean_dense_weight=None)))
+    for w in sweep:
+        fixed = replace(default, method="weighted", dense_weight=w, korean_dense_weight=None)
+        out.append(Method(f"weighted_d{w:.2f}", "hybrid", fusion=fixed))
+        out.append(Method(f"weighted_d{w:.2f}+rerank", "hybrid", True, fixed))
     return out
 
 
@@ -235,7 +232,7 @@ def run_dataset(name: str, spec: str, args: argparse.Namespace, settings: Settin
                                    reranker=reranker_from_settings(settings) or FeatureReranker())
         principal = Principal("bench-user", "bench", "user")  # non-admin: the access filter is on every leg
         results = {m.name: evaluate(service, dataset, id_map, m, principal)
-                   for m in methods(fusion, args.sweep)}
+                   for m in methods(fusion, [float(w) for w in args.sweep.split(",") if w])}
     finally:
         store.drop()
     return {"dataset": name, "embedder": spec, "docs": len(dataset.docs), "chunks": chunks,
@@ -258,7 +255,8 @@ def main() -> None:
     parser.add_argument("--datasets", default="scifact,autorag-ko")
     parser.add_argument("--embedders", default="", help="comma list of provider[:model]; default: the configured one")
     parser.add_argument("--max-docs", type=int, default=None, help="corpus cap per dataset (judged docs kept)")
-    parser.add_argument("--sweep", action="store_true", help="also evaluate a grid of fusion weights")
+    parser.add_argument("--sweep", default="", help="also evaluate weighted fusion at these dense weights, "
+                        "e.g. 0.1,0.3,0.5,0.7")
     parser.add_argument("--data", type=Path, default=SHARED_DATA)
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
     args = parser.parse_args()

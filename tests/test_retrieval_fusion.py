@@ -137,3 +137,11 @@ def test_weighted_fusion_flips_a_distance_ranked_leg() -> None:
     distances = [hit("a", -3.0), hit("b", -2.0), hit("c", -1.0)]
     assert ids(weighted([distances], [1.0])) == ["a", "b", "c"]
     assert weighted([distances], [1.0])[0].score == pytest.approx(1.0)
+
+
+def test_feature_reranker_treats_a_missing_bm25_score_as_zero() -> None:
+    # Only "k" shares a term with the query; restricted BM25 returns just it. The others score 0, not "the min".
+    hits = [hit("x", 0.9), hit("k", 0.8), hit("y", 0.7)]
+    exact = {"dense": {"x": 0.35, "k": 0.31, "y": 0.28}, "sparse": {"k": 3.6}}
+    context = RerankContext("q", (0.5, 0.5), lambda leg, cids: {c: exact[leg][c] for c in cids if c in exact[leg]})
+    assert ids(FeatureReranker().rerank(hits, context))[0] == "k"

@@ -32,7 +32,7 @@ class RerankContext:
     """What a reranker may use besides the hits: the query's fusion weights and exact leg re-scoring."""
 
     query: str
-    weights: tuple[float, float] = (0.5, 0.5)
+    weights: tuple[float, ...] = (0.5, 0.5)
     rescore: Rescorer | None = None
     legs: tuple[str, ...] = ("dense", "sparse")
     extra: dict[str, Any] = field(default_factory=dict)
@@ -72,7 +72,9 @@ class FeatureReranker:
             scores = context.rescore(leg, ids)
             raw = [scores.get(cid) for cid in ids]
             known = [s for s in raw if s is not None]
-            floor = min(known) if known else 0.0  # a candidate a leg cannot score ranks last on that leg
+            # A candidate missing from a restricted BM25 search shares no term with the query: its BM25 is 0.
+            # (Dense re-scoring returns every candidate; a missing one ranks last.)
+            floor = min([*known, 0.0])
             for i, norm in enumerate(minmax([floor if s is None else s for s in raw])):
                 combined[i] += weight * norm
         order = sorted(range(len(hits)), key=lambda i: -combined[i])  # stable on ties

@@ -94,7 +94,7 @@ class HybridSearcher:
                                                  self._leg("sparse", query, vector, fetch, expr))
             hits = fuse(dense, sparse, fusion, query)[:depth]
             legs: tuple[str, ...] = ("dense", "sparse")
-            weights = fusion.weights_for(query)
+            weights: tuple[float, ...] = fusion.weights_for(query)
         else:
             hits = await self._leg(strategy, query, vector, depth, expr)
             legs, weights = (strategy,), (1.0,)
