@@ -43,7 +43,7 @@ def ingest(store: ChunkStore, embedder: FakeEmbedder, docs: list[tuple[str, str,
 @pytest.fixture
 def service(fake_store: ChunkStore, fake_embedder: FakeEmbedder) -> RetrievalService:
     ingest(fake_store, fake_embedder, DOCS)
-    return RetrievalService(fake_store, ThreadedEmbedder(fake_embedder))
+    return RetrievalService(fake_store, ThreadedEmbedder(fake_embedder), reranker=FeatureReranker())
 
 
 def run(coro: Any) -> Any:

@@ -7,8 +7,9 @@ whose text we produce here, on both sides (documents at upsert, queries at searc
 content morphemes for Korean, lower-cased stop-word-free lightly-stemmed words for everything else. The
 same analysis runs against any Milvus server with BM25, because it happens client-side.
 
-Measured on AutoRAG-ko (bench/retrieval.py): BM25 on Milvus's standard tokenizer vs on Kiwi morphemes —
-see the module ``korean`` row of the benchmark note in ``rag_ray/retrieval/search.py``.
+Measured on AutoRAG-ko (114 queries, 800-char chunks; bm25s as a stand-in for Milvus's standard tokenizer):
+BM25 nDCG@10 0.802 on raw word tokens vs 0.938 on Kiwi morphemes; through Milvus with this field: 0.939.
+SciFact BM25 (same chunks): 0.638 raw vs 0.652 with stop words + light stemming.
 """
 
 from __future__ import annotations

@@ -1,12 +1,15 @@
 """Second-stage rerankers over the fused candidates: ``RERANKERS`` registry, id ``provider[:model]``.
 
-- ``features`` (offline default): re-scores every candidate on BOTH legs exactly (a dense and a BM25 search
+- ``features`` (offline, opt-in): re-scores every candidate on BOTH legs exactly (a dense and a BM25 search
   restricted to the candidate ids, under the same access filter), then recombines the min-max normalised
   scores with the query's fusion weights. First-stage fusion has to give a hit found by one leg only a 0 on
   the other leg; here every candidate gets its real dense and BM25 score. No model, two small Milvus calls.
 - ``cross-encoder:<path>``: a sentence-transformers ``CrossEncoder`` loaded from a local path (no weights can
   be downloaded here, so nothing is loaded unless configured).
-- ``none``: keeps the fused order.
+- ``none`` (the default, by measurement): keeps the fused order.
+
+Measured with bench/retrieval.py (MiniLM, full corpora, nDCG@10 hybrid → hybrid+features): SciFact
+0.7217 → 0.7061, AutoRAG-ko 0.9324 → 0.9342. It lowers SciFact, so it is not the default.
 
 Post-processing shared by all: near-duplicate removal (word-shingle Jaccard) and a score threshold.
 """
