@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
@@ -67,17 +68,16 @@ class ChunkStore:
 
     # ---- schema ----
     def _detect_bm25(self) -> bool:
+        """BM25 functions arrived in Milvus 2.5 (Milvus Lite 3.x has them; the `milvus` 2.3.5 package
+        reports "v2.3.5-lite", so the number decides, not the suffix)."""
         try:
             version = str(self.client.get_server_version())
         except Exception:
             return False
-        if "lite" in version.lower():
-            return True
-        digits = version.lstrip("v").split(".")
-        try:
-            return (int(digits[0]), int(digits[1])) >= (2, 5)
-        except (ValueError, IndexError):
-            return True
+        match = re.match(r"v?(\d+)\.(\d+)", version.strip())
+        if match is None:
+            return "lite" in version.lower()
+        return (int(match.group(1)), int(match.group(2))) >= (2, 5)
 
     def _schema(self) -> Any:
         from pymilvus import DataType, Function, FunctionType, MilvusClient
@@ -116,8 +116,9 @@ class ChunkStore:
     def ensure_collection(self) -> None:
         try:
             if not self.client.has_collection(self.collection):
-                self.client.create_collection(self.collection, schema=self._schema(), index_params=self._index_params(),
-                                              consistency_level="Strong")
+                # Schema first, index second: Milvus 2.3 mis-assigns indexes sent with create_collection.
+                self.client.create_collection(self.collection, schema=self._schema(), consistency_level="Strong")
+                self.client.create_index(self.collection, self._index_params())
             else:
                 self._check_dimension()
             self.client.load_collection(self.collection)  # reopened collections start released
