@@ -16,6 +16,7 @@ from rag_ray.ingest.tracking import JobStore
 from rag_ray.providers.manager import LLMEntry, LLMManager
 from rag_ray.providers.pricing import price_for
 from rag_ray.providers.retry import RetryPolicy
+from rag_ray.retrieval.search import fusion_from_settings, options_from_settings, reranker_from_settings
 from rag_ray.retrieval.service import RetrievalService
 from rag_ray.runtime import Runtime
 
@@ -62,9 +63,14 @@ class RouterDeployment:
         if self.evaluator_handle is not None:  # answers are scored in the evaluator deployment
             features["generation"] = await evaluator_generation(manager, self.evaluator_handle)
         return Services(settings=self.settings, auth=AuthService(self.runtime.db, self.settings), embedder=embedder,
-                        llm=manager, retrieval=RetrievalService(store, embedder, max_k=self.settings.max_k,
-                                                             policy=self.settings.governance_policy()),
+                        llm=manager, retrieval=self._retrieval(store, embedder),
                         jobs=JobStore(self.runtime.db), features=features)
+
+    def _retrieval(self, store: Any, embedder: HandleEmbedder) -> RetrievalService:
+        s = self.settings
+        return RetrievalService(store, embedder, max_k=s.max_k, policy=s.governance_policy(),
+                                fusion=fusion_from_settings(s), reranker=reranker_from_settings(s),
+                                options=options_from_settings(s))
 
     async def __serve_build_asgi_app__(self) -> Any:
         return create_app(await self._services())

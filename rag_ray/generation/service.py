@@ -139,7 +139,7 @@ class EnsembleRequest(_QueryRequest):
 
 class RetrievalConfig(_Strict):
     k: int = Field(default=10, ge=1, le=100)
-    search_strategy: Literal["dense", "sparse", "hybrid"] = "hybrid"
+    search_strategy: Literal["dense", "sparse", "hybrid"] | None = None  # None: hybrid where BM25 exists
     include_metadata: bool = True
     enable_reranking: bool = False
     filters: dict[str, Any] | None = None

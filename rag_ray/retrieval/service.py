@@ -109,11 +109,18 @@ class RetrievalService:
         if not 1 <= k <= self.max_k:
             raise InvalidInput(f"k must be between 1 and {self.max_k}", field="k")
 
-    async def search(self, principal: Principal, query: str, *, k: int = 5, strategy: SearchStrategy = "dense",
+    @property
+    def default_strategy(self) -> SearchStrategy:
+        """Hybrid where the server has BM25 (best on both benchmarks), dense where it does not."""
+        return "hybrid" if self.store.supports_bm25 else "dense"
+
+    async def search(self, principal: Principal, query: str, *, k: int = 5, strategy: SearchStrategy | None = None,
                      filters: Any = None, rerank: bool | None = None, fusion: FusionConfig | None = None
                      ) -> list[SearchHit]:
-        """``rerank=None`` reranks when a reranker is configured; ``fusion`` overrides the hybrid weights."""
+        """``strategy=None`` picks ``default_strategy``; ``rerank=None`` reranks when a reranker is configured;
+        ``fusion`` overrides the hybrid weights."""
         self._check(query, k)
+        strategy = strategy or self.default_strategy
         expr = retrieval_filter(principal, filters, self.policy)
         hits = await self.searcher.search(query, expr, k=k, strategy=strategy, fusion=fusion, rerank=rerank)
         return self.masked_hits(principal, hits)
@@ -133,7 +140,7 @@ class RetrievalService:
         return mask_hit_text(text, principal, self.policy)
 
     async def answer(self, principal: Principal, query: str, generator: Generator, *, k: int = 5,
-                     strategy: SearchStrategy = "dense", filters: Any = None,
+                     strategy: SearchStrategy | None = None, filters: Any = None,
                      params: GenerationParams | None = None, provider: str | None = None,
                      model: str | None = None, rerank: bool | None = None,
                      fusion: FusionConfig | None = None) -> RagAnswer:

@@ -21,7 +21,8 @@ class QueryRequest(BaseModel):
     query: str = Field(min_length=1, max_length=4000)
     mode: Literal["rag", "search"] = "rag"
     k: int = Field(5, ge=1, le=100)
-    search_strategy: Literal["dense", "sparse", "hybrid"] = "dense"
+    search_strategy: Literal["dense", "sparse", "hybrid"] | None = Field(
+        None, description="default: hybrid where the vector store has BM25, else dense")
     llm_provider: str | None = Field(None, max_length=64)
     model: str | None = Field(None, max_length=128)
     filters: list[dict[str, Any]] | dict[str, Any] | None = None
