@@ -8,7 +8,6 @@ gone from disk (within the same selection) loses its chunks and its manifest row
 from __future__ import annotations
 
 import json
-import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,12 +16,12 @@ from typing import Any
 
 from sqlalchemy import select
 
-from rag_ray.errors import InvalidInput, RagError
+from rag_ray.errors import InvalidInput
 from rag_ray.ingest.executor import Executor, LeveledStages, ResultHandler, StageFactories
 from rag_ray.ingest.rows import KIND_CHUNK, KIND_ERROR
 from rag_ray.ingest.scan import FileEntry, FileSelection, file_sha256, make_selection, scan_files
 from rag_ray.ingest.stages import check_enrichment_level
-from rag_ray.ingest.tracking import JobCancelled, JobStore, JobTracker, ProgressListener
+from rag_ray.ingest.tracking import JobStore, JobTracker, ProgressListener, run_tracked
 from rag_ray.metadata import DocumentRecord, MetadataDB
 from rag_ray.sources.files import SUPPORTED_TYPES
 from rag_ray.store.filters import literal
@@ -110,25 +109,8 @@ class FileIngestor:
             listeners: list[ProgressListener] | None = None) -> IngestSummary:
         job_id = job_id or self.submit(request)
         tracker = JobTracker(self.jobs, job_id, listeners)
-        started = time.monotonic()
         summary = IngestSummary(job_id=job_id, status="running")
-        try:
-            self._run(request, tracker, summary)
-            summary.status = "succeeded"
-            tracker.finish("succeeded", _message(summary))
-        except JobCancelled:
-            summary.status = "cancelled"
-            tracker.finish("cancelled", "cancelled by request")
-        except RagError as exc:
-            summary.status = "failed"
-            tracker.finish("failed", exc.message)
-            raise
-        except Exception as exc:
-            summary.status = "failed"
-            tracker.finish("failed", f"{type(exc).__name__}: {exc}")
-            raise
-        finally:
-            summary.duration_s = time.monotonic() - started
+        run_tracked(tracker, summary, lambda: self._run(request, tracker, summary), lambda: _message(summary))
         return summary
 
     def _run(self, request: FileIngestRequest, tracker: JobTracker, summary: IngestSummary) -> None:
@@ -147,7 +129,6 @@ class FileIngestor:
             tasks = [self._task(entry, digest, request) for entry, digest in plan.process]
             results = self._execute(tasks, request, tracker)
             self._finalise(plan.process, results, request, tracker, summary)
-        summary.errors = list(tracker.progress.errors)
 
     # ---- planning ----
     def _in_scope(self, selection: FileSelection) -> list[DocumentRecord]:

@@ -8,11 +8,11 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import select
 
-from rag_ray.errors import Conflict, JobError, NotFound
+from rag_ray.errors import Conflict, JobError, NotFound, RagError
 from rag_ray.metadata import JobErrorRecord, JobRecord, MetadataDB
 
 ACTIVE = ("pending", "running", "paused")
@@ -229,3 +229,35 @@ class JobTracker:
         final = status if current != "cancelled" else "cancelled"
         self.jobs.set_status(self.job_id, final, message=message if final == status else "cancelled by request",
                              finished=True)
+
+
+class JobSummary(Protocol):
+    status: str
+    duration_s: float
+    errors: list[dict[str, str]]
+
+
+def run_tracked(tracker: JobTracker, summary: JobSummary, work: Callable[[], None], message: Callable[[], str],
+                describe_error: Callable[[Exception], str] = str) -> None:
+    """Run a job body and record how it ended, on the job record and on ``summary``.
+
+    Cancellation ends the job quietly; any other error marks it failed and propagates."""
+    started = time.monotonic()
+    try:
+        work()
+        summary.status = "succeeded"
+        tracker.finish("succeeded", message())
+    except JobCancelled:
+        summary.status = "cancelled"
+        tracker.finish("cancelled", "cancelled by request")
+    except RagError as exc:
+        summary.status = "failed"
+        tracker.finish("failed", exc.message)
+        raise
+    except Exception as exc:
+        summary.status = "failed"
+        tracker.finish("failed", f"{type(exc).__name__}: {describe_error(exc)}")
+        raise
+    finally:
+        summary.duration_s = time.monotonic() - started
+        summary.errors = list(tracker.progress.errors)

@@ -79,7 +79,7 @@ class DatabaseConfig(BaseModel):
 
     @classmethod
     def from_url(cls, url: str, schema: str | None = None) -> DatabaseConfig:
-        return cls(url=SecretStr(url), database_type=_type_of(url), schema=schema)
+        return cls(url=SecretStr(url), database_type=_type_of(url), schema_name=schema)
 
     @property
     def kind(self) -> str:

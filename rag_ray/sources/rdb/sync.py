@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -23,10 +22,10 @@ import sqlalchemy as sa
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from rag_ray.errors import InvalidInput, RagError
+from rag_ray.errors import InvalidInput
 from rag_ray.ingest.executor import Executor
 from rag_ray.ingest.rows import KIND_CHUNK, KIND_ERROR
-from rag_ray.ingest.tracking import JobCancelled, JobStore, JobTracker, ProgressListener
+from rag_ray.ingest.tracking import JobStore, JobTracker, ProgressListener, run_tracked
 from rag_ray.metadata import DocumentRecord, MetadataDB
 from rag_ray.sources.rdb.config import DatabaseConfig
 from rag_ray.sources.rdb.dialects import count_rows, max_value, select_keys
@@ -177,27 +176,13 @@ class RdbIngestor:
             listeners: list[ProgressListener] | None = None) -> RdbSyncSummary:
         job_id = job_id or self.submit(request)
         tracker = JobTracker(self.jobs, job_id, listeners)
-        started = time.monotonic()
         summary = RdbSyncSummary(job_id=job_id, status="running", source=request.source, mode=request.mode)
-        try:
+
+        def work() -> None:
             request.check()
             self._run(request, tracker, summary)
-            summary.status = "succeeded"
-            tracker.finish("succeeded", _message(summary))
-        except JobCancelled:
-            summary.status = "cancelled"
-            tracker.finish("cancelled", "cancelled by request")
-        except RagError as exc:
-            summary.status = "failed"
-            tracker.finish("failed", exc.message)
-            raise
-        except Exception as exc:
-            summary.status = "failed"
-            tracker.finish("failed", f"{type(exc).__name__}: {_short(exc)}")
-            raise
-        finally:
-            summary.duration_s = time.monotonic() - started
-            summary.errors = list(tracker.progress.errors)
+
+        run_tracked(tracker, summary, work, lambda: _message(summary), describe_error=_short)
         return summary
 
     def _run(self, request: RdbSyncRequest, tracker: JobTracker, summary: RdbSyncSummary) -> None:
