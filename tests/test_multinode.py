@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -35,6 +37,36 @@ def _node_ports() -> list[str]:
             f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}"]
 
 
+def _start_node(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """`ray start --block` in its own process group, so stopping it stops exactly this node — never
+    `ray stop`, which kills every Ray process on the machine (the test session's own Ray included)."""
+    return subprocess.Popen([RAY, "start", "--block", "--disable-usage-stats", *_node_ports(), *args], env=env,
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def _stop_node(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+
+def _wait_for_nodes(env: dict[str, str], dashboard: str, count: int, procs: list[subprocess.Popen[bytes]]) -> None:
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        assert all(p.poll() is None for p in procs), "a ray node exited while starting"
+        listed = _ray(["list", "nodes", f"--address={dashboard}", "--format=json"], env, timeout=60)
+        with contextlib.suppress(ValueError):  # before the dashboard is up the CLI prints no JSON
+            if listed.returncode == 0 and sum(n["state"] == "ALIVE" for n in json.loads(listed.stdout)) >= count:
+                return
+        time.sleep(1)  # nodes register with the GCS asynchronously
+    raise AssertionError(f"{count} ray nodes did not come up")
+
+
 @pytest.fixture
 def two_node_cluster(tmp_path):
     gcs_port, dash_port = free_port(), free_port()
@@ -42,17 +74,18 @@ def two_node_cluster(tmp_path):
            "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}
     env.pop("RAY_ADDRESS", None)
     temp = Path(tempfile.mkdtemp(prefix="rr-", dir="/tmp"))  # unix socket paths must stay under 107 bytes
-    head = _ray(["start", "--head", f"--port={gcs_port}", "--num-cpus=1", f"--dashboard-port={dash_port}",
-                 "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--temp-dir={temp}",
-                 "--disable-usage-stats", *_node_ports()], env)
-    assert head.returncode == 0, head.stdout + head.stderr
+    dashboard = f"http://127.0.0.1:{dash_port}"
+    head = _start_node(["--head", f"--port={gcs_port}", "--num-cpus=1", f"--dashboard-port={dash_port}",
+                        "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--temp-dir={temp}"], env)
+    nodes = [head]
     try:
-        worker = _ray(["start", f"--address=127.0.0.1:{gcs_port}", "--num-cpus=1", "--disable-usage-stats",
-                       *_node_ports()], env)
-        assert worker.returncode == 0, worker.stdout + worker.stderr
-        yield env, f"http://127.0.0.1:{dash_port}"
+        _wait_for_nodes(env, dashboard, 1, nodes)
+        nodes.append(_start_node([f"--address=127.0.0.1:{gcs_port}", "--num-cpus=1"], env))
+        _wait_for_nodes(env, dashboard, 2, nodes)
+        yield env, dashboard
     finally:
-        _ray(["stop", "--force"], env, timeout=120)
+        for proc in reversed(nodes):
+            _stop_node(proc)
         shutil.rmtree(temp, ignore_errors=True)
 
 
