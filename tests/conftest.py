@@ -108,6 +108,21 @@ class ServeApp:
         return {"Authorization": f"Bearer {token or self.admin_token}"}
 
 
+def _start_serve(port: int) -> None:
+    """Start Serve's HTTP proxy; on a loaded 2-core box its first proxy can be killed before it runs."""
+    import ray
+    from ray import serve
+
+    for attempt in range(3):
+        try:
+            serve.start(http_options={"host": "127.0.0.1", "port": port, "request_timeout_s": 120})
+            return
+        except ray.exceptions.ActorDiedError:
+            if attempt == 2:
+                raise
+            serve.shutdown()
+
+
 @pytest.fixture(scope="session")
 def serve_app(ray_local: None, milvus_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeApp]:
     """The real deployment graph (router, batched embedder, LLM deployment) with fake providers, once."""
@@ -126,7 +141,7 @@ def serve_app(ray_local: None, milvus_uri: str, tmp_path_factory: pytest.TempPat
     db = MetadataDB(settings.metadata_url)
     bootstrap_admin(settings, db)
     db.dispose()
-    serve.start(http_options={"host": "127.0.0.1", "port": settings.api_port, "request_timeout_s": 120})
+    _start_serve(settings.api_port)
     serve.run(build_app(settings, small_deployment_options()), name="rag", route_prefix="/", blocking=False)
     url = f"http://127.0.0.1:{settings.api_port}"
     token = httpx.post(f"{url}/auth/token", json={"username": "admin", "password": "admin-pass-123"},

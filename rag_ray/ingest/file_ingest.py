@@ -73,6 +73,7 @@ class _Plan:
     skipped: list[FileEntry]
     touched: list[tuple[FileEntry, str]]  # unchanged content, new mtime: refresh the manifest only
     deleted: list[DocumentRecord]
+    replaced: set[str] = field(default_factory=set)  # doc ids already in the manifest: may leave stale chunks
 
 
 @dataclass
@@ -128,7 +129,7 @@ class FileIngestor:
         if plan.process:
             tasks = [self._task(entry, digest, request) for entry, digest in plan.process]
             results = self._execute(tasks, request, tracker)
-            self._finalise(plan.process, results, request, tracker, summary)
+            self._finalise(plan, results, request, tracker, summary)
 
     # ---- planning ----
     def _in_scope(self, selection: FileSelection) -> list[DocumentRecord]:
@@ -152,6 +153,8 @@ class FileIngestor:
                 plan.touched.append((entry, digest))
             else:
                 plan.process.append((entry, digest))
+                if record is not None:
+                    plan.replaced.add(record.doc_id)
         plan.deleted = list(known.values())
         return plan
 
@@ -190,9 +193,10 @@ class FileIngestor:
         self.executor.run(tasks, stages, handler, tracker.checkpoint)
         return results
 
-    def _finalise(self, processed: list[tuple[FileEntry, str]], results: dict[str, _DocResult],
-                  request: FileIngestRequest, tracker: JobTracker, summary: IngestSummary) -> None:
-        for entry, digest in processed:
+    def _finalise(self, plan: _Plan, results: dict[str, _DocResult], request: FileIngestRequest,
+                  tracker: JobTracker, summary: IngestSummary) -> None:
+        done: list[tuple[FileEntry, str, str, int]] = []
+        for entry, digest in plan.process:
             doc_id = make_doc_id(str(entry.path))
             result = results.get(doc_id)
             if result is None or result.kind == KIND_ERROR:
@@ -200,10 +204,12 @@ class FileIngestor:
             if result.kind == KIND_CHUNK and len(result.ids) != result.expected:
                 tracker.error(str(entry.path), f"only {len(result.ids)} of {result.expected} chunks were written")
                 continue
-            summary.chunks_deleted += self._delete_stale(doc_id, result.ids)
+            if doc_id in plan.replaced:  # a new document has no stale chunks: skip the per-document query
+                summary.chunks_deleted += self._delete_stale(doc_id, result.ids)
             summary.chunks_written += len(result.ids)
             summary.files_processed += 1
-            self._save_record(entry, digest, doc_id, len(result.ids), request, tracker.job_id)
+            done.append((entry, digest, doc_id, len(result.ids)))
+        self._save_records(done, request, tracker.job_id)
 
     def _delete_stale(self, doc_id: str, keep: set[str]) -> int:
         stale = self.store.ids_where(f"doc_id == {literal(doc_id)}") - keep
@@ -234,18 +240,20 @@ class FileIngestor:
                 if rec is not None:
                     rec.mtime_ns, rec.size_bytes = entry.mtime_ns, entry.size
 
-    def _save_record(self, entry: FileEntry, digest: str, doc_id: str, n_chunks: int, request: FileIngestRequest,
-                     job_id: str) -> None:
+    def _save_records(self, done: list[tuple[FileEntry, str, str, int]], request: FileIngestRequest,
+                      job_id: str) -> None:
+        """One transaction for the whole manifest update (a commit per file dominated large ingests)."""
         with self.db.session() as s:
-            rec = s.get(DocumentRecord, doc_id) or DocumentRecord(doc_id=doc_id)
-            rec.source_uri, rec.source_type, rec.file_type = str(entry.path), "file", entry.file_type
-            rec.source_name = str(request.metadata.get("source_name", ""))
-            rec.content_hash, rec.size_bytes, rec.mtime_ns = digest, entry.size, entry.mtime_ns
-            rec.chunk_count, rec.job_id = n_chunks, job_id
-            rec.owner_id, rec.group_ids, rec.visibility = (request.acl.owner_id, list(request.acl.group_ids),
-                                                           request.acl.visibility)
-            rec.metadata_json = {"file_name": entry.path.name}
-            s.add(rec)
+            for entry, digest, doc_id, n_chunks in done:
+                rec = s.get(DocumentRecord, doc_id) or DocumentRecord(doc_id=doc_id)
+                rec.source_uri, rec.source_type, rec.file_type = str(entry.path), "file", entry.file_type
+                rec.source_name = str(request.metadata.get("source_name", ""))
+                rec.content_hash, rec.size_bytes, rec.mtime_ns = digest, entry.size, entry.mtime_ns
+                rec.chunk_count, rec.job_id = n_chunks, job_id
+                rec.owner_id, rec.group_ids, rec.visibility = (request.acl.owner_id, list(request.acl.group_ids),
+                                                               request.acl.visibility)
+                rec.metadata_json = {"file_name": entry.path.name}
+                s.add(rec)
 
 
 def _acl_of(record: DocumentRecord) -> Acl:
