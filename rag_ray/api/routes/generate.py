@@ -106,8 +106,8 @@ def answered(request: Request, endpoint: str, response: GenerationResponse) -> G
 
 
 # ---- routes -----------------------------------------------------------------------------------------------
-# Bodies are validated with ``parse_request`` (not as FastAPI body models) so a 422 names the exact field even when
-# that field is called ``query`` — the generic validation handler drops that name as a location word.
+# Bodies are validated with ``parse_request`` (the generation library's own models and caps), so the same
+# InvalidInput, naming the exact field (e.g. ``retrieval_config.k``), comes from HTTP and from library callers.
 SINGLE_EXAMPLE = {"query": "머신러닝과 딥러닝의 차이점을 설명해주세요", "mode": "fast",
                   "context": "AI 기술 관련 교육 자료", "model": "gpt-4", "temperature": 0.7, "max_tokens": 1000,
                   "response_format": "markdown"}
