@@ -5,7 +5,9 @@
 Runs the real deployment graph (local embedding model, fake LLM) on a local Ray, twice: once with
 request batching, once without. Measures /embeddings requests/s at concurrency 1, 8, 32 (one short text
 per request, like query embedding), and /query (search mode) p50/p95 over HTTP against the same retrieval
-called in-process. Last line: one JSON object.
+called in-process. For context it also measures, in-process on the same texts, the model's own batching gain
+(encode 32 texts per call vs one per call): no server can batch better than the model does, so
+``batch_efficiency_c32`` = ``batch_speedup_c32`` / ``raw_batch_gain_32``. Last line: one JSON object.
 """
 
 from __future__ import annotations
@@ -59,6 +61,22 @@ async def rps(url: str, headers: dict[str, str], texts: list[str], concurrency: 
 def embed_rates(url: str, headers: dict[str, str], texts: list[str], total: int) -> dict[int, float]:
     asyncio.run(rps(url, headers, texts, 8, 16))  # warm-up: replicas, connections, model caches
     return {c: asyncio.run(rps(url, headers, texts, c, total)) for c in CONCURRENCY}
+
+
+def raw_batch_rates(texts: list[str], total: int) -> dict[str, float]:
+    """Texts/s of the bare model, one text per call vs 32 per call (same texts as the HTTP run)."""
+    from rag_ray.embedding.local import SentenceTransformerEmbedder
+
+    embedder = SentenceTransformerEmbedder()
+    embedder.embed(texts[:32])  # warm-up
+    sample = [texts[i % len(texts)] for i in range(total)]
+    rates = {}
+    for size in (1, 32):
+        start = time.perf_counter()
+        for i in range(0, total, size):
+            embedder.embed(sample[i:i + size])
+        rates[f"raw_texts_per_s_batch{size}"] = total / (time.perf_counter() - start)
+    return rates
 
 
 def http_latencies(url: str, headers: dict[str, str], queries: list[str]) -> list[float]:
@@ -162,6 +180,7 @@ def main() -> None:
         bootstrap_admin(settings, MetadataDB(settings.metadata_url))
         queries = texts[: args.query_requests]
         inproc = inproc_latencies(settings, queries)  # same store, same model, no HTTP, no Serve
+        raw = raw_batch_rates(texts, args.requests)
         init_ray(settings)
         serve.start(http_options={"host": "127.0.0.1", "port": settings.api_port})
         batched = run_app(settings, True, texts, queries, args.requests)
@@ -172,6 +191,9 @@ def main() -> None:
     result = {f"embed_rps_c{c}_{kind}": round(run["embed_rps"][c], 2)
               for kind, run in (("batched", batched), ("unbatched", unbatched)) for c in CONCURRENCY}
     result["batch_speedup_c32"] = round(batched["embed_rps"][32] / unbatched["embed_rps"][32], 3)
+    result.update({k: round(v, 2) for k, v in raw.items()})
+    result["raw_batch_gain_32"] = round(raw["raw_texts_per_s_batch32"] / raw["raw_texts_per_s_batch1"], 3)
+    result["batch_efficiency_c32"] = round(result["batch_speedup_c32"] / result["raw_batch_gain_32"], 3)
     result.update(query_http_p50_ms=round(pct(http, 50), 2), query_http_p95_ms=round(pct(http, 95), 2),
                   query_inproc_p50_ms=round(pct(inproc, 50), 2), query_inproc_p95_ms=round(pct(inproc, 95), 2))
     result["http_overhead_p50_ms"] = round(result["query_http_p50_ms"] - result["query_inproc_p50_ms"], 2)

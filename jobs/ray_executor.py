@@ -65,9 +65,9 @@ class RayDataExecutor:
         ds = ds.map_batches(enrich_stage(stages), batch_size=self.enrich_batch_size, num_cpus=0.1)
         low, high = self.embed_concurrency
         ds = ds.map_batches(_Embed, fn_constructor_args=(stages,), batch_size=self.embed_batch_size,
-                            concurrency=(low, high) if high > low else low, num_cpus=0.5)
+                            compute=ray.data.ActorPoolStrategy(min_size=low, max_size=max(low, high)), num_cpus=0.5)
         ds = ds.map_batches(_Write, fn_constructor_args=(stages,), batch_size=self.write_batch_size,
-                            concurrency=1, num_cpus=0.1)
+                            compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0.1)
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
             checkpoint()
             on_results(batch)  # type: ignore[arg-type]  # numpy columns index and zip like the lists

@@ -45,3 +45,18 @@ def test_cluster_yaml_is_a_launcher_config():
     cluster = yaml.safe_load((ROOT / "cluster.yaml").read_text())
     assert {"cluster_name", "provider", "head_start_ray_commands", "worker_start_ray_commands"} <= set(cluster)
     assert any("uv sync --frozen" in c for c in cluster["setup_commands"])
+
+
+def test_embedder_user_config_sets_the_batching_knobs():
+    """serve_config.yaml's embedder ``user_config`` is what ``reconfigure`` applies to ``@serve.batch``."""
+    from deployments.embedder import EmbedderDeployment
+
+    config = yaml.safe_load((ROOT / "deployments" / "serve_config.yaml").read_text())
+    embedder = next(d for d in config["applications"][0]["deployments"] if d["name"] == "embedder")
+    deployment = EmbedderDeployment(Settings(embedding_provider="fake", embedding_model="fake-384"),
+                                    max_batch_size=4, batch_wait_timeout_s=0.5)
+    batched = deployment._embed_batched
+    assert (batched._get_max_batch_size(), batched._get_batch_wait_timeout_s()) == (4, 0.5)
+    deployment.reconfigure(embedder["user_config"])
+    assert batched._get_max_batch_size() == embedder["user_config"]["max_batch_size"]
+    assert batched._get_batch_wait_timeout_s() == embedder["user_config"]["batch_wait_timeout_s"]
