@@ -63,11 +63,8 @@ def embed_rates(url: str, headers: dict[str, str], texts: list[str], total: int)
     return {c: asyncio.run(rps(url, headers, texts, c, total)) for c in CONCURRENCY}
 
 
-def raw_batch_rates(texts: list[str], total: int) -> dict[str, float]:
+def raw_batch_rates(embedder, texts: list[str], total: int) -> dict[str, float]:  # type: ignore[no-untyped-def]
     """Texts/s of the bare model, one text per call vs 32 per call (same texts as the HTTP run)."""
-    from rag_ray.embedding.local import SentenceTransformerEmbedder
-
-    embedder = SentenceTransformerEmbedder()
     embedder.embed(texts[:32])  # warm-up
     sample = [texts[i % len(texts)] for i in range(total)]
     rates = {}
@@ -92,13 +89,11 @@ def http_latencies(url: str, headers: dict[str, str], queries: list[str]) -> lis
     return out
 
 
-def inproc_latencies(settings, queries: list[str]) -> list[float]:  # type: ignore[no-untyped-def]
-    from rag_ray.embedding.local import SentenceTransformerEmbedder
+def inproc_latencies(settings, embedder, queries: list[str]) -> list[float]:  # type: ignore[no-untyped-def]
     from rag_ray.retrieval.service import RetrievalService, ThreadedEmbedder
     from rag_ray.runtime import open_store
     from rag_ray.types import Principal
 
-    embedder = SentenceTransformerEmbedder()
     service = RetrievalService(open_store(settings, embedder.dimension), ThreadedEmbedder(embedder))
     admin = Principal("bench-admin", "admin", "admin")
 
@@ -114,14 +109,12 @@ def inproc_latencies(settings, queries: list[str]) -> list[float]:  # type: igno
     return asyncio.run(run())
 
 
-def seed_corpus(settings, docs: list[str]) -> None:  # type: ignore[no-untyped-def]
-    from rag_ray.embedding.local import SentenceTransformerEmbedder
+def seed_corpus(settings, embedder, docs: list[str]) -> None:  # type: ignore[no-untyped-def]
     from rag_ray.ingest.stages import chunk_document
     from rag_ray.runtime import open_store
     from rag_ray.text.chunking import Chunker
     from rag_ray.types import Acl, ParsedDocument
 
-    embedder = SentenceTransformerEmbedder()
     store = open_store(settings, embedder.dimension)
     chunker = Chunker(settings.chunk_size, settings.chunk_overlap)
     chunks = [c for i, text in enumerate(docs) for c in chunk_document(
@@ -169,6 +162,7 @@ def main() -> None:
     from jobs.ray_executor import init_ray
     from rag_ray.access.bootstrap import bootstrap_admin
     from rag_ray.config import Settings
+    from rag_ray.embedding.local import SentenceTransformerEmbedder
     from rag_ray.metadata import MetadataDB
     from rag_ray.store.lite_server import MilvusLiteServer, free_port
 
@@ -176,11 +170,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, MilvusLiteServer(Path(tmp) / "milvus", free_port()) as milvus:
         settings = Settings(data_dir=Path(tmp), milvus_uri=milvus.uri, llm_provider="fake", llm_model="echo",  # type: ignore[call-arg]
                             admin_password="bench-admin-pw", api_port=free_port())
-        seed_corpus(settings, load_texts(SCIFACT / "corpus.jsonl", "text", args.docs))
+        embedder = SentenceTransformerEmbedder()  # one model for seeding, in-process retrieval and the raw rates
+        seed_corpus(settings, embedder, load_texts(SCIFACT / "corpus.jsonl", "text", args.docs))
         bootstrap_admin(settings, MetadataDB(settings.metadata_url))
         queries = texts[: args.query_requests]
-        inproc = inproc_latencies(settings, queries)  # same store, same model, no HTTP, no Serve
-        raw = raw_batch_rates(texts, args.requests)
+        inproc = inproc_latencies(settings, embedder, queries)  # same store, same model, no HTTP, no Serve
+        raw = raw_batch_rates(embedder, texts, args.requests)
         init_ray(settings)
         serve.start(http_options={"host": "127.0.0.1", "port": settings.api_port})
         batched = run_app(settings, True, texts, queries, args.requests)

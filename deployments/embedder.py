@@ -19,9 +19,13 @@ from rag_ray.embedding import create_embedder
 from rag_ray.errors import Overloaded
 from rag_ray.types import InputType
 
+MAX_BATCH_SIZE = 64
+BATCH_WAIT_S = 0.002  # see the module note: a longer wait only delays a lone request
+
 
 class EmbedderDeployment:
-    def __init__(self, settings: Settings, max_batch_size: int = 64, batch_wait_timeout_s: float = 0.002):
+    def __init__(self, settings: Settings, max_batch_size: int = MAX_BATCH_SIZE,
+                 batch_wait_timeout_s: float = BATCH_WAIT_S):
         self.embedder = create_embedder(settings)
         self.provider, self.model, self.dimension = (self.embedder.provider, self.embedder.model,
                                                      self.embedder.dimension)
@@ -38,7 +42,7 @@ class EmbedderDeployment:
     def info(self) -> dict[str, object]:
         return {"provider": self.provider, "model": self.model, "dimension": self.dimension}
 
-    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.002)
+    @serve.batch(max_batch_size=MAX_BATCH_SIZE, batch_wait_timeout_s=BATCH_WAIT_S)
     async def _embed_batched(self, requests: list[tuple[tuple[str, ...], InputType]]) -> list[np.ndarray]:
         # One model call for every text of every request in the batch, then split per request.
         by_type: dict[InputType, list[int]] = {}
