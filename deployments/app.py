@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,7 @@ from deployments.evaluator import EvaluatorDeployment
 from deployments.llm import LLMDeployment
 from deployments.router import RouterDeployment
 from rag_ray.config import Settings, load_settings
-from rag_ray.providers.config import ProviderSpec, default_llm_spec, parse_specs
+from rag_ray.providers.config import ProviderSpec, configured_llm_specs
 
 
 @dataclass(frozen=True)
@@ -56,19 +57,19 @@ class DeploymentOptions:
                 "upscale_delay_s": 5, "downscale_delay_s": 60}
 
 
-def llm_specs(settings: Settings) -> tuple[list[ProviderSpec], str | None]:
-    """The LLM providers to host: RAG_LLM_PROVIDERS when set, else the seed's single LLM_PROVIDER."""
-    raw = settings.llm_providers_json.get_secret_value() if settings.llm_providers_json else ""
-    if raw.strip():
-        return parse_specs(raw, "RAG_LLM_PROVIDERS")
-    return [default_llm_spec(settings)], None
+def llm_deployment_name(spec: ProviderSpec) -> str:
+    """``openai:gpt-4o-mini`` → ``llm-openai-gpt-4o-mini``: stable whatever the order of the provider list."""
+    return "llm-" + re.sub(r"[^A-Za-z0-9]+", "-", spec.id).strip("-").lower()
 
 
 def _deployment(cls: type) -> Deployment:
     return serve.deployment(cls)  # type: ignore[return-value]  # the decorator's overloads confuse mypy
 
 
-def build_app(settings: Settings, options: DeploymentOptions | None = None) -> Application:
+def build_app(settings: Settings, options: DeploymentOptions | None = None,
+              llm_overrides: dict[str, Any] | None = None) -> Application:
+    """The Serve application. ``llm_overrides``: Serve options applied to every LLM deployment (their names follow the
+    configured provider list, so serve_config.yaml sets them once under ``args.llm_deployment``)."""
     opts = options or DeploymentOptions()
     embedder = _deployment(EmbedderDeployment).options(
         name="embedder", ray_actor_options=opts.model_actor(opts.embedder_cpus),
@@ -82,23 +83,22 @@ def build_app(settings: Settings, options: DeploymentOptions | None = None) -> A
         max_ongoing_requests=opts.max_ongoing_requests, max_queued_requests=opts.max_queued_requests,
         backpressure_config=opts.backpressure(),
     ).bind(settings)
-    specs, _ = llm_specs(settings)
-    llms = {
-        spec.id: _deployment(LLMDeployment).options(
-            name=f"llm-{spec.provider}-{index}", ray_actor_options=opts.model_actor(opts.llm_cpus),
-            autoscaling_config=opts.autoscaling(opts.llm_max_replicas),
-            max_ongoing_requests=opts.llm_max_ongoing_requests, max_queued_requests=opts.max_queued_requests,
-            health_check_period_s=10, backpressure_config=opts.backpressure(),
-        ).bind(spec)
-        for index, spec in enumerate(specs)
-    }
+    specs, _ = configured_llm_specs(settings)
+    llm_options = {"ray_actor_options": opts.model_actor(opts.llm_cpus),
+                   "autoscaling_config": opts.autoscaling(opts.llm_max_replicas),
+                   "max_ongoing_requests": opts.llm_max_ongoing_requests,
+                   "max_queued_requests": opts.max_queued_requests, "health_check_period_s": 10,
+                   "backpressure_config": opts.backpressure(), **(llm_overrides or {})}
+    llms = {spec.id: _deployment(LLMDeployment).options(name=llm_deployment_name(spec), **llm_options).bind(spec)
+            for spec in specs}
     return _deployment(serve.ingress()(RouterDeployment)).options(
         name="router", ray_actor_options={"num_cpus": opts.router_cpus},
         max_ongoing_requests=opts.router_max_ongoing_requests, max_queued_requests=opts.max_queued_requests,
         graceful_shutdown_timeout_s=20, backpressure_config=opts.backpressure(),
-    ).bind(settings, embedder, llms, evaluator=evaluator)
+    ).bind(settings, embedder, llms, evaluator)
 
 
-def app_builder(args: dict[str, str]) -> Application:
-    """Entry for `serve run deployments.app:app_builder` and serve_config.yaml (`import_path`)."""
-    return build_app(load_settings(args.get("env_file")))
+def app_builder(args: dict[str, Any]) -> Application:
+    """Entry for `serve run deployments.app:app_builder` and serve_config.yaml (``import_path``; ``args``: ``env_file``
+    and ``llm_deployment``, the options of every LLM deployment)."""
+    return build_app(load_settings(args.get("env_file")), llm_overrides=args.get("llm_deployment"))

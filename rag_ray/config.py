@@ -6,7 +6,9 @@ prefixed ``RAG_``. Nothing in the library reads the environment itself.
 
 from __future__ import annotations
 
+import json
 import secrets
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -29,6 +31,40 @@ def _alias(*names: str) -> Any:
     return AliasChoices(*names)
 
 
+class ServerSecret(str):
+    """The current server secret (a plain ``str``: sign and encrypt with it) that also carries the retired secrets
+    still accepted to verify and decrypt (``RAG_RETIRED_SECRET_KEYS``), so rotating ``SECRET_KEY`` keeps tokens and
+    stored values made under an earlier key readable. ``repr`` masks it."""
+
+    retired: tuple[str, ...]
+
+    def __new__(cls, current: str, retired: Iterable[str] = ()) -> ServerSecret:
+        secret = super().__new__(cls, current)
+        secret.retired = tuple(dict.fromkeys(k for k in retired if k and k != current))
+        return secret
+
+    @property
+    def accepted(self) -> tuple[str, ...]:
+        """The current secret first, then the retired ones."""
+        return (str(self), *self.retired)
+
+    def __repr__(self) -> str:
+        return f"ServerSecret('********', retired={len(self.retired)})"
+
+
+def _secret_list(raw: str, name: str) -> list[str]:
+    """Comma separated, or a JSON list of strings. The error names the variable, never the value (it is secret)."""
+    if not raw.lstrip().startswith("["):
+        return [k.strip() for k in raw.split(",") if k.strip()]
+    try:
+        keys = json.loads(raw)
+    except ValueError:
+        keys = None
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise ConfigError(f"{name} must be comma separated or a JSON list of strings", field=name)
+    return [k.strip() for k in keys if k.strip()]
+
+
 class Settings(BaseSettings):
     """All runtime settings. Production values come from the environment or ``--env-file``."""
 
@@ -42,11 +78,17 @@ class Settings(BaseSettings):
     api_host: str = Field("127.0.0.1", validation_alias="API_HOST")
     api_port: int = Field(8000, validation_alias="API_PORT")
     secret_key: SecretStr | None = Field(None, validation_alias="SECRET_KEY")
+    # Earlier SECRET_KEYs: still verify tokens signed with them (until those expire) and decrypt stored RDB source
+    # URLs, never sign. Comma separated or a JSON list; drop one and it is refused at once.
+    retired_secret_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list,
+                                                                      validation_alias="RAG_RETIRED_SECRET_KEYS")
     admin_username: str = Field("admin", validation_alias="RAG_ADMIN_USERNAME")
     admin_password: SecretStr | None = Field(None, validation_alias="RAG_ADMIN_PASSWORD")
     allowed_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list, validation_alias="RAG_ALLOWED_ROOTS")
     max_request_bytes: int = Field(10 * 1024 * 1024, validation_alias="RAG_MAX_REQUEST_BYTES")
     max_upload_bytes: int = Field(50 * 1024 * 1024, validation_alias="RAG_MAX_UPLOAD_BYTES")
+    # nesting levels a JSON request body may have (checked before parsing; the parser recurses per level)
+    max_json_depth: int = Field(64, ge=1, le=500, validation_alias="RAG_MAX_JSON_DEPTH")
     max_k: int = Field(100, validation_alias="RAG_MAX_K")
 
     callback_secret: SecretStr | None = Field(None, validation_alias="RAG_CALLBACK_SECRET")
@@ -56,6 +98,8 @@ class Settings(BaseSettings):
 
     # --- Ray ---
     ray_address: str | None = Field(None, validation_alias="RAY_ADDRESS")
+    # where jobs run and the API is hosted: "ray" (Ray Data + Ray Serve) or "local" (one process, no Ray)
+    platform: str = Field("ray", validation_alias="RAG_PLATFORM")
 
     # --- Vector store ---
     milvus_uri: str | None = Field(None, validation_alias="MILVUS_URI")
@@ -84,6 +128,8 @@ class Settings(BaseSettings):
     embedding_batch_size: int = Field(16, validation_alias="RAG_EMBEDDING_BATCH_SIZE")
     embedding_threads: int = Field(0, validation_alias="RAG_EMBEDDING_THREADS")  # 0: all cores
     embed_batching: bool = Field(True, validation_alias="RAG_EMBED_BATCHING")  # @serve.batch across requests
+    # /embeddings' LRU of vectors (per provider:model, input type, size, text); 0 turns it off
+    embedding_cache_size: int = Field(10_000, ge=0, validation_alias="RAG_EMBEDDING_CACHE_SIZE")
 
     # --- LLM ---
     llm_provider: str = Field("local", validation_alias="LLM_PROVIDER")
@@ -105,6 +151,17 @@ class Settings(BaseSettings):
     # Databases the HTTP API may connect to: "host" or "host:port" entries (empty: none).
     rdb_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list,
                                                               validation_alias="RAG_RDB_ALLOWED_HOSTS")
+
+    # --- Jobs (ingest and sync): admission, time limits (rag_ray.ingest.tracking, rag_ray.ingest.supervise) ---
+    # jobs running at once over the whole deployment and per user; beyond either, jobs wait with status "queued"
+    jobs_max_concurrent: int = Field(2, ge=1, validation_alias="RAG_JOBS_MAX_CONCURRENT")
+    jobs_max_per_user: int = Field(1, ge=1, validation_alias="RAG_JOBS_MAX_PER_USER")
+    # overall limit from a job's start (0: none): past it the job is stopped and marked failed with the reason
+    jobs_timeout_s: float = Field(3600.0, ge=0, validation_alias="RAG_JOBS_TIMEOUT_S")
+    # reaching a job's vector store / source database; an unreachable one fails the job after this long
+    jobs_connect_timeout_s: float = Field(10.0, gt=0, validation_alias="RAG_JOBS_CONNECT_TIMEOUT_S")
+    # jobs with at most this many files run in their driver process (no Ray Data actors); 0: always Ray Data
+    jobs_local_max_files: int = Field(8, ge=0, validation_alias="RAG_JOBS_LOCAL_MAX_FILES")
 
     # --- Enrichment and governance ---
     # labels added to every chunk at ingest: off | basic | standard | comprehensive (rag_ray.enrich)
@@ -143,6 +200,11 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [p for p in value.split(":") if p]
         return value
+
+    @field_validator("retired_secret_keys", mode="before")
+    @classmethod
+    def _split_secrets(cls, value: Any) -> Any:
+        return _secret_list(value, "RAG_RETIRED_SECRET_KEYS") if isinstance(value, str) else value
 
     @field_validator("callback_allowed_hosts", mode="before")
     @classmethod
@@ -234,8 +296,11 @@ class Settings(BaseSettings):
         roots = self.allowed_roots or [self.resolved_data_dir / "inbox"]
         return [Path(r).expanduser().resolve() for r in roots]
 
-    def jwt_secret(self) -> str:
-        """The signing secret: configured, or generated once and kept in the data dir."""
+    def jwt_secret(self) -> ServerSecret:
+        """The signing secret (configured, or generated once and kept in the data dir), carrying the retired ones."""
+        return ServerSecret(self._current_secret(), (k.get_secret_value() for k in self.retired_secret_keys))
+
+    def _current_secret(self) -> str:
         if self.secret_key is not None:
             return self.secret_key.get_secret_value()
         path = self.resolved_data_dir / "secret.key"
@@ -275,6 +340,9 @@ class Settings(BaseSettings):
         key = self.secret_key.get_secret_value() if self.secret_key else ""
         if key.lower() in PLACEHOLDER_SECRETS or len(key) < 32:
             problems.append("SECRET_KEY is missing, a placeholder, or shorter than 32 characters")
+        retired = [k.get_secret_value() for k in self.retired_secret_keys]
+        if any(k.lower() in PLACEHOLDER_SECRETS or len(k) < 32 for k in retired):
+            problems.append("RAG_RETIRED_SECRET_KEYS holds a placeholder or a key shorter than 32 characters")
         if self.admin_password and self.admin_password.get_secret_value().lower() in PLACEHOLDER_SECRETS:
             problems.append("RAG_ADMIN_PASSWORD is a placeholder")
         return problems

@@ -55,6 +55,20 @@ class IngestStages:
         return WriteChunks(lambda: open_store(self.settings, self.dimension))
 
 
+@dataclass(frozen=True)
+class InProcessStages(IngestStages):
+    """Stages over this process's own embedder and store (the local executor: nothing is shipped to workers)."""
+
+    embedder: Embedder
+    store: ChunkStore
+
+    def embed(self) -> EmbedChunks:
+        return EmbedChunks(lambda: self.embedder)
+
+    def write(self) -> WriteChunks:
+        return WriteChunks(lambda: self.store)
+
+
 class Runtime:
     def __init__(self, settings: Settings, *, embedder: Embedder | None = None, llm: LLM | None = None):
         self.settings = settings
@@ -91,6 +105,9 @@ class Runtime:
             raise StoreError(f"cannot open the vector store: {exc}") from exc
 
     def stages(self) -> IngestStages:
+        """Picklable stages for Ray workers; with an injected embedder, stages that use it in this process."""
+        if "embedder" in self.__dict__:
+            return InProcessStages(self.settings, self.dimension, self.embedder, self.store)
         return IngestStages(self.settings, self.dimension)
 
     def close(self) -> None:

@@ -26,12 +26,7 @@ from rag_ray.api.app import create_app
 from rag_ray.api.services import Services
 from rag_ray.config import Settings
 from rag_ray.embedding.fake import FakeEmbedder
-from rag_ray.ingest.file_jobs import FileJobService
-from rag_ray.ingest.tracking import JobStore
-from rag_ray.llm.fake import FakeLLM
 from rag_ray.metadata import DocumentRecord, MetadataDB
-from rag_ray.providers.manager import LLMEntry, LLMManager
-from rag_ray.retrieval.service import RetrievalService, ThreadedEmbedder
 from rag_ray.store.milvus import ChunkStore
 from rag_ray.types import Acl, Chunk, Principal, Visibility, make_chunk_id, sha256_text
 
@@ -153,15 +148,12 @@ def reference_visible(p: Principal, owner_id: str, groups: Sequence[str], visibi
     return visibility == "group" and bool(set(groups) & set(p.group_ids))
 
 
-def make_services(settings: Settings, db: MetadataDB, store: ChunkStore, *, keys: KeyRing | None = None) -> Services:
-    embedder = ThreadedEmbedder(FakeEmbedder())
-    features = {"metadata_db": db, "store": store,
-                # /documents (list/get/delete) reads this; uploads are not exercised, so jobs never run
-                "file_jobs": FileJobService(settings, db, store, lambda *_: None)}
-    return Services(settings=settings, auth=AuthService(db, settings, keys=keys),
-                    retrieval=RetrievalService(store, embedder), embedder=embedder,
-                    llm=LLMManager([LLMEntry.of(FakeLLM())]),  # type: ignore[arg-type]
-                    jobs=JobStore(db), features=features)
+def make_services(settings: Settings, db: MetadataDB, store: ChunkStore | None, *,
+                  keys: KeyRing | None = None) -> Services:
+    """The production graph with the real ``AuthService`` over ``db`` (``keys``: a test key ring)."""
+    from tests.api_helpers import compose
+
+    return compose(settings, auth=AuthService(db, settings, keys=keys), db=db, store=store)
 
 
 def create_users(db: MetadataDB, specs: Sequence[UserSpec]) -> dict[str, str]:

@@ -65,19 +65,12 @@ def execute(url: str, *statements: str) -> None:
 
 def api_client(settings: Any, db: MetadataDB, store: ChunkStore) -> TestClient:
     from rag_ray.api.app import create_app
-    from rag_ray.api.services import Services
-    from rag_ray.ingest.tracking import JobStore
-    from rag_ray.llm.fake import FakeLLM
-    from rag_ray.retrieval.service import RetrievalService, ThreadedEmbedder
     from rag_ray.testing.auth import StaticAuthenticator
     from rag_ray.types import Principal
+    from tests.api_helpers import compose
 
     tokens = {"admin-token": Principal("u-admin", "admin", "admin"), "alice-token": Principal("u-alice", "alice")}
-    embedder = ThreadedEmbedder(FakeEmbedder())
-    services = Services(settings=settings, auth=StaticAuthenticator(tokens), embedder=embedder, llm=FakeLLM(),
-                        retrieval=RetrievalService(store, embedder), jobs=JobStore(db),
-                        features={"metadata_db": db, "store": store})
-    return TestClient(create_app(services))
+    return TestClient(create_app(compose(settings, auth=StaticAuthenticator(tokens), db=db, store=store)))
 
 
 def wait_job(db: MetadataDB, job_id: str, timeout_s: float = 120) -> Any:

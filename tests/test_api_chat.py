@@ -25,10 +25,10 @@ from rag_ray.llm.base import ChatMessage, GenerationParams, StreamChunk
 from rag_ray.llm.fake import FakeLLM
 from rag_ray.providers.manager import LLMEntry, LLMManager
 from rag_ray.providers.retry import RetryPolicy
-from rag_ray.retrieval.service import RetrievalService, ThreadedEmbedder
 from rag_ray.store.milvus import ChunkStore
 from rag_ray.testing.auth import StaticAuthenticator
 from rag_ray.types import Acl, Chunk, Principal
+from tests.api_helpers import compose
 
 ADMIN = Principal("u-admin", "admin", role="admin")
 ALICE = Principal("u-alice", "alice")
@@ -43,11 +43,8 @@ def manager_of(*llms: Any, priorities: Sequence[int] = ()) -> LLMManager:
     return LLMManager(entries, policy=RetryPolicy(max_retries=0))
 
 
-def make_services(settings: Settings, store: ChunkStore, manager: LLMManager,
-                  features: dict[str, Any] | None = None) -> Services:
-    embedder = ThreadedEmbedder(FakeEmbedder())
-    return Services(settings=settings, auth=StaticAuthenticator(TOKENS), retrieval=RetrievalService(store, embedder),
-                    embedder=embedder, llm=manager, features=features or {})
+def make_services(settings: Settings, store: ChunkStore, manager: LLMManager) -> Services:
+    return compose(settings, auth=StaticAuthenticator(TOKENS), llm=manager, store=store)
 
 
 @pytest.fixture(scope="session")
@@ -69,10 +66,8 @@ def api_store(api_settings: Settings) -> Iterator[ChunkStore]:
 def build_client(api_settings: Settings, api_store: ChunkStore) -> Iterator[Callable[..., TestClient]]:
     clients: list[TestClient] = []
 
-    def build(*llms: Any, manager: LLMManager | None = None, features: dict[str, Any] | None = None,
-              store: ChunkStore | None = None) -> TestClient:
-        services = make_services(api_settings, store or api_store, manager or manager_of(*(llms or (FakeLLM(),))),
-                                 features)
+    def build(*llms: Any, manager: LLMManager | None = None, store: ChunkStore | None = None) -> TestClient:
+        services = make_services(api_settings, store or api_store, manager or manager_of(*(llms or (FakeLLM(),))))
         clients.append(TestClient(create_app(services)))
         return clients[-1]
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
-from deployments.app import build_app, llm_specs
+from deployments.app import app_builder, build_app
+from rag_ray.providers.config import configured_llm_specs
 from rag_ray.config import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,15 +31,38 @@ def test_serve_config_parses_and_names_real_deployments():
     assert app_config.import_path == "deployments.app:app_builder"
     configured = {d.name for d in app_config.deployments}
     built = _deployment_names(build_app(Settings()))
-    assert configured == built == {"router", "embedder", "llm-local-0", "evaluator"}
+    assert configured == {"router", "embedder", "evaluator"}
+    assert built == configured | {"llm-local-smollm2-135m-instruct"}
     assert all(d.max_queued_requests for d in app_config.deployments)
 
 
-def test_multiple_llm_providers_get_one_deployment_each():
-    settings = Settings(llm_providers_json='[{"id": "openai:gpt-4o-mini", "api_key": "k"}, {"id": "ollama:llama3"}]')
-    specs, _ = llm_specs(settings)
-    assert [s.id for s in specs] == ["openai:gpt-4o-mini", "ollama:llama3"]
-    assert _deployment_names(build_app(settings)) >= {"llm-openai-0", "llm-ollama-1"}
+def _bound_llms(app) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    return {d._bound_deployment.name: d._bound_deployment for d in app._bound_deployment.init_args[2].values()}
+
+
+def test_serve_config_fits_any_provider_list(monkeypatch):
+    """The same shipped YAML deploys a multi-provider list: one deployment per provider, all with its LLM options."""
+    providers = '[{"id": "openai:gpt-4o-mini", "api_key": "k"}, {"id": "ollama:llama3"}, {"id": "anthropic:claude"}]'
+    monkeypatch.setenv("RAG_LLM_PROVIDERS", providers)
+    config = yaml.safe_load((ROOT / "deployments" / "serve_config.yaml").read_text())
+    args = config["applications"][0]["args"]
+    app = app_builder(args)
+    specs, _ = configured_llm_specs(Settings())
+    assert [s.id for s in specs] == ["openai:gpt-4o-mini", "ollama:llama3", "anthropic:claude"]
+    llms = _bound_llms(app)
+    assert set(llms) == {"llm-openai-gpt-4o-mini", "llm-ollama-llama3", "llm-anthropic-claude"}
+    for deployment in llms.values():
+        assert deployment.max_ongoing_requests == args["llm_deployment"]["max_ongoing_requests"]
+        assert deployment.ray_actor_options["num_cpus"] == args["llm_deployment"]["ray_actor_options"]["num_cpus"]
+
+
+def test_an_empty_provider_list_is_refused():
+    import pytest
+
+    from rag_ray.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="RAG_LLM_PROVIDERS"):
+        build_app(Settings(llm_providers_json="[]"))
 
 
 def test_cluster_yaml_is_a_launcher_config():

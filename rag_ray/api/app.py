@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
-import importlib
-
 from fastapi import FastAPI
 
 from rag_ray.api.errors import install_error_handlers
-from rag_ray.api.limits import BodySizeLimit
+from rag_ray.api.limits import BodyGuard, BodyRule
 from rag_ray.api.metrics import Metrics, RequestMetrics
+from rag_ray.api.routes import (
+    admin,
+    auth,
+    chat,
+    documents,
+    embeddings,
+    extract,
+    files,
+    generate,
+    health,
+    jobs,
+    metrics,
+    openai_compat,
+    query,
+)
 from rag_ray.api.services import Services
 
-# Route modules, each exposing `router`. Optional ones (not yet present) are skipped.
-ROUTE_MODULES = ("health", "query", "auth", "admin", "chat", "embeddings", "generate", "extract", "files", "jobs",
-                 "documents", "openai_compat", "metrics")
+ROUTE_MODULES = (health, query, auth, admin, chat, embeddings, generate, extract, files, jobs, documents,
+                 openai_compat, metrics)
 
 DESCRIPTION = """rag-ray: retrieval-augmented generation on Ray.
 
@@ -25,16 +37,11 @@ def create_app(services: Services) -> FastAPI:
     app = FastAPI(title="rag-ray", version="0.1.0", description=DESCRIPTION)
     app.state.services = services
     install_error_handlers(app)
-    for name in ROUTE_MODULES:
-        try:
-            module = importlib.import_module(f"rag_ray.api.routes.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"rag_ray.api.routes.{name}":
-                continue
-            raise
+    for module in ROUTE_MODULES:
         app.include_router(module.router)
     app.state.metrics = Metrics()
     app.add_middleware(RequestMetrics, metrics=app.state.metrics)
-    app.add_middleware(BodySizeLimit, max_bytes=services.settings.max_request_bytes,
-                       exempt_prefixes=("/documents/upload",))
+    settings = services.settings
+    app.add_middleware(BodyGuard, max_bytes=settings.max_request_bytes, max_json_depth=settings.max_json_depth,
+                       routes={"/documents/upload": BodyRule.upload(settings.max_upload_bytes)})
     return app

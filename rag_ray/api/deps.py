@@ -1,6 +1,13 @@
-"""FastAPI dependencies: services from app state, the authenticated caller."""
+"""FastAPI dependencies: the services container from app state, the authenticated caller.
+
+Routes declare what they need with the ``Annotated`` aliases::
+
+    async def route(body: Body, services: ServicesDep, principal: PrincipalDep) -> ...
+"""
 
 from __future__ import annotations
+
+from typing import Annotated
 
 from fastapi import Depends, Request
 
@@ -10,7 +17,11 @@ from rag_ray.types import Principal
 
 
 def get_services(request: Request) -> Services:
-    return request.app.state.services
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
 
 
 def bearer_token(request: Request) -> str:
@@ -21,13 +32,19 @@ def bearer_token(request: Request) -> str:
     return token.strip()
 
 
-def current_principal(request: Request, services: Services = Depends(get_services)) -> Principal:
+def current_principal(request: Request, services: ServicesDep) -> Principal:
     principal = services.auth.authenticate(bearer_token(request))
     request.state.principal = principal
     return principal
 
 
-def admin_principal(principal: Principal = Depends(current_principal)) -> Principal:
+PrincipalDep = Annotated[Principal, Depends(current_principal)]
+
+
+def admin_principal(principal: PrincipalDep) -> Principal:
     if not principal.is_admin:
         raise PermissionDenied("this endpoint needs the admin role")
     return principal
+
+
+AdminDep = Annotated[Principal, Depends(admin_principal)]

@@ -1,14 +1,20 @@
-"""What the HTTP routes need, bundled. Built by the Serve app builder (or a test) and put on ``app.state``."""
+"""What the HTTP routes need: one typed container, built by ``rag_ray.server.compose.build_services``."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Protocol
 
+from rag_ray.access.service import AuthService
 from rag_ray.config import Settings
+from rag_ray.generation import GenerationService
+from rag_ray.ingest.file_jobs import FileJobService
+from rag_ray.ingest.rdb_jobs import RdbJobService
 from rag_ray.ingest.tracking import JobStore
+from rag_ray.metadata import MetadataDB
 from rag_ray.providers.manager import LLMManager
 from rag_ray.retrieval.service import AsyncEmbedder, RetrievalService
+from rag_ray.store.milvus import ChunkStore
 from rag_ray.types import Principal
 
 
@@ -18,21 +24,17 @@ class Authenticator(Protocol):
         ...
 
 
-@dataclass
+@dataclass(frozen=True)
 class Services:
     settings: Settings
-    auth: Authenticator
-    retrieval: RetrievalService
-    embedder: AsyncEmbedder
+    auth: Authenticator  # bearer tokens (JWT or API key) → the caller
+    accounts: AuthService  # login, refresh, logout over the metadata DB
+    db: MetadataDB
+    store: ChunkStore
+    embedder: AsyncEmbedder  # the collection's embedder: ingest and retrieval
     llm: LLMManager  # every LLM call goes through the manager (strategies, retries, breakers, fallback)
-    jobs: JobStore | None = None
-    # optional feature services, set by the builder when configured (None → the routes answer 503)
-    features: dict[str, Any] = field(default_factory=dict)
-
-    def feature(self, name: str) -> Any:
-        from rag_ray.errors import ConfigError
-
-        try:
-            return self.features[name]
-        except KeyError:
-            raise ConfigError(f"feature {name!r} is not configured on this server") from None
+    retrieval: RetrievalService
+    generation: GenerationService
+    jobs: JobStore
+    file_jobs: FileJobService
+    rdb_jobs: RdbJobService

@@ -43,7 +43,7 @@ def ingest(ctx: typer.Context,
                                      help="off|basic|standard|comprehensive (default RAG_ENRICHMENT_LEVEL)"),
            format: str = typer.Option("table", "--format", help="table|json")) -> None:
     """Ingest files with a Ray Data job: parse → chunk → embed → upsert into Milvus."""
-    from jobs.ingest_files import run_file_job
+    from rag_ray.server.platform import load_platform
 
     settings = settings_from(ctx)
     console = console_from(ctx)
@@ -56,7 +56,7 @@ def ingest(ctx: typer.Context,
                                 only_changed=not all_files, enrichment_level=level or None)
     try:
         with JobProgressBar(console, f"ingest {path}") as bar:
-            summary = run_file_job(settings, request, listeners=[bar])
+            summary = load_platform(settings.platform).run_file_job(settings, request, listeners=[bar])
     except RagError as exc:
         console.print(f"[red]error:[/red] {exc.message}")
         raise typer.Exit(2) from None

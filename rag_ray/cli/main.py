@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 from pathlib import Path
 
 import typer
 
+from rag_ray.cli import config_cmd, data, database, model, rdb, user
 from rag_ray.cli.context import CliContext, console_from, settings_from
 from rag_ray.config import load_settings
 from rag_ray.errors import RagError
@@ -18,9 +18,6 @@ os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 
 app = typer.Typer(help="rag-ray: a RAG server on Ray", no_args_is_help=True, pretty_exceptions_show_locals=False)
 
-# (module, group name) — a group whose module is not installed is left out.
-GROUPS = [("data", "data"), ("config_cmd", "config"), ("model", "model"), ("user", "user"),
-          ("database", "database"), ("rdb", "rdb")]
 
 
 @app.callback()
@@ -68,18 +65,9 @@ def health(ctx: typer.Context, url: str | None = typer.Option(None, "--url", hel
         raise typer.Exit(1)
 
 
-def _add_groups() -> None:
-    for module_name, group in GROUPS:
-        try:
-            module = importlib.import_module(f"rag_ray.cli.{module_name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"rag_ray.cli.{module_name}":
-                continue
-            raise
-        app.add_typer(module.app, name=group)
-
-
-_add_groups()
+for group, module in (("data", data), ("config", config_cmd), ("model", model), ("user", user),
+                      ("database", database), ("rdb", rdb)):
+    app.add_typer(module.app, name=group)
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ from rag_ray.errors import InvalidInput, RagError
 from rag_ray.sources.rdb.config import DatabaseConfig
 from rag_ray.sources.rdb.introspect import TableInfo, inspect_tables
 from rag_ray.sources.rdb.reader import create_source_engine
-from rag_ray.sources.rdb.state import NamedSource, add_source, due_sources, list_sources, remove_source
+from rag_ray.sources.rdb.state import NamedSource, add_source, due_sources, get_source, list_sources, remove_source
 from rag_ray.sources.rdb.sync import RdbSyncRequest, RdbSyncSummary
 from rag_ray.types import Acl
 
@@ -194,9 +194,10 @@ def sync(ctx: typer.Context,
 
 
 def _source_request(settings: Settings, name: str, mode: str) -> RdbSyncRequest:
-    from jobs.sync_rdb import source_request
+    from rag_ray.runtime import Runtime
 
-    return source_request(settings, name, mode or None)
+    with Runtime(settings) as runtime:
+        return RdbSyncRequest.from_source(get_source(runtime.db, settings.jwt_secret(), name), mode or None)
 
 
 def _due_requests(settings: Settings, mode: str) -> list[RdbSyncRequest]:
@@ -209,10 +210,11 @@ def _due_requests(settings: Settings, mode: str) -> list[RdbSyncRequest]:
 def run_with_progress(settings: Settings, console: Console, request: RdbSyncRequest, local: bool = False,
                       format: str = "table") -> RdbSyncSummary:
     """One sync with the rich progress bar; prints the summary. Used by `rdb sync` and `data sync`."""
-    from jobs.sync_rdb import run_rdb_job
+    from rag_ray.server.platform import load_platform
 
+    platform = load_platform("local" if local else settings.platform)
     with JobProgressBar(console, f"sync {request.source}") as bar:
-        summary = run_rdb_job(settings, request, listeners=[bar], use_ray=not local)
+        summary = platform.run_rdb_job(settings, request, listeners=[bar])
     if format == "json":
         typer.echo(json.dumps(summary.to_dict(), default=str))
     else:

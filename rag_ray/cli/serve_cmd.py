@@ -26,43 +26,30 @@ def bootstrap(settings: Settings, console: Console) -> None:
 
 
 def run_server(settings: Settings, console: Console, *, stop: threading.Event | None = None) -> None:
-    from ray import serve
-
-    from deployments.app import build_app
-    from jobs.ray_executor import init_ray
+    """The embedded default, or the configured services, hosted by ``RAG_PLATFORM`` (Ray Serve by default)."""
     from rag_ray.runtime import ensure_milvus
+    from rag_ray.server.platform import load_platform
 
     stop = stop or threading.Event()
+    platform = load_platform(settings.platform)
     milvus = ensure_milvus(settings)
     try:
         console.print(f"vector store: {settings.milvus_address} ({'Milvus Lite' if milvus else 'external'})")
         bootstrap(settings, console)
-        init_ray(settings)
-        serve.start(http_options={"host": settings.api_host, "port": settings.api_port, "request_timeout_s": 300})
-        with console.status("starting Ray Serve deployments (models load once)…"):
-            serve.run(build_app(settings), name="rag", route_prefix="/", blocking=False)
-        url = f"http://{settings.api_host}:{settings.api_port}"
-        console.print(f"[bold green]rag-ray is up[/bold green] at {url} (docs: {url}/docs) — Ctrl-C stops it")
-        _wait(stop)
+        _handle_signals(stop)
+        with console.status(f"starting the server on {platform.name} (models load once)…") as status:
+            def ready(url: str) -> None:
+                status.stop()
+                console.print(f"[bold green]rag-ray is up[/bold green] at {url} (docs: {url}/docs) — Ctrl-C stops it")
+
+            platform.serve(settings, stop, ready)
     finally:
         console.print("shutting down…")
-        _shutdown(milvus)
+        if milvus is not None:
+            milvus.stop()
 
 
-def _wait(stop: threading.Event) -> None:
+def _handle_signals(stop: threading.Event) -> None:
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
-
-
-def _shutdown(milvus: object) -> None:
-    import ray
-    from ray import serve
-
-    try:
-        serve.shutdown()
-    finally:
-        ray.shutdown()
-        if milvus is not None:
-            milvus.stop()  # type: ignore[attr-defined]

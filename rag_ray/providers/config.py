@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 
 from rag_ray.config import Settings
 from rag_ray.errors import ConfigError
+from rag_ray.embedding.backends import EmbedBackend, ResizingBackend, ThreadedBackend
+from rag_ray.llm.base import LLM
 from rag_ray.providers.breaker import BreakerConfig, CircuitBreaker, Clock
 from rag_ray.providers.manager import EmbedderEntry, EmbeddingManager, LLMEntry, LLMManager
 from rag_ray.providers.pricing import price_for
@@ -66,6 +69,11 @@ def parse_specs(raw: str, field: str) -> tuple[list[ProviderSpec], str | None]:
         raise ConfigError(f"{field} is not a valid provider list: {type(exc).__name__}", field=field) from None
 
 
+def configured_llm_specs(settings: Settings) -> tuple[list[ProviderSpec], str | None]:
+    """The LLMs to host and the strategy: ``RAG_LLM_PROVIDERS`` when set (never empty), else the seed's one LLM."""
+    return _specs_from(settings.llm_providers_json, "RAG_LLM_PROVIDERS", default_llm_spec(settings))
+
+
 def _specs_from(settings_json: SecretStr | None, field: str, fallback: ProviderSpec
                 ) -> tuple[list[ProviderSpec], str | None]:
     if settings_json is not None and settings_json.get_secret_value().strip():
@@ -92,46 +100,77 @@ def _breaker(config: BreakerConfig | None, clock: Clock) -> CircuitBreaker:
     return CircuitBreaker(config, clock=clock)
 
 
-def llm_entry(spec: ProviderSpec, *, breaker: CircuitBreaker | None = None) -> LLMEntry:
+def create_llm_backend(spec: ProviderSpec) -> LLM:
+    """The provider adapter for ``spec``, from the LLM registry (``openai:gpt-4o`` → the openai module)."""
     from rag_ray.llm import LLMS, load_providers
 
     load_providers()
-    llm = LLMS.create(spec.provider, spec.model, api_key=spec.secret(), base_url=spec.base_url, **spec.options)
-    return LLMEntry.of(llm, id=spec.id, weight=spec.weight, priority=spec.priority, max_context=spec.max_context,
+    return LLMS.create(spec.provider, spec.model, api_key=spec.secret(), base_url=spec.base_url, **spec.options)
+
+
+def llm_entry(spec: ProviderSpec, *, breaker: CircuitBreaker | None = None,
+              create: Callable[[ProviderSpec], LLM] = create_llm_backend) -> LLMEntry:
+    """``spec`` as a manager entry over ``create(spec)`` (the registry's adapter, or a handle to a deployment)."""
+    return LLMEntry.of(create(spec), id=spec.id, weight=spec.weight, priority=spec.priority, max_context=spec.max_context,
                        price=price_for(spec.id, input_price=spec.input_price, output_price=spec.output_price),
                        breaker=breaker)
 
 
-def embedder_entry(spec: ProviderSpec, *, breaker: CircuitBreaker | None = None) -> EmbedderEntry:
-    from rag_ray.embedding import EMBEDDERS, load_providers
+def configured_embedding_specs(settings: Settings, default: ProviderSpec | None = None
+                               ) -> tuple[list[ProviderSpec], str | None]:
+    """The embedders ``/embeddings`` offers and the strategy: ``RAG_EMBEDDING_PROVIDERS`` when set (never empty),
+    else ``default`` (by default the seed's one ``EMBEDDING_PROVIDER``/``EMBEDDING_MODEL``)."""
+    return _specs_from(settings.embedding_providers_json, "RAG_EMBEDDING_PROVIDERS",
+                       default or default_embedding_spec(settings))
+
+
+def create_embed_backend(spec: ProviderSpec) -> EmbedBackend:
+    """The adapter for ``spec`` from the embedder registries: one that sends ``dimensions`` to the provider
+    (``RESIZABLE_EMBEDDERS``) for models whose API shortens server-side, else the plain one in a worker thread."""
+    from rag_ray.embedding import load_providers
+    from rag_ray.embedding.base import EMBEDDERS, RESIZABLE_EMBEDDERS
+    from rag_ray.embedding.dimensions import matryoshka
 
     load_providers()
-    embedder = EMBEDDERS.create(spec.provider, spec.model, api_key=spec.secret(), base_url=spec.base_url,
-                                **spec.options)
-    return EmbedderEntry.of(embedder, id=spec.id, weight=spec.weight, priority=spec.priority, breaker=breaker,
-                            price=price_for(spec.id, input_price=spec.input_price, output_price=spec.output_price))
+    options: dict[str, Any] = {"api_key": spec.secret(), "base_url": spec.base_url, **spec.options}
+    shape = matryoshka(spec.model)
+    if shape is not None and shape.api_parameter and spec.provider in RESIZABLE_EMBEDDERS.names():
+        return ResizingBackend(RESIZABLE_EMBEDDERS.create(spec.provider, spec.model, **options))
+    return ThreadedBackend(EMBEDDERS.create(spec.provider, spec.model, **options))
+
+
+def embedder_entry(spec: ProviderSpec, *, breaker: CircuitBreaker | None = None,
+                   create: Callable[[ProviderSpec], EmbedBackend] = create_embed_backend) -> EmbedderEntry:
+    """``spec`` as a manager entry over ``create(spec)`` (the registry's adapter, or the collection embedder)."""
+    return EmbedderEntry.over(create(spec), id=spec.id, weight=spec.weight, priority=spec.priority, breaker=breaker,
+                              price=price_for(spec.id, input_price=spec.input_price, output_price=spec.output_price))
 
 
 def build_llm_manager(settings: Settings, specs: list[ProviderSpec] | None = None, *,
                       strategy: str | None = None, breaker_config: BreakerConfig | None = None,
-                      clock: Clock = time.monotonic, **manager_options: Any) -> LLMManager:
-    """An ``LLMManager`` from explicit specs, else ``RAG_LLM_PROVIDERS``, else the seed's single LLM."""
+                      clock: Clock = time.monotonic, create: Callable[[ProviderSpec], LLM] = create_llm_backend,
+                      **manager_options: Any) -> LLMManager:
+    """An ``LLMManager`` from explicit specs, else ``RAG_LLM_PROVIDERS``, else the seed's single LLM; ``create``
+    makes each entry's engine (in Serve: a handle to that provider's deployment)."""
     configured: str | None = None
     if specs is None:
-        specs, configured = _specs_from(settings.llm_providers_json, "RAG_LLM_PROVIDERS", default_llm_spec(settings))
-    entries = [llm_entry(spec, breaker=_breaker(breaker_config, clock)) for spec in specs]
+        specs, configured = configured_llm_specs(settings)
+    entries = [llm_entry(spec, breaker=_breaker(breaker_config, clock), create=create) for spec in specs]
     return LLMManager(entries, strategy=strategy or configured or "round_robin", clock=clock,
                       policy=RetryPolicy(max_retries=settings.llm_max_retries), **manager_options)
 
 
 def build_embedding_manager(settings: Settings, specs: list[ProviderSpec] | None = None, *,
                             strategy: str | None = None, breaker_config: BreakerConfig | None = None,
-                            clock: Clock = time.monotonic, **manager_options: Any) -> EmbeddingManager:
-    """An ``EmbeddingManager`` from explicit specs, else ``RAG_EMBEDDING_PROVIDERS``, else the seed's embedder."""
+                            clock: Clock = time.monotonic,
+                            create: Callable[[ProviderSpec], EmbedBackend] = create_embed_backend,
+                            **manager_options: Any) -> EmbeddingManager:
+    """An ``EmbeddingManager`` from explicit specs, else ``RAG_EMBEDDING_PROVIDERS``, else the seed's embedder;
+    ``create`` makes each entry's backend. The cache holds ``RAG_EMBEDDING_CACHE_SIZE`` vectors."""
     configured: str | None = None
     if specs is None:
-        specs, configured = _specs_from(settings.embedding_providers_json, "RAG_EMBEDDING_PROVIDERS",
-                                        default_embedding_spec(settings))
-    entries = [embedder_entry(spec, breaker=_breaker(breaker_config, clock)) for spec in specs]
+        specs, configured = configured_embedding_specs(settings)
+    entries = [embedder_entry(spec, breaker=_breaker(breaker_config, clock), create=create) for spec in specs]
+    options = {"cache_size": settings.embedding_cache_size, **manager_options}
     return EmbeddingManager(entries, strategy=strategy or configured or "round_robin", clock=clock,
-                            policy=RetryPolicy(max_retries=settings.llm_max_retries), **manager_options)
+                            policy=RetryPolicy(max_retries=settings.llm_max_retries), **options)

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from rag_ray.embedding.backends import EmbedBackend, ThreadedBackend
 from rag_ray.embedding.base import Embedder
 from rag_ray.errors import ProviderError
 from rag_ray.llm.base import LLM, ChatMessage, Completion, GenerationParams, StreamChunk, Usage
@@ -54,6 +55,14 @@ class LLMEntry(Entry):
 class _OpenStream:
     iterator: AsyncIterator[StreamChunk]
     buffered: list[StreamChunk] = field(default_factory=list)
+
+
+@dataclass
+class ManagedStream:
+    """An opened stream: the entry that serves it and its chunks (iterate or ``aclose`` them)."""
+
+    entry: LLMEntry
+    chunks: AsyncIterator[StreamChunk]
 
 
 def _is_committed(chunk: StreamChunk) -> bool:
@@ -95,6 +104,15 @@ class LLMManager:
     async def stream(self, messages: Sequence[ChatMessage], params: GenerationParams | None = None, *,
                      strategy: str | None = None, provider: str | None = None, model: str | None = None,
                      deadline_s: float | None = None) -> AsyncIterator[StreamChunk]:
+        opened = await self.open_stream(messages, params, strategy=strategy, provider=provider, model=model,
+                                        deadline_s=deadline_s)
+        async for chunk in opened.chunks:
+            yield chunk
+
+    async def open_stream(self, messages: Sequence[ChatMessage], params: GenerationParams | None = None, *,
+                          strategy: str | None = None, provider: str | None = None, model: str | None = None,
+                          deadline_s: float | None = None) -> ManagedStream:
+        """Open a stream with failover up to its first token; the result says which entry serves it."""
         params = params or GenerationParams()
 
         async def open_stream(entry: LLMEntry) -> _OpenStream:
@@ -111,8 +129,7 @@ class LLMManager:
 
         order = self.pool.plan(strategy, provider, model)
         entry, opened = await self.pool.run(order, open_stream, self.pool.deadline(deadline_s))
-        async for chunk in self._relay(entry, opened):
-            yield chunk
+        return ManagedStream(entry, self._relay(entry, opened))
 
     async def _relay(self, entry: LLMEntry, opened: _OpenStream) -> AsyncIterator[StreamChunk]:
         """After the first token: pass chunks through; a failure now ends the stream with an error."""
@@ -179,36 +196,48 @@ async def _close(iterator: AsyncIterator[StreamChunk]) -> None:
 # ---------------------------------------------------------------------------------------------- embeddings
 @dataclass(eq=False)
 class EmbedderEntry(Entry):
-    embedder: Embedder | None = None
+    engine: EmbedBackend | None = None
 
     @classmethod
     def of(cls, embedder: Embedder, *, id: str | None = None, weight: float = 1.0, priority: int = 0,
            price: Price | None = None, breaker: CircuitBreaker | None = None) -> EmbedderEntry:
-        entry_id = id or f"{embedder.provider}:{embedder.model}"
-        return cls(id=entry_id, embedder=embedder, weight=weight, priority=priority,
+        """A synchronous embedder (run in a worker thread)."""
+        return cls.over(ThreadedBackend(embedder), id=id, weight=weight, priority=priority, price=price,
+                        breaker=breaker)
+
+    @classmethod
+    def over(cls, backend: EmbedBackend, *, id: str | None = None, weight: float = 1.0, priority: int = 0,
+             price: Price | None = None, breaker: CircuitBreaker | None = None) -> EmbedderEntry:
+        """Any ``EmbedBackend`` (``rag_ray.embedding.backends``), e.g. the server's async collection embedder."""
+        entry_id = id or f"{backend.provider}:{backend.model}"
+        return cls(id=entry_id, engine=backend, weight=weight, priority=priority,
                    price=price or price_for(entry_id), breaker=breaker or CircuitBreaker())
 
     @property
-    def backend(self) -> Embedder:
-        assert self.embedder is not None
-        return self.embedder
+    def backend(self) -> EmbedBackend:
+        assert self.engine is not None
+        return self.engine
+
+
+CacheKey = tuple[str, str, int, str]
 
 
 class EmbeddingCache:
-    """A thread-safe LRU of vectors keyed by (entry id, input type, sha256(text))."""
+    """A thread-safe LRU of vectors keyed by (entry id, input type, requested size, sha256(text))."""
 
     def __init__(self, max_items: int = 10_000):
         self.max_items = max_items
-        self._items: OrderedDict[tuple[str, str, str], np.ndarray] = OrderedDict()
+        self._items: OrderedDict[CacheKey, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
     @staticmethod
-    def key(entry_id: str, input_type: str, text: str) -> tuple[str, str, str]:
-        return entry_id, input_type, hashlib.sha256(text.encode()).hexdigest()
+    def key(entry_id: str, input_type: str, text: str, dimensions: int | None = None) -> CacheKey:
+        """``dimensions``: the size asked of the provider (None: the model's own)."""
+        return entry_id, input_type, dimensions or 0, hashlib.sha256(text.encode()).hexdigest()
 
-    def get(self, key: tuple[str, str, str]) -> np.ndarray | None:
+    def get(self, key: CacheKey) -> np.ndarray | None:
         with self._lock:
             vector = self._items.get(key)
             if vector is None:
@@ -218,7 +247,7 @@ class EmbeddingCache:
             self.hits += 1
             return vector
 
-    def put(self, key: tuple[str, str, str], vector: np.ndarray) -> None:
+    def put(self, key: CacheKey, vector: np.ndarray) -> None:
         if self.max_items <= 0:
             return
         with self._lock:
@@ -238,10 +267,21 @@ def estimate_tokens(texts: Sequence[str]) -> int:
     return sum(max(1, len(t) // 4) for t in texts)
 
 
+@dataclass
+class Embedded:
+    """One managed embedding call: the entry that served every row, the rows as it returned them, accounting."""
+
+    entry: EmbedderEntry
+    vectors: np.ndarray
+    prompt_tokens: int  # all inputs (estimated)
+    cached: int = 0  # rows answered from the cache
+    cost_usd: float = 0.0  # what this call's provider requests cost (cache hits are free)
+
+
 class EmbeddingManager:
     """Embedder entries behind one ``embed`` (the ``Embedder`` protocol), with the LLM manager's strategies,
     retries and fallback plus an LRU cache. All rows of one call come from one entry: vectors of different
-    models never mix (fallback is meant for replicas of the same model; dimensions must agree)."""
+    models never mix within a call (``Embedded.entry`` says which one served it)."""
 
     def __init__(self, entries: Sequence[EmbedderEntry], *, strategy: str = "round_robin",
                  policy: RetryPolicy | None = None, default_deadline_s: float = 120.0, cache_size: int = 10_000,
@@ -262,31 +302,48 @@ class EmbeddingManager:
     def dimension(self) -> int:
         return self._primary.backend.dimension
 
-    def _embed_with(self, entry: EmbedderEntry, texts: Sequence[str], input_type: InputType) -> np.ndarray:
-        keys = [EmbeddingCache.key(entry.id, input_type, t) for t in texts]
-        cached = [self.cache.get(k) for k in keys]
-        missing = [i for i, v in enumerate(cached) if v is None]
+    async def _embed_with(self, entry: EmbedderEntry, texts: Sequence[str], input_type: InputType,
+                          dimensions: int | None) -> Embedded:
+        sent = dimensions if entry.backend.resizes else None
+        keys = [EmbeddingCache.key(entry.id, input_type, t, sent) for t in texts]
+        rows = [self.cache.get(k) for k in keys]
+        missing = [i for i, v in enumerate(rows) if v is None]
+        cost = 0.0
         if missing:
-            fresh = entry.backend.embed([texts[i] for i in missing], input_type=input_type)
+            fresh = await entry.backend.embed([texts[i] for i in missing], input_type=input_type, dimensions=sent)
             for row, i in enumerate(missing):
-                cached[i] = fresh[row]
+                rows[i] = fresh[row]
                 self.cache.put(keys[i], fresh[row])
             usage = Usage(estimate_tokens([texts[i] for i in missing]), 0)
+            cost = entry.price.cost(usage)
             entry.prompt_tokens += usage.prompt_tokens
-            entry.cost_usd += entry.price.cost(usage)
-        return np.stack([v for v in cached if v is not None]).astype(np.float32)
+            entry.cost_usd += cost
+        vectors = np.stack([v for v in rows if v is not None]).astype(np.float32)
+        return Embedded(entry, vectors, estimate_tokens(texts), len(texts) - len(missing), cost)
+
+    async def embed_on(self, texts: Sequence[str], *, entries: Sequence[EmbedderEntry] | None = None,
+                       input_type: InputType = "document", strategy: str | None = None,
+                       dimensions: int | None = None, deadline_s: float | None = None) -> Embedded:
+        """Embed ``texts`` (at least one) on ``entries`` (default: all), tried in plan order (priority tiers, each
+        ordered by ``strategy``; open circuits last) with retries, then fallback. ``dimensions`` reaches the
+        entries whose backend resizes server-side; the others return their model's size."""
+        allowed = None if entries is None else {e.id for e in entries}
+        order = [e for e in self.pool.plan(strategy) if allowed is None or e.id in allowed]
+
+        async def call(entry: EmbedderEntry) -> Embedded:
+            return await self._embed_with(entry, texts, input_type, dimensions)
+
+        _, embedded = await self.pool.run(order, call, self.pool.deadline(deadline_s))
+        return embedded
 
     async def aembed(self, texts: Sequence[str], *, input_type: InputType = "document", strategy: str | None = None,
                      provider: str | None = None, deadline_s: float | None = None) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-
-        async def call(entry: EmbedderEntry) -> np.ndarray:
-            return await asyncio.to_thread(self._embed_with, entry, texts, input_type)
-
-        order = self.pool.plan(strategy, provider)
-        _, vectors = await self.pool.run(order, call, self.pool.deadline(deadline_s))
-        return vectors
+        entries = self.pool.select(provider) if provider else None
+        embedded = await self.embed_on(texts, entries=entries, input_type=input_type, strategy=strategy,
+                                       deadline_s=deadline_s)
+        return embedded.vectors
 
     def embed(self, texts: Sequence[str], *, input_type: InputType = "document") -> np.ndarray:
         """Sync entry point (the ``Embedder`` protocol): runs ``aembed`` on a private loop."""
@@ -320,4 +377,4 @@ def _run_sync(coro: Any) -> Any:
     return box["value"]
 
 
-__all__ = ["EmbedderEntry", "EmbeddingCache", "EmbeddingManager", "LLMEntry", "LLMManager"]
+__all__ = ["Embedded", "EmbedderEntry", "EmbeddingCache", "EmbeddingManager", "LLMEntry", "LLMManager"]

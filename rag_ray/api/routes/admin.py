@@ -1,7 +1,5 @@
 """Admin API: users, groups, memberships, API keys; and `PUT /documents/{doc_id}/acl` (owner or admin).
 
-Reads ``services.features["metadata_db"]`` (a ``MetadataDB``; falls back to ``services.auth.db``) and
-``services.features["store"]`` (a ``ChunkStore``; falls back to ``services.retrieval.store``).
 """
 
 from __future__ import annotations
@@ -14,9 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from rag_ray.access import sharing, users
 from rag_ray.api.deps import admin_principal, current_principal, get_services
 from rag_ray.api.services import Services
-from rag_ray.errors import ConfigError, NotFound
-from rag_ray.metadata import MetadataDB
-from rag_ray.store.milvus import ChunkStore
+from rag_ray.errors import NotFound
 from rag_ray.types import Acl, Principal
 
 router = APIRouter()
@@ -25,18 +21,6 @@ admin = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(admin_p
 Role = Literal["admin", "user", "viewer"]
 
 
-def metadata_db(services: Services) -> MetadataDB:
-    db = services.features.get("metadata_db") or getattr(services.auth, "db", None)
-    if not isinstance(db, MetadataDB):
-        raise ConfigError("the metadata DB is not configured on this server")
-    return db
-
-
-def chunk_store(services: Services) -> ChunkStore:
-    store = services.features.get("store") or services.retrieval.store
-    if not isinstance(store, ChunkStore):
-        raise ConfigError("the vector store is not configured on this server")
-    return store
 
 
 class CreateUser(BaseModel):
@@ -83,25 +67,25 @@ class DocumentAcl(BaseModel):
 # ---- users ----
 @admin.post("/users", status_code=201, summary="Create a user")
 def create_user(body: CreateUser, services: Services = Depends(get_services)) -> dict[str, Any]:
-    return users.create_user(metadata_db(services), body.username, body.password, email=body.email,
+    return users.create_user(services.db, body.username, body.password, email=body.email,
                              role=body.role, active=body.active).to_dict()
 
 
 @admin.get("/users", summary="List users (filters: role, active)")
 def list_users(role: str | None = None, active: bool | None = None,
                services: Services = Depends(get_services)) -> dict[str, Any]:
-    found = users.list_users(metadata_db(services), role=role, active=active)
+    found = users.list_users(services.db, role=role, active=active)
     return {"users": [u.to_dict() for u in found], "count": len(found)}
 
 
 @admin.get("/users/{user_ref}", summary="One user by id or username")
 def get_user(user_ref: str, services: Services = Depends(get_services)) -> dict[str, Any]:
-    return users.get_user(metadata_db(services), user_ref).to_dict()
+    return users.get_user(services.db, user_ref).to_dict()
 
 
 @admin.patch("/users/{user_ref}", summary="Change a user's role or active flag (effective on their next request)")
 def patch_user(user_ref: str, body: PatchUser, services: Services = Depends(get_services)) -> dict[str, Any]:
-    db = metadata_db(services)
+    db = services.db
     if body.role is not None:
         users.set_role(db, user_ref, body.role)
     if body.active is not None:
@@ -112,29 +96,29 @@ def patch_user(user_ref: str, body: PatchUser, services: Services = Depends(get_
 # ---- groups ----
 @admin.post("/groups", status_code=201, summary="Create a group")
 def create_group(body: CreateGroup, services: Services = Depends(get_services)) -> dict[str, Any]:
-    return users.create_group(metadata_db(services), body.name, description=body.description,
+    return users.create_group(services.db, body.name, description=body.description,
                               group_id=body.group_id).to_dict()
 
 
 @admin.get("/groups", summary="List groups with their members")
 def list_groups(services: Services = Depends(get_services)) -> dict[str, Any]:
-    found = users.list_groups(metadata_db(services))
+    found = users.list_groups(services.db)
     return {"groups": [g.to_dict() for g in found], "count": len(found)}
 
 
 @admin.get("/groups/{group_ref}", summary="One group by id or name")
 def get_group(group_ref: str, services: Services = Depends(get_services)) -> dict[str, Any]:
-    return users.get_group(metadata_db(services), group_ref).to_dict()
+    return users.get_group(services.db, group_ref).to_dict()
 
 
 @admin.post("/groups/{group_ref}/members", summary="Add a user to a group")
 def add_member(group_ref: str, body: AddMember, services: Services = Depends(get_services)) -> dict[str, Any]:
-    return users.add_member(metadata_db(services), body.user, group_ref).to_dict()
+    return users.add_member(services.db, body.user, group_ref).to_dict()
 
 
 @admin.delete("/groups/{group_ref}/members/{user_ref}", summary="Remove a user from a group")
 def remove_member(group_ref: str, user_ref: str, services: Services = Depends(get_services)) -> dict[str, Any]:
-    return users.remove_member(metadata_db(services), user_ref, group_ref).to_dict()
+    return users.remove_member(services.db, user_ref, group_ref).to_dict()
 
 
 # ---- API keys ----
@@ -142,19 +126,19 @@ def remove_member(group_ref: str, user_ref: str, services: Services = Depends(ge
 def create_api_key(body: CreateApiKey, principal: Principal = Depends(current_principal),
                    services: Services = Depends(get_services)) -> dict[str, Any]:
     owner = body.user or principal.user_id
-    return users.create_api_key(metadata_db(services), owner, name=body.name,
+    return users.create_api_key(services.db, owner, name=body.name,
                                 expires_days=body.expires_days).to_dict()
 
 
 @admin.get("/api-keys", summary="List API keys (never the keys themselves)")
 def list_api_keys(user: str | None = None, services: Services = Depends(get_services)) -> dict[str, Any]:
-    found = users.list_api_keys(metadata_db(services), user)
+    found = users.list_api_keys(services.db, user)
     return {"api_keys": [k.to_dict() for k in found], "count": len(found)}
 
 
 @admin.delete("/api-keys/{key_id}", summary="Revoke an API key")
 def revoke_api_key(key_id: str, services: Services = Depends(get_services)) -> dict[str, Any]:
-    return users.revoke_api_key(metadata_db(services), key_id).to_dict()
+    return users.revoke_api_key(services.db, key_id).to_dict()
 
 
 # ---- document sharing ----
@@ -162,7 +146,7 @@ def revoke_api_key(key_id: str, services: Services = Depends(get_services)) -> d
             summary="Share a document with groups or change its visibility (owner or admin)")
 def put_document_acl(doc_id: str, body: DocumentAcl, principal: Principal = Depends(current_principal),
                      services: Services = Depends(get_services)) -> dict[str, Any]:
-    db, store = metadata_db(services), chunk_store(services)
+    db, store = services.db, services.store
     owner = sharing.document_owner(db, store, doc_id)
     if owner is None or not sharing.may_change_acl(principal, owner):
         raise NotFound(f"no document {doc_id!r}", field="doc_id")  # others' documents look missing

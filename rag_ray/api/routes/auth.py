@@ -1,6 +1,4 @@
 """`/auth/token`, `/auth/refresh`, `/auth/logout`, `/auth/me`.
-
-Reads ``services.auth`` when it is an ``AuthService``, else ``services.features["auth_service"]``.
 """
 
 from __future__ import annotations
@@ -12,10 +10,9 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from rag_ray.access.service import AuthService
 from rag_ray.api.deps import bearer_token, current_principal, get_services
 from rag_ray.api.services import Services
-from rag_ray.errors import ConfigError, InvalidInput
+from rag_ray.errors import InvalidInput
 from rag_ray.types import Principal
 
 router = APIRouter(prefix="/auth", tags=["auth"])
@@ -45,11 +42,6 @@ class LogoutRequest(BaseModel):
     refresh_token: str | None = Field(None, max_length=8192)
 
 
-def auth_service(services: Services) -> AuthService:
-    candidate = services.auth if isinstance(services.auth, AuthService) else services.features.get("auth_service")
-    if not isinstance(candidate, AuthService):
-        raise ConfigError("password login is not configured on this server")
-    return candidate
 
 
 async def _body_fields(request: Request) -> dict[str, Any]:
@@ -81,13 +73,13 @@ def _validate(model: type[BaseModel], data: dict[str, Any]) -> Any:
              openapi_extra={"requestBody": _LOGIN_BODY})
 async def token(request: Request, services: Services = Depends(get_services)) -> dict[str, Any]:
     body: LoginRequest = _validate(LoginRequest, await _body_fields(request))
-    pair = await asyncio.to_thread(auth_service(services).login, body.username, body.password)
+    pair = await asyncio.to_thread(services.accounts.login, body.username, body.password)
     return pair.to_dict()
 
 
 @router.post("/refresh", summary="A refresh token → a new token pair (the old refresh token is used up)")
 async def refresh(body: RefreshRequest, services: Services = Depends(get_services)) -> dict[str, Any]:
-    pair = await asyncio.to_thread(auth_service(services).refresh, body.refresh_token)
+    pair = await asyncio.to_thread(services.accounts.refresh, body.refresh_token)
     return pair.to_dict()
 
 
@@ -95,7 +87,7 @@ async def refresh(body: RefreshRequest, services: Services = Depends(get_service
 async def logout(request: Request, _: Principal = Depends(current_principal),
                  services: Services = Depends(get_services)) -> dict[str, Any]:
     body: LogoutRequest = _validate(LogoutRequest, await _body_fields(request))
-    service = auth_service(services)
+    service = services.accounts
     await asyncio.to_thread(service.revoke, bearer_token(request))
     if body.refresh_token:
         await asyncio.to_thread(service.revoke, body.refresh_token)

@@ -116,14 +116,6 @@ def _ids(entries: list[LLMEntry]) -> str:
     return ", ".join(e.id for e in entries)
 
 
-def serving_entry(stream: AsyncIterator[StreamChunk]) -> LLMEntry | None:
-    """The entry an ``LLMManager.stream`` settled on after its first chunk. The manager does not put it on the
-    chunks, so read it from the suspended generator's frame (None if the manager's shape ever changes)."""
-    frame = getattr(stream, "ag_frame", None)
-    entry = frame.f_locals.get("entry") if frame is not None else None
-    return entry if isinstance(entry, LLMEntry) else None
-
-
 def describe(entry: LLMEntry | None, usage: Usage | None) -> dict[str, Any]:
     return {"provider": entry.provider if entry else None, "model": entry.model if entry else None,
             "cost_usd": entry.price.cost(usage) if entry and usage else 0.0}
@@ -133,9 +125,9 @@ async def open_stream(services: Services, messages: list[ChatMessage], params: G
                       provider: str | None, model: str | None, strategy: str | None
                       ) -> tuple[StreamChunk | None, AsyncIterator[StreamChunk], LLMEntry | None]:
     """Start a managed stream and pull its first chunk, so failover and errors up to there keep HTTP status."""
-    stream = services.llm.stream(messages, params, strategy=strategy, provider=provider, model=model)
-    first = await prime(stream)
-    return first, stream, serving_entry(stream)
+    opened = await services.llm.open_stream(messages, params, strategy=strategy, provider=provider, model=model)
+    first = await prime(opened.chunks)
+    return first, opened.chunks, opened.entry
 
 
 # ---------------------------------------------------------------------------------------------------- routes

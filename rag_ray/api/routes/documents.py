@@ -12,14 +12,10 @@ from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 from rag_ray.api.deps import current_principal, get_services
 from rag_ray.api.services import Services
 from rag_ray.errors import InvalidInput, PayloadTooLarge, PermissionDenied
-from rag_ray.ingest.file_jobs import FileJobService, upload_request
+from rag_ray.ingest.file_jobs import upload_request
 from rag_ray.types import Principal
 
 router = APIRouter(prefix="/documents", tags=["documents"])
-
-
-def _service(services: Services) -> FileJobService:
-    return services.feature("file_jobs")
 
 
 @router.post("/upload", status_code=202, summary="Upload a file; it is ingested for the caller in the background")
@@ -35,7 +31,7 @@ async def upload(file: UploadFile = File(...), visibility: str = Form("private")
     data = await file.read(limit + 1)
     if len(data) > limit:
         raise PayloadTooLarge(f"upload exceeds {limit} bytes", field="file")
-    service = _service(services)
+    service = services.file_jobs
     path = service.save_upload(principal, file.filename or "", data)
     job_id = service.submit(upload_request(path, principal, groups, visibility), principal, confine=False)
     return {"job_id": job_id, "file_name": path.name, "status_url": f"/jobs/{job_id}"}
@@ -45,17 +41,17 @@ async def upload(file: UploadFile = File(...), visibility: str = Form("private")
 async def list_documents(limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0),
                          principal: Principal = Depends(current_principal),
                          services: Services = Depends(get_services)) -> dict[str, Any]:
-    return {"documents": _service(services).list_documents(principal, limit, offset)}
+    return {"documents": services.file_jobs.list_documents(principal, limit, offset)}
 
 
 @router.get("/{doc_id}", summary="One document of the caller")
 async def get_document(doc_id: str, principal: Principal = Depends(current_principal),
                        services: Services = Depends(get_services)) -> dict[str, Any]:
-    return _service(services).get_document(principal, doc_id)
+    return services.file_jobs.get_document(principal, doc_id)
 
 
 @router.delete("/{doc_id}", summary="Delete a document and its chunks")
 async def delete_document(doc_id: str, principal: Principal = Depends(current_principal),
                           services: Services = Depends(get_services)) -> dict[str, Any]:
-    removed = _service(services).delete_document(principal, doc_id)
+    removed = services.file_jobs.delete_document(principal, doc_id)
     return {"doc_id": doc_id, "deleted": True, "chunks_deleted": removed}

@@ -14,12 +14,8 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
 from rag_ray.api.deps import admin_principal, get_services
-from rag_ray.api.routes.admin import metadata_db
 from rag_ray.api.services import Services
-from rag_ray.config import Settings
 from rag_ray.errors import InvalidInput
-from rag_ray.ingest.background import ray_is_initialized, submit_background
-from rag_ray.ingest.tracking import JobStore
 from rag_ray.sources.rdb.config import DatabaseConfig, check_remote_allowed
 from rag_ray.sources.rdb.introspect import inspect_tables
 from rag_ray.sources.rdb.reader import create_source_engine
@@ -70,18 +66,11 @@ class InspectBody(BaseModel):
     row_counts: bool = True
 
 
-def run_extract_job(settings: Settings, request: RdbSyncRequest, job_id: str, use_ray: bool) -> None:
-    """The background body (a Ray task or a thread); the job record carries the outcome."""
-    from jobs.sync_rdb import run_rdb_job
-
-    run_rdb_job(settings, request, job_id, use_ray=use_ray)
-
-
 def _request(body: ExtractRdbBody, services: Services, principal: Principal) -> RdbSyncRequest:
     if (body.database_config is None) == (body.source is None):
         raise InvalidInput("give exactly one of database_config and source", field="database_config")
     if body.source is not None:
-        named = get_source(metadata_db(services), services.settings.jwt_secret(), body.source)
+        named = get_source(services.db, services.settings.jwt_secret(), body.source)
         return _override(RdbSyncRequest.from_source(named), body.extraction_config)
     assert body.database_config is not None
     check_remote_allowed(body.database_config, services.settings.rdb_allowed_hosts)
@@ -103,10 +92,8 @@ def _override(request: RdbSyncRequest, config: ExtractionConfig | None) -> RdbSy
 def extract_rdb(body: ExtractRdbBody, principal: Principal = Depends(admin_principal),
                 services: Services = Depends(get_services)) -> dict[str, Any]:
     request = _request(body, services, principal)
-    job_id = JobStore(metadata_db(services)).create("rdb", request.describe(), created_by=principal.user_id)
-    use_ray = ray_is_initialized()
-    submit_background(run_extract_job, services.settings, request, job_id, use_ray)
-    return {"job_id": job_id, "status": "pending", "source": request.source, "runner": "ray" if use_ray else "thread"}
+    job_id = services.rdb_jobs.submit(request, principal)
+    return {"job_id": job_id, "status": "pending", "source": request.source}
 
 
 @router.post("/inspect", summary="Tables, columns, keys and row counts of a database (admin)")
@@ -119,13 +106,13 @@ def inspect_rdb(body: InspectBody, _: Principal = Depends(admin_principal),
 @router.get("/inspect", summary="Schema of a named source (admin)")
 def inspect_source(source: str, row_counts: bool = True, _: Principal = Depends(admin_principal),
                    services: Services = Depends(get_services)) -> dict[str, Any]:
-    named = get_source(metadata_db(services), services.settings.jwt_secret(), source)
+    named = get_source(services.db, services.settings.jwt_secret(), source)
     return {"source": source, **_inspect(named.config, list(named.options.get("include_tables") or []), row_counts)}
 
 
 @router.get("/sources", summary="Named database sources (URLs masked; admin)")
 def rdb_sources(_: Principal = Depends(admin_principal), services: Services = Depends(get_services)) -> dict[str, Any]:
-    found = list_sources(metadata_db(services), services.settings.jwt_secret())
+    found = list_sources(services.db, services.settings.jwt_secret())
     return {"sources": [s.to_dict() for s in found], "count": len(found)}
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends
@@ -11,8 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from rag_ray.api.deps import admin_principal, get_services
 from rag_ray.api.services import Services
 from rag_ray.ingest.file_ingest import FileIngestRequest
-from rag_ray.ingest.file_jobs import FileJobService
 from rag_ray.ingest.notify import check_callback_url
+from rag_ray.ingest.scan import check_path
 from rag_ray.types import Acl, Principal
 
 router = APIRouter(tags=["ingest"])
@@ -45,10 +44,6 @@ class FilesystemExtractRequest(BaseModel):
     only_changed: bool = True
 
 
-def file_jobs(services: Services) -> FileJobService:
-    return services.feature("file_jobs")
-
-
 @router.post("/extract/filesystem", status_code=202, summary="Ingest a directory (admin; returns a job id)")
 async def extract_filesystem(body: FilesystemExtractRequest, principal: Principal = Depends(admin_principal),
                              services: Services = Depends(get_services)) -> dict[str, Any]:
@@ -56,11 +51,12 @@ async def extract_filesystem(body: FilesystemExtractRequest, principal: Principa
         check_callback_url(services.settings, body.progress_callback_url)
     groups = tuple(body.group_ids)
     visibility = body.visibility or ("group" if groups else "public")
-    request = FileIngestRequest(path=Path(body.directory), recursive=body.recursive, include=body.file_patterns,
+    directory = check_path(body.directory, field="directory")  # NUL bytes, overlong names: 422 before any syscall
+    request = FileIngestRequest(path=directory, recursive=body.recursive, include=body.file_patterns,
                                 exclude=body.exclude_patterns, only_changed=body.only_changed,
                                 acl=Acl(body.owner_id or principal.user_id, groups, visibility),
                                 callback_url=body.progress_callback_url)
-    job_id = file_jobs(services).submit(request, principal, overrides={
+    job_id = services.file_jobs.submit(request, principal, overrides={
         "embed_concurrency_max": body.batch_config.max_workers,
         "embedding_batch_size": max(1, body.batch_config.batch_size // 4)})
     return {"job_id": job_id, "status": "pending", "status_url": f"/jobs/{job_id}"}

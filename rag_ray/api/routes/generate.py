@@ -4,9 +4,7 @@ Bodies are the seed's (``rag_ray.generation.service`` models: unknown fields ref
 the field, e.g. ``retrieval_config.k``). ``/generate/rag`` retrieves through ``RetrievalService.search``, so the
 caller's access filter always applies; only the chunks it returns ever reach the prompt.
 
-The ``GenerationService`` comes from ``services.features["generation"]`` (the Serve builder puts one there whose
-evaluator runs in the evaluator deployment); without one, a local one is built once — over the provider manager and
-an evaluator on the server's embedder, its CPU work in worker threads — and cached there.
+The ``GenerationService`` is ``services.generation`` (in Serve its evaluator runs in the evaluator deployment).
 
 Every answer's quality (overall and per metric) and, for ensembles, the consensus score are exported as
 histograms on ``/metrics``.
@@ -14,12 +12,8 @@ histograms on ``/metrics``.
 
 from __future__ import annotations
 
-import asyncio
-import inspect
-from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 from fastapi import APIRouter, Body, Depends, Request
 
 from rag_ray.api.deps import current_principal, get_services
@@ -28,15 +22,11 @@ from rag_ray.api.services import Services
 from rag_ray.generation import (
     EnsembleRequest,
     GenerationResponse,
-    GenerationService,
-    ProviderQualityTracker,
     RagGenerateRequest,
-    ResponseEvaluator,
     SingleRequest,
     parse_request,
 )
-from rag_ray.retrieval.service import AsyncEmbedder
-from rag_ray.types import InputType, Principal, SearchHit
+from rag_ray.types import Principal, SearchHit
 
 router = APIRouter(prefix="/generate", tags=["generate"])
 
@@ -44,48 +34,11 @@ QUALITY_METRIC = "rag_generation_quality"
 CONSENSUS_METRIC = "rag_generation_consensus"
 
 
-# ---- the service, built once per app ----------------------------------------------------------------------
-class BlockingEmbedder:
-    """The sync ``Embedder`` protocol over an ``AsyncEmbedder``, for the evaluator's worker threads (never call it on
-    an event loop thread: it runs the coroutine on a loop of its own)."""
-
-    def __init__(self, inner: AsyncEmbedder):
-        self.inner = inner
-        self.provider, self.model, self.dimension = inner.provider, inner.model, inner.dimension
-
-    def embed(self, texts: Sequence[str], *, input_type: InputType = "document") -> np.ndarray:
-        return asyncio.run(self.inner.embed(list(texts), input_type=input_type))
-
-
-def sync_embedder(embedder: AsyncEmbedder) -> Any:
-    """The wrapped sync embedder when there is one (``ThreadedEmbedder.inner``), else a blocking bridge."""
-    inner = getattr(embedder, "inner", None)
-    return inner if callable(getattr(inner, "embed", None)) else BlockingEmbedder(embedder)
-
-
-def generation_service(services: Services) -> GenerationService:
-    service = services.features.get("generation")
-    if service is None:
-        evaluator = ResponseEvaluator(sync_embedder(services.embedder))
-        service = services.features.setdefault(
-            "generation", GenerationService(services.llm, evaluator, tracker=ProviderQualityTracker()))
-    return service
-
-
 # ---- retrieval --------------------------------------------------------------------------------------------
-def search_options(search: Any, body: RagGenerateRequest) -> dict[str, Any]:
-    """The optional retrieval knobs ``search`` accepts (reranking arrives there independently of this route)."""
-    cfg = body.retrieval_config
-    wanted = {"rerank": cfg.enable_reranking, "enable_reranking": cfg.enable_reranking,
-              "include_metadata": cfg.include_metadata}
-    accepted = inspect.signature(search).parameters
-    return {name: value for name, value in wanted.items() if name in accepted}
-
-
 async def retrieve(services: Services, principal: Principal, body: RagGenerateRequest) -> list[SearchHit]:
-    cfg, search = body.retrieval_config, services.retrieval.search
-    return await search(principal, body.query, k=cfg.k, strategy=cfg.search_strategy, filters=cfg.filters,
-                        **search_options(search, body))
+    cfg = body.retrieval_config
+    return await services.retrieval.search(principal, body.query, k=cfg.k, strategy=cfg.search_strategy,
+                                           filters=cfg.filters, rerank=cfg.enable_reranking)
 
 
 # ---- metrics ----------------------------------------------------------------------------------------------
@@ -128,7 +81,7 @@ async def generate_single(request: Request, body: dict[str, Any] = Body(examples
                           _: Principal = Depends(current_principal),
                           services: Services = Depends(get_services)) -> GenerationResponse:
     parsed = parse_request(SingleRequest, body)
-    return answered(request, "single", await generation_service(services).generate_single(parsed))
+    return answered(request, "single", await services.generation.generate_single(parsed))
 
 
 @router.post("/ensemble", summary="High-quality mode: several candidates scored, compared and one selected")
@@ -136,7 +89,7 @@ async def generate_ensemble(request: Request, body: dict[str, Any] = Body(exampl
                             _: Principal = Depends(current_principal),
                             services: Services = Depends(get_services)) -> GenerationResponse:
     parsed = parse_request(EnsembleRequest, body)
-    return answered(request, "ensemble", await generation_service(services).generate_ensemble(parsed))
+    return answered(request, "ensemble", await services.generation.generate_ensemble(parsed))
 
 
 @router.post("/rag", summary="Retrieve under the caller's access filter, then generate (single or ensemble)")
@@ -145,4 +98,4 @@ async def generate_rag(request: Request, body: dict[str, Any] = Body(examples=[R
                        services: Services = Depends(get_services)) -> GenerationResponse:
     parsed = parse_request(RagGenerateRequest, body)
     hits = await retrieve(services, principal, parsed)
-    return answered(request, "rag", await generation_service(services).generate_rag(parsed, hits))
+    return answered(request, "rag", await services.generation.generate_rag(parsed, hits))

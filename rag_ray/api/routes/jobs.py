@@ -18,12 +18,6 @@ from rag_ray.types import Principal
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 
-def _jobs(services: Services) -> JobStore:
-    if services.jobs is None:
-        return services.feature("jobs")
-    return services.jobs
-
-
 def _visible(jobs: JobStore, job_id: str, principal: Principal) -> None:
     if not principal.is_admin and jobs.owner(job_id) != principal.user_id:
         raise NotFound(f"job {job_id!r} not found", field="job_id")
@@ -32,14 +26,14 @@ def _visible(jobs: JobStore, job_id: str, principal: Principal) -> None:
 @router.get("", summary="Recent jobs (own; admins: all)")
 async def list_jobs(limit: int = Query(50, ge=1, le=500), principal: Principal = Depends(current_principal),
                     services: Services = Depends(get_services)) -> dict[str, Any]:
-    jobs = _jobs(services).list(limit, created_by=None if principal.is_admin else principal.user_id)
+    jobs = services.jobs.list(limit, created_by=None if principal.is_admin else principal.user_id)
     return {"jobs": [j.to_dict() for j in jobs]}
 
 
 @router.get("/{job_id}", summary="Progress of one job")
 async def get_job(job_id: str, principal: Principal = Depends(current_principal),
                   services: Services = Depends(get_services)) -> dict[str, Any]:
-    jobs = _jobs(services)
+    jobs = services.jobs
     _visible(jobs, job_id, principal)
     return jobs.get(job_id).to_dict()
 
@@ -47,7 +41,7 @@ async def get_job(job_id: str, principal: Principal = Depends(current_principal)
 def _control(action: str):
     async def handler(job_id: str, principal: Principal = Depends(current_principal),
                       services: Services = Depends(get_services)) -> dict[str, Any]:
-        jobs = _jobs(services)
+        jobs = services.jobs
         _visible(jobs, job_id, principal)
         getattr(jobs, action)(job_id)
         return jobs.get(job_id, with_errors=False).to_dict()

@@ -1,0 +1,56 @@
+"""The one place the server's object graph is built: Serve's router, ``rag-cli serve --platform local`` and the
+tests all call ``build_services`` (over different ``Backends``), so tests exercise the production wiring."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+from fastapi import FastAPI
+
+from rag_ray.access.service import AuthService
+from rag_ray.api.app import create_app
+from rag_ray.api.services import Authenticator, Services
+from rag_ray.config import Settings
+from rag_ray.ingest.file_jobs import FileJobService
+from rag_ray.ingest.rdb_jobs import RdbJobService
+from rag_ray.ingest.tracking import JobStore
+from rag_ray.metadata import MetadataDB
+from rag_ray.providers.config import build_llm_manager
+from rag_ray.providers.manager import LLMManager
+from rag_ray.retrieval.search import fusion_from_settings, options_from_settings, reranker_from_settings
+from rag_ray.retrieval.service import AsyncEmbedder, RetrievalService
+from rag_ray.runtime import open_store
+from rag_ray.server.backends import Backends
+from rag_ray.server.platform import run_file_ingest, run_rdb_sync
+from rag_ray.store.milvus import ChunkStore
+
+
+async def build_services(settings: Settings, backends: Backends, *, auth: Authenticator | None = None,
+                         llm: LLMManager | None = None, db: MetadataDB | None = None,
+                         store: ChunkStore | None = None) -> Services:
+    """Everything the routes use, from ``settings``. ``auth``/``llm`` replace the configured ones (test doubles);
+    ``db``/``store``: connections the caller already holds to the configured metadata DB and collection."""
+    embedder = await backends.embedder()
+    db = db or MetadataDB(settings.metadata_url)
+    store = store or open_store(settings, embedder.dimension)
+    manager = llm or build_llm_manager(settings, create=backends.llm)
+    platform = backends.platform
+    accounts = AuthService(db, settings)
+    return Services(
+        settings=settings, auth=auth or accounts, accounts=accounts, db=db, store=store, embedder=embedder,
+        llm=manager, retrieval=retrieval_service(settings, store, embedder),
+        generation=await backends.generation(manager), jobs=JobStore(db),
+        file_jobs=FileJobService(settings, db, store, partial(run_file_ingest, platform), launcher=platform.launch),
+        rdb_jobs=RdbJobService(settings, db, partial(run_rdb_sync, platform), launcher=platform.launch))
+
+
+def retrieval_service(settings: Settings, store: ChunkStore, embedder: AsyncEmbedder) -> RetrievalService:
+    return RetrievalService(store, embedder, max_k=settings.max_k, policy=settings.governance_policy(),
+                            fusion=fusion_from_settings(settings), reranker=reranker_from_settings(settings),
+                            options=options_from_settings(settings))
+
+
+async def build_app(settings: Settings, backends: Backends, **overrides: Any) -> FastAPI:
+    """``create_app`` over ``build_services`` (``overrides``: its keyword arguments)."""
+    return create_app(await build_services(settings, backends, **overrides))
