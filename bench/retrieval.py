@@ -19,16 +19,14 @@ run pays for encoding. The last line is one JSON object with ``scifact_ndcg10_de
 from __future__ import annotations
 
 import argparse
-import asyncio
 import hashlib
 import json
-import math
 import sqlite3
 import tempfile
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,17 +35,15 @@ import numpy as np
 from rag_ray.config import Settings
 from rag_ray.embedding import create_embedder
 from rag_ray.embedding.base import Embedder
-from rag_ray.ingest.rows import CHUNK_COLUMNS, chunk_row, rows_to_columns
-from rag_ray.ingest.stages import EmbedChunks, WriteChunks, chunk_document
+from rag_ray.evaluation import Dataset, ingest_corpus, load_dataset
+from rag_ray.evaluation import evaluate as evaluate_retrieval
 from rag_ray.retrieval.fusion import FusionConfig
 from rag_ray.retrieval.rerank import FeatureReranker
 from rag_ray.retrieval.search import fusion_from_settings, reranker_from_settings
 from rag_ray.retrieval.service import RetrievalService, ThreadedEmbedder
 from rag_ray.store.lite_server import MilvusLiteServer, free_port
 from rag_ray.store.milvus import ChunkStore, SearchStrategy
-from rag_ray.text.chunking import Chunker
-from rag_ray.text.normalize import normalize_text
-from rag_ray.types import Acl, InputType, ParsedDocument, Principal, SearchHit, make_doc_id
+from rag_ray.types import InputType, Principal
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 DEFAULT_CACHE = Path(tempfile.gettempdir()) / "rag-ray-bench-cache"
@@ -89,83 +85,12 @@ class CachedEmbedder:
         return out
 
 
-@dataclass
-class Dataset:
-    name: str
-    docs: dict[str, str]  # corpus id → document text (as ingest would see it)
-    queries: dict[str, str]
-    qrels: dict[str, dict[str, int]] = field(default_factory=dict)
-
-
-def load_dataset(name: str, data: Path = SHARED_DATA, max_docs: int | None = None) -> Dataset:
-    root = data / name
-    qrels: dict[str, dict[str, int]] = {}
-    with (root / "qrels" / "test.tsv").open(encoding="utf-8") as fh:
-        next(fh)
-        for line in fh:
-            qid, doc_id, score = line.rstrip("\n").split("\t")
-            if int(score) > 0:
-                qrels.setdefault(qid, {})[doc_id] = int(score)
-    docs: dict[str, str] = {}
-    relevant = {d for rel in qrels.values() for d in rel}
-    with (root / "corpus.jsonl").open(encoding="utf-8") as fh:
-        rows = [json.loads(line) for line in fh]
-    if max_docs is not None:  # keep every judged doc so a quick run still has answers, then fill up
-        rows = [r for r in rows if r["_id"] in relevant] + [r for r in rows if r["_id"] not in relevant]
-        rows = rows[:max_docs]
-    for row in rows:
-        title = row.get("title") or ""
-        docs[row["_id"]] = normalize_text(f"{title}\n\n{row['text']}" if title else row["text"])
-    queries: dict[str, str] = {}
-    with (root / "queries.jsonl").open(encoding="utf-8") as fh:
-        for line in fh:
-            row = json.loads(line)
-            if row["_id"] in qrels:
-                queries[row["_id"]] = row["text"]
-    qrels = {q: {d: s for d, s in rel.items() if d in docs} for q, rel in qrels.items()}
-    qrels = {q: rel for q, rel in qrels.items() if rel}
-    return Dataset(name, docs, {q: t for q, t in queries.items() if q in qrels}, qrels)
-
-
-# ---- ingest through the real stages ----
-def ingest(dataset: Dataset, store: ChunkStore, embedder: Embedder, settings: Settings,
-           batch: int = 256) -> tuple[dict[str, str], float]:
+# ---- ingest through the real stages (rag_ray.evaluation.beir) ----
+def ingest(dataset: Dataset, store: ChunkStore, embedder: Embedder, settings: Settings) -> tuple[dict[str, str], float]:
     """chunk → embed → write with the pipeline's own stages; returns (doc_id → corpus id, seconds)."""
-    chunker = Chunker(settings.chunk_size, settings.chunk_overlap)
-    acl = Acl("system", (), "public")
-    rows: list[dict[str, Any]] = []
-    id_map: dict[str, str] = {}
-    for corpus_id, text in dataset.docs.items():
-        uri = f"bench://{dataset.name}/{corpus_id}"
-        doc_id = make_doc_id(uri)
-        id_map[doc_id] = corpus_id
-        chunks = chunk_document(ParsedDocument(uri, text), chunker, acl, doc_id=doc_id)
-        rows.extend(chunk_row(c, len(chunks)) for c in chunks)
-    embed, write = EmbedChunks(lambda: embedder), WriteChunks(lambda: store)
     start = time.perf_counter()
-    for i in range(0, len(rows), batch):
-        write(embed(rows_to_columns(rows[i:i + batch], CHUNK_COLUMNS)))
-    store.flush()
+    id_map = ingest_corpus(dataset, store, embedder, settings.chunk_size, settings.chunk_overlap, scheme="bench")
     return id_map, time.perf_counter() - start
-
-
-# ---- metrics ----
-def doc_ranking(hits: Sequence[SearchHit], id_map: dict[str, str]) -> list[str]:
-    """Chunks → corpus documents, best chunk first (a document ranks where its best chunk does)."""
-    return list(dict.fromkeys(id_map[h.doc_id] for h in hits if h.doc_id in id_map))
-
-
-def metrics(ranked: list[str], relevant: dict[str, int]) -> dict[str, float]:
-    gains = [relevant.get(d, 0) for d in ranked]
-    dcg = sum(g / math.log2(i + 2) for i, g in enumerate(gains[:10]))
-    ideal = sorted(relevant.values(), reverse=True)[:10]
-    idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
-    first = next((i for i, g in enumerate(gains[:10]) if g > 0), None)
-    n_rel = len(relevant)
-    return {"ndcg@10": dcg / idcg if idcg else 0.0,
-            "recall@10": sum(1 for d in ranked[:10] if d in relevant) / n_rel,
-            "recall@100": sum(1 for d in ranked[:100] if d in relevant) / n_rel,
-            "mrr@10": 0.0 if first is None else 1.0 / (first + 1)}
 
 
 @dataclass
@@ -178,20 +103,10 @@ class Method:
 
 def evaluate(service: RetrievalService, dataset: Dataset, id_map: dict[str, str], method: Method,
              principal: Principal) -> dict[str, float]:
-    async def run_all() -> tuple[list[dict[str, float]], list[float]]:
-        rows, times = [], []
-        for qid, text in dataset.queries.items():
-            start = time.perf_counter()
-            hits = await service.search(principal, text, k=FETCH_K, strategy=method.strategy,
-                                        rerank=method.rerank, fusion=method.fusion)
-            times.append(time.perf_counter() - start)
-            rows.append(metrics(doc_ranking(hits, id_map), dataset.qrels[qid]))
-        return rows, times
-
-    rows, times = asyncio.run(run_all())
-    out = {key: round(float(np.mean([r[key] for r in rows])), 4) for key in rows[0]}
-    out["p50_ms"] = round(float(np.percentile(times, 50)) * 1000, 1)
-    return out
+    """The method's metrics and search latency (``rag_ray.evaluation``, the code `rag-cli eval run` uses)."""
+    report = evaluate_retrieval(service, dataset, principal=principal, strategy=method.strategy, fetch_k=FETCH_K,
+                                rerank=method.rerank, fusion=method.fusion, id_map=id_map)
+    return report.metrics
 
 
 def methods(default: FusionConfig, sweep: Sequence[float]) -> list[Method]:
@@ -221,7 +136,7 @@ def query_latency_ms(embedder: Embedder, queries: Sequence[str], n: int = 20) ->
 
 
 def run_dataset(name: str, spec: str, args: argparse.Namespace, settings: Settings, uri: str) -> dict[str, Any]:
-    dataset = load_dataset(name, args.data, args.max_docs)
+    dataset = load_dataset(args.data / name, args.max_docs)
     cached = embedder_for(spec, settings, args.cache_dir)
     store = ChunkStore.connect(uri, f"bench_{uuid.uuid4().hex[:10]}", cached.dimension)
     try:

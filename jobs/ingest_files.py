@@ -16,7 +16,8 @@ from rag_ray.config import Settings, load_settings
 from rag_ray.errors import RagError
 from rag_ray.ingest.file_ingest import FileIngestor, FileIngestRequest, IngestSummary
 from rag_ray.ingest.notify import callback_listeners
-from rag_ray.ingest.tracking import ProgressListener
+from rag_ray.ingest.supervise import check_reachable, job_lifecycle
+from rag_ray.ingest.tracking import JobLimits, JobStore, ProgressListener
 from rag_ray.runtime import Runtime, ensure_milvus
 from rag_ray.types import Acl
 
@@ -24,17 +25,32 @@ from rag_ray.types import Acl
 def build_ingestor(runtime: Runtime, *, confine: bool) -> FileIngestor:
     settings = runtime.settings
     roots = settings.resolved_allowed_roots if confine else None
-    return FileIngestor(runtime.db, runtime.store, RayDataExecutor.from_settings(settings), runtime.stages(),
-                        allowed_roots=roots)
+    ingestor = FileIngestor(runtime.db, runtime.store, RayDataExecutor.from_settings(settings), runtime.stages(),
+                            allowed_roots=roots)
+    ingestor.jobs = job_store(runtime)  # admission and time limits from the settings
+    return ingestor
+
+
+def job_store(runtime: Runtime) -> JobStore:
+    return JobStore(runtime.db, JobLimits.from_settings(runtime.settings))
+
+
+def check_store_reachable(settings: Settings) -> None:
+    check_reachable(settings.milvus_address, settings.jobs_connect_timeout_s, "the vector store (Milvus)")
 
 
 def run_file_job(settings: Settings, request: FileIngestRequest, job_id: str | None = None,
                  listeners: list[ProgressListener] | None = None, *, confine: bool = False) -> IngestSummary:
-    """Run one file ingest on Ray (joins or starts Ray; starts Milvus Lite if needed)."""
+    """Run one file ingest on Ray (joins or starts Ray; starts Milvus Lite if needed).
+
+    With ``job_id`` (a job recorded by the API) the whole driver runs supervised — queued until admitted, stopped
+    at its deadline — and a failure to reach Milvus or start Ray fails the job with the reason."""
     milvus = ensure_milvus(settings)
     try:
-        init_ray(settings)
-        with Runtime(settings) as runtime, callback_listeners(settings, request) as callbacks:
+        with Runtime(settings) as runtime, job_lifecycle(job_store(runtime), job_id), \
+                callback_listeners(settings, request) as callbacks:
+            check_store_reachable(settings)
+            init_ray(settings)
             return build_ingestor(runtime, confine=confine).run(request, job_id=job_id,
                                                                 listeners=[*(listeners or []), *callbacks])
     finally:

@@ -1,30 +1,52 @@
 """The Ray Data executor: parse tasks → enrichment tasks → autoscaled embedding actor pool → batched Milvus
-writers."""
+writers; small jobs run their stages in the driver instead.
+
+Concurrent jobs must never wait on each other for CPUs. Only the embedding actors hold a CPU reservation for the
+life of a pipeline; parse/enrich tasks and the Milvus writer reserve none (their parallelism is capped instead),
+so whatever the actors of other jobs hold, every pipeline's tasks can run and the pipelines that have their
+embedding actor finish. Admission (``RAG_JOBS_MAX_CONCURRENT``) bounds how many pipelines there are; each gets an
+equal share of the cluster's CPUs (Ray Data resource limits, embedding pool size). A job of at most
+``RAG_JOBS_LOCAL_MAX_FILES`` files skips Ray Data: its driver runs the stages itself, reusing the embedding model
+that an earlier job left loaded in the same worker process.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import math
+import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import ray
 
+from jobs.ray_logging import bound_ray_logs
 from rag_ray.config import Settings
-from rag_ray.ingest.executor import ResultHandler, StageFactories, enrich_stage
-from rag_ray.ingest.stages import EmbedChunks, WriteChunks
+from rag_ray.ingest.executor import LocalExecutor, ResultHandler, StageFactories, enrich_stage
+from rag_ray.ingest.stages import EmbedChunks, EnrichChunks, ParseAndChunk, WriteChunks
+
+log = logging.getLogger(__name__)
 
 
 def init_ray(settings: Settings, **kwargs: Any) -> None:
-    """Join ``RAY_ADDRESS`` when configured, else start (or reuse) a local Ray."""
-    if ray.is_initialized():
-        return
-    ray.init(address=settings.ray_address or None, include_dashboard=False, logging_level=logging.WARNING,
-             log_to_driver=False, configure_logging=True, **kwargs)
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    """Join ``RAY_ADDRESS`` when configured, else start (or reuse) a local Ray. Logs stay bounded either way
+    (``jobs.ray_logging``), also in a job driver that runs inside an already initialised Ray worker."""
+    bound_ray_logs()
+    if not ray.is_initialized():
+        ray.init(address=settings.ray_address or None, include_dashboard=False, logging_level=logging.WARNING,
+                 log_to_driver=False, configure_logging=True, **kwargs)
+    quiet_ray_data()
+
+
+def quiet_ray_data() -> None:
+    logging.getLogger("ray.data").setLevel(os.environ.get("RAY_DATA_LOG_LEVEL", "WARNING"))
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # the CLI draws its own bar from the job's counters
     ctx.print_on_execution_start = False
+    ctx.execution_options.verbose_progress = False
 
 
 class _Embed:
@@ -50,24 +72,105 @@ class RayDataExecutor:
     write_batch_size: int = 256
     files_per_block: int = 8
     enrich_batch_size: int = 256
+    local_max_files: int = 0  # file jobs this small run in the driver (LocalExecutor), not on Ray Data
+    max_concurrent_jobs: int = 1  # pipelines that may run at once (RAG_JOBS_MAX_CONCURRENT): each gets a share
+    embed_cpus: float = 0.5  # reservation of one embedding actor, at most (lowered to fit the job's share)
+    parse_concurrency: int = 2  # parse/enrich tasks at once per job (they reserve no CPU)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RayDataExecutor:
         return cls(embed_concurrency=(settings.embed_concurrency_min, settings.embed_concurrency_max),
-                   embed_batch_size=max(settings.embedding_batch_size, 16) * 4)
+                   embed_batch_size=max(settings.embedding_batch_size, 16) * 4,
+                   local_max_files=settings.jobs_local_max_files,
+                   max_concurrent_jobs=settings.jobs_max_concurrent)
 
     def run(self, tasks: list[dict[str, Any]], stages: StageFactories, on_results: ResultHandler,
             checkpoint: Callable[[], None]) -> None:
+        if self.runs_locally(tasks):
+            LocalExecutor(batch_size=self.embed_batch_size).run(tasks, ReusedModelStages(stages), on_results,
+                                                                checkpoint)
+            return
+        share = self.cpu_share()
+        embed_cpus = round(min(self.embed_cpus, share / 2), 3)
+        low, high = self.embed_concurrency
+        high = max(low, min(high, max(1, math.floor(share / embed_cpus))))
         blocks = max(1, min(len(tasks), (len(tasks) + self.files_per_block - 1) // self.files_per_block))
         ds: ray.data.Dataset = ray.data.from_items(tasks, override_num_blocks=blocks)
-        ds = ds.flat_map(stages.parse(), num_cpus=0.25)
+        parse_pool = ray.data.TaskPoolStrategy(size=self.parse_concurrency)
+        ds = ds.flat_map(stages.parse(), num_cpus=0, compute=parse_pool)
         # rules only, no model: plain tasks (fusable with the parse step), not an actor pool
-        ds = ds.map_batches(enrich_stage(stages), batch_size=self.enrich_batch_size, num_cpus=0.1)
-        low, high = self.embed_concurrency
+        ds = ds.map_batches(enrich_stage(stages), batch_size=self.enrich_batch_size, num_cpus=0, compute=parse_pool)
         ds = ds.map_batches(_Embed, fn_constructor_args=(stages,), batch_size=self.embed_batch_size,
-                            compute=ray.data.ActorPoolStrategy(min_size=low, max_size=max(low, high)), num_cpus=0.5)
+                            compute=ray.data.ActorPoolStrategy(min_size=low, max_size=high), num_cpus=embed_cpus)
+        # Milvus upserts wait on the network: no CPU reservation that could starve another job's embedding actor
         ds = ds.map_batches(_Write, fn_constructor_args=(stages,), batch_size=self.write_batch_size,
-                            compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0.1)
+                            compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0)
+        ds.context.execution_options.resource_limits = ray.data.ExecutionResources(cpu=share)
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
             checkpoint()
             on_results(batch)  # type: ignore[arg-type]  # numpy columns index and zip like the lists
+
+    def runs_locally(self, tasks: list[dict[str, Any]]) -> bool:
+        """A file job of at most ``local_max_files`` files (rows of database tables always go to Ray Data)."""
+        return 0 < len(tasks) <= self.local_max_files and all("path" in t for t in tasks)
+
+    def cpu_share(self) -> float:
+        """This job's share of the cluster's CPUs (at least one embedding actor's worth)."""
+        total = float(ray.cluster_resources().get("CPU", 1.0))
+        return max(total / max(1, self.max_concurrent_jobs), 0.2)
+
+
+_models: dict[str, EmbedChunks] = {}  # model key → its embedding stage, in this process
+_models_lock = threading.Lock()
+
+
+class ReusedModelStages:
+    """``stages`` whose embedding stage is built once per process and shared by the jobs it runs (a Ray worker
+    runs one job driver after another; a local server runs several at once, hence the lock)."""
+
+    def __init__(self, stages: StageFactories):
+        self.stages = stages
+
+    def parse(self) -> ParseAndChunk:
+        return self.stages.parse()
+
+    def enrich(self, level: str | None = None) -> EnrichChunks:
+        return enrich_stage(self.stages, level)
+
+    def write(self) -> WriteChunks:
+        return self.stages.write()
+
+    def embed(self) -> EmbedChunks:
+        key = _model_key(self.stages)
+        if key is None:
+            return self.stages.embed()
+        with _models_lock:
+            stage = _models.get(key)
+            if stage is None:
+                _models.clear()  # one model per process: the configured one
+                stage = _models[key] = _LockedEmbed(self.stages.embed())
+        return stage
+
+
+class _LockedEmbed(EmbedChunks):
+    def __init__(self, stage: EmbedChunks):  # no super().__init__: wraps a built stage
+        self.embedder = stage.embedder
+        self._stage = stage
+        self._lock = threading.Lock()
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            return self._stage(batch)
+
+
+def _model_key(stages: Any) -> str | None:
+    """The embedding model's identity, for stages built from ``Settings`` (``rag_ray.runtime.IngestStages``)."""
+    while not hasattr(stages, "settings") and hasattr(stages, "stages"):
+        stages = stages.stages  # LeveledStages, ReusedModelStages
+    settings = getattr(stages, "settings", None)
+    if not isinstance(settings, Settings):
+        return None
+    api_key = settings.embedding_api_key.get_secret_value() if settings.embedding_api_key else ""
+    return hashlib.sha256("\0".join([settings.embedding_provider, settings.embedding_model,
+                                      settings.embedding_base_url or "", api_key,
+                                      str(settings.embedding_threads)]).encode()).hexdigest()

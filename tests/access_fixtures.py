@@ -153,7 +153,8 @@ def make_services(settings: Settings, db: MetadataDB, store: ChunkStore | None, 
     """The production graph with the real ``AuthService`` over ``db`` (``keys``: a test key ring)."""
     from tests.api_helpers import compose
 
-    return compose(settings, auth=AuthService(db, settings, keys=keys), db=db, store=store)
+    accounts = AuthService(db, settings, keys=keys)
+    return compose(settings, auth=accounts, accounts=accounts, db=db, store=store)
 
 
 def create_users(db: MetadataDB, specs: Sequence[UserSpec]) -> dict[str, str]:

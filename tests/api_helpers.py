@@ -13,7 +13,6 @@ from rag_ray.api.app import create_app
 from rag_ray.config import Settings
 from rag_ray.embedding.fake import FakeEmbedder
 from rag_ray.enrich.policy import GovernancePolicy
-from rag_ray.llm.fake import FakeLLM
 from rag_ray.metadata import MetadataDB
 from rag_ray.server.backends import LocalBackends
 from rag_ray.server.compose import build_services
@@ -42,9 +41,10 @@ class ApiRig:
 def compose(settings: Settings, *, embedder: Any = None, engine: Any = None, auth: Any = None,
             **overrides: Any) -> Any:
     """The production composition root over in-process backends with test doubles: ``LocalBackends`` with a fake
-    embedder and ``engine`` (default: the fake LLM) under the settings' ``llm_provider:llm_model`` id (``make_settings`` uses fake:echo)."""
-    backends = LocalBackends(settings, embedder=embedder or FakeEmbedder(),
-                             llms={f"{settings.llm_provider}:{settings.llm_model}": engine or FakeLLM()})
+    embedder; ``engine`` replaces the settings' ``llm_provider:llm_model`` (else the registry builds it: fake:echo from
+    ``make_settings``, or real adapters against fake servers)."""
+    engines = {f"{settings.llm_provider}:{settings.llm_model}": engine} if engine is not None else {}
+    backends = LocalBackends(settings, embedder=embedder or FakeEmbedder(), llms=engines)
     return asyncio.run(build_services(settings, backends, auth=auth or StaticAuthenticator(TOKENS), **overrides))
 
 

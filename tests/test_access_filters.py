@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from rag_ray.embedding.fake import FakeEmbedder
 from rag_ray.errors import InvalidInput
-from rag_ray.store.filters import access_filter, retrieval_filter, user_filter
+from rag_ray.store.filters import INT64_MIN, access_filter, retrieval_filter, user_filter
 from rag_ray.store.milvus import ChunkStore
 from rag_ray.types import Acl, Chunk, Principal, make_chunk_id, sha256_text
 from tests.access_fixtures import reference_visible
@@ -80,6 +80,29 @@ def test_unknown_fields_and_raw_text_are_rejected() -> None:
             user_filter(bad)
 
 
+TYPE_CONFUSED: list[tuple[Any, str]] = [  # injection through a value of the wrong type: refused, naming the field
+    ({"owner_id": {"field": "owner_id", "op": "ne", "value": "x"}}, "filters.owner_id"),
+    ({"owner_id": ['") or true or ("']}, "filters.owner_id"),
+    ([{"field": "owner_id", "op": "in", "value": ['") or true or ("', 5]}], "filters.owner_id"),
+    ([{"field": "chunk_index", "op": "in", "value": ["0] or true or chunk_index in [0"]}], "filters.chunk_index"),
+    ([{"field": "chunk_index", "op": "eq", "value": "0 or true"}], "filters.chunk_index"),
+    ([{"field": "chunk_index", "op": "eq", "value": 2**64}], "filters.chunk_index"),
+    ([{"field": "chunk_index", "op": "prefix", "value": '") or true or ("'}], "filters.chunk_index"),
+    ([{"field": "group_ids", "op": "contains_any", "value": [['eng"]) or true or (["']]}], "filters.group_ids"),
+    ([{"field": "visibility", "op": "in", "value": [True]}], "filters.visibility"),
+    ({"title": '\ud800") or true or ("'}, "filters.title"),
+    ([{"field": "owner_id", "op": 'eq" or true or "', "value": "x"}], "filters.owner_id"),
+    ([{"field": {"or": True}, "value": "x"}], "filters[0]"),
+]
+
+
+@pytest.mark.parametrize(("filters", "field"), TYPE_CONFUSED, ids=[str(f)[:40] for f, _ in TYPE_CONFUSED])
+def test_type_confused_injections_are_refused_before_rendering(filters: Any, field: str) -> None:
+    with pytest.raises(InvalidInput) as info:
+        retrieval_filter(Principal("bob"), filters)
+    assert info.value.field == field
+
+
 # ---- executed against real Milvus Lite ----
 def _rows(store: ChunkStore, acls: Sequence[Acl]) -> dict[str, Acl]:
     """One chunk per ACL; returns chunk id → ACL."""
@@ -119,6 +142,12 @@ def test_hostile_user_filters_cannot_widen_the_access_filter(fake_store: ChunkSt
                                                               "value": ["private", "group", "public"]}],
         [{"field": "group_ids", "op": "contains_any", "value": ["eng", '"] or true or ["']}],
         [{"field": "title", "op": "prefix", "value": '") or true or ("'}],
+        [{"field": "owner_id", "op": "in", "value": ['") or true or ("', "alice"]}],
+        [{"field": "owner_id", "op": "not_in", "value": ["bob"]}],
+        [{"field": "chunk_index", "op": "gte", "value": INT64_MIN}],
+        [{"field": "title", "op": "prefix", "value": '\\") or true or ("\\'}],
+        [{"field": "group_ids", "op": "contains", "value": '") or true or ("'}],
+        [{"field": "source", "op": "gt", "value": ""}],
     ]
     for filters in hostile_filters:
         got = fake_store.ids_where(retrieval_filter(bob, filters))

@@ -122,6 +122,22 @@ def matrix(uid: str, auth: Any) -> dict[str, tuple[str, int]]:
         "unknown kid": (hs(claims(uid), kid="retired-long-ago"), 401),
         "no kid": (hs(claims(uid), kid=None), 401),
         "unknown user": (hs(claims("u_nobody")), 401),
+        # validly signed, but a claim has the wrong type (these were 500s)
+        "exp a numeric string": (hs(claims(uid, exp=str(now + 600))), 401),
+        "iat a numeric string": (hs(claims(uid, iat=str(now))), 401),
+        "nbf a numeric string": (hs(claims(uid, nbf=str(now))), 401),
+        "iat a bool": (hs(claims(uid, iat=True)), 401),
+        "exp a list": (hs(claims(uid, exp=[now + 600])), 401),
+        "exp past the datetime range": (hs(claims(uid, exp=10**20)), 401),
+        "exp past the float range": (hs(claims(uid, exp=10**400)), 401),
+        "nbf before the float range": (hs(claims(uid, nbf=-(10**400))), 401),
+        "iat before year 1": (hs(claims(uid, iat=-(10**12))), 401),
+        "sub a number": (hs(claims(12345)), 401),  # type: ignore[arg-type]
+        "sub an object": (hs(claims({"$ne": ""})), 401),  # type: ignore[arg-type]
+        "jti a list": (hs(claims(uid, jti=["j"])), 401),
+        "jti longer than its column": (hs(claims(uid, jti="j" * 65)), 401),
+        "username an object": (hs(claims(uid, username={"$ne": ""})), 401),
+        "roles claim of any type (never read: the role is the DB's)": (hs(claims(uid, roles={"admin": 1})), 200),
         "garbage": ("not.a.jwt", 401),
         "oversized": ("a" * 9000, 401),
         "unknown API key": ("rr_" + secrets.token_urlsafe(32), 401),

@@ -64,6 +64,10 @@ HOSTILE_FILTERS: list[Any] = [
     [{"field": "visibility", "op": "in", "value": ["private", "group", "public"]}],
     {"owner_id": '") or true or ("'},
     [{"field": "group_ids", "op": "contains_any", "value": ["eng", "sales", "hr"]}],
+    # well-typed values in the positions the type checks guard: still ANDed with the access filter
+    [{"field": "owner_id", "op": "in", "value": ['") or true or ("', "system"]}],
+    [{"field": "chunk_index", "op": "gte", "value": -(2**63)}],
+    {"title": '\\") or true or ("\\'},
 ]
 
 

@@ -3,17 +3,24 @@
 Every token carries a ``kid`` header; the key ring maps each kid to exactly one key and one algorithm, so a
 token is only ever verified with the algorithm its key was configured for. That rejects ``alg: none`` and the
 HS/RS confusion attack (an HS256 token "signed" with an RSA public key) by construction. Rotation: add the new
-key as active, keep the old one verify-only until its tokens have expired, then drop it.
+key as active, keep the old one verify-only until its tokens have expired, then drop it. From settings: the kid of
+an HMAC secret is derived from it (``secret_kid``), so after ``SECRET_KEY=B RAG_RETIRED_SECRET_KEYS=A`` a token
+signed under A still names A's kid and is looked up directly; there is no try-every-key fallback, as every token
+rag-ray has issued carries a kid and a kid-less or unknown-kid token is refused.
+
+Claims are type-checked after the signature: a signed token whose ``exp``/``iat``/``nbf`` is not a number, or
+whose ``sub``/``jti``/``typ``/``username`` is not a short string, is an invalid token (401), never a crash.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 import jwt
 
@@ -31,6 +38,8 @@ MAX_TOKEN_CHARS = 8192
 HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
 ASYMMETRIC_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "ES256")
 REQUIRED_CLAIMS = ["exp", "iat", "nbf", "iss", "aud", "sub", "jti", "typ"]
+MAX_ID_CHARS = 64  # sub and jti are stored in 64-character columns (users.user_id, revoked_tokens.jti)
+INVALID = "invalid token"
 
 
 @dataclass(frozen=True)
@@ -99,10 +108,12 @@ class KeyRing:
 
     @classmethod
     def from_settings(cls, settings: Settings, *, retired: Iterable[SigningKey] = (), **options: Any) -> KeyRing:
-        """HS256 with ``SECRET_KEY`` (or the generated data-dir secret), plus verify-only retired keys."""
+        """HS256 with ``SECRET_KEY`` (or the generated data-dir secret); verify-only keys for the secrets of
+        ``RAG_RETIRED_SECRET_KEYS``, plus ``retired``."""
         secret = settings.jwt_secret()
-        active = SigningKey.hmac(secret_kid(secret), secret)
-        return cls([active, *retired], active.kid, **options)
+        active = SigningKey.hmac(secret_kid(secret), str(secret))
+        old = [SigningKey.hmac(secret_kid(k), k, can_sign=False) for k in secret.retired]
+        return cls([active, *old, *retired], active.kid, **options)
 
     @property
     def kids(self) -> list[str]:
@@ -127,35 +138,53 @@ class KeyRing:
 
         Raises AuthenticationError on any failure."""
         if not token or len(token) > MAX_TOKEN_CHARS:
-            raise AuthenticationError("invalid token")
+            raise AuthenticationError(INVALID)
         key = self._key_for(token)
         try:
             payload = jwt.decode(token, key.verify_key, algorithms=[key.algorithm], audience=self.audience,
                                  issuer=self.issuer, leeway=self.leeway_s, options={"require": REQUIRED_CLAIMS})
         except jwt.ExpiredSignatureError:
             raise AuthenticationError("token expired") from None
-        except jwt.PyJWTError:
-            raise AuthenticationError("invalid token") from None
+        except (jwt.PyJWTError, TypeError, ValueError, OverflowError):  # PyJWT may trip over odd claim types
+            raise AuthenticationError(INVALID) from None
         return _claims(payload, key.kid, expected)
 
     def _key_for(self, token: str) -> SigningKey:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
-            raise AuthenticationError("invalid token") from None
+            raise AuthenticationError(INVALID) from None
         kid = header.get("kid")
         key = self._keys.get(kid) if isinstance(kid, str) else None
         if key is None or header.get("alg") != key.algorithm:
-            raise AuthenticationError("invalid token")
+            raise AuthenticationError(INVALID)
         return key
 
 
 def _claims(payload: dict[str, Any], kid: str, expected: TokenType | None) -> TokenClaims:
+    """The verified payload as ``TokenClaims``; any claim of the wrong type makes the token invalid."""
     sub, typ, jti = payload.get("sub"), payload.get("typ"), payload.get("jti")
     wrong_type = typ not in ("access", "refresh") or (expected is not None and typ != expected)
-    if wrong_type or not isinstance(sub, str) or not sub or not isinstance(jti, str) or not jti:
-        raise AuthenticationError("invalid token")
+    if wrong_type or not _is_id(sub) or not _is_id(jti) or not isinstance(payload.get("username", ""), str):
+        raise AuthenticationError(INVALID)
+    issued, expires = _instant(payload["iat"]), _instant(payload["exp"])
+    _instant(payload["nbf"])
     extra = {k: v for k, v in payload.items() if k not in REQUIRED_CLAIMS}
     kind: TokenType = "access" if typ == "access" else "refresh"
-    return TokenClaims(sub, kind, jti, datetime.fromtimestamp(payload["iat"], UTC),
-                       datetime.fromtimestamp(payload["exp"], UTC), kid, extra)
+    return TokenClaims(sub, kind, jti, issued, expires, kid, extra)
+
+
+def _is_id(value: Any) -> TypeGuard[str]:
+    return isinstance(value, str) and 0 < len(value) <= MAX_ID_CHARS
+
+
+def _instant(value: Any) -> datetime:
+    """A NumericDate claim: a JSON number (not a numeric string, not a bool) in the range of a datetime."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise AuthenticationError(INVALID)
+    try:  # isfinite overflows on a huge int; fromtimestamp on one out of the datetime range
+        if not math.isfinite(value):
+            raise ValueError("not a finite number")
+        return datetime.fromtimestamp(value, UTC)
+    except (OverflowError, OSError, ValueError):
+        raise AuthenticationError(INVALID) from None

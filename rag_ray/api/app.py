@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from rag_ray.api.errors import install_error_handlers
 from rag_ray.api.limits import BodyGuard, BodyRule
 from rag_ray.api.metrics import Metrics, RequestMetrics
+from rag_ray.api.middleware import RequestContext
 from rag_ray.api.routes import (
     admin,
     auth,
@@ -20,17 +21,21 @@ from rag_ray.api.routes import (
     jobs,
     metrics,
     openai_compat,
+    providers,
     query,
 )
 from rag_ray.api.services import Services
 
 ROUTE_MODULES = (health, query, auth, admin, chat, embeddings, generate, extract, files, jobs, documents,
-                 openai_compat, metrics)
+                 openai_compat, metrics, providers)
 
 DESCRIPTION = """rag-ray: retrieval-augmented generation on Ray.
 
 Every route except `/health` and `/auth/token` needs `Authorization: Bearer <JWT or API key>`.
-Errors are JSON `{error, message, field?}` with the HTTP status of their kind."""
+(`/metrics` also accepts the scrape token `RAG_METRICS_TOKEN`.)
+Errors are JSON `{error, message, field?, details?}` with the HTTP status of their kind. Every response carries an
+`X-Request-ID` (the caller's, when short and safe, else a new one); error bodies repeat it in `details.request_id`
+and every server log line of the request carries it."""
 
 
 def create_app(services: Services) -> FastAPI:
@@ -44,4 +49,5 @@ def create_app(services: Services) -> FastAPI:
     settings = services.settings
     app.add_middleware(BodyGuard, max_bytes=settings.max_request_bytes, max_json_depth=settings.max_json_depth,
                        routes={"/documents/upload": BodyRule.upload(settings.max_upload_bytes)})
+    app.add_middleware(RequestContext)  # added last: outermost, so every response and log line has the request id
     return app

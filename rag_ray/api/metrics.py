@@ -51,7 +51,10 @@ class Metrics:
             row[-2] += value
             row[-1] += 1
 
-    def render(self, gauges: dict[str, list[tuple[dict[str, str], float]]] | None = None) -> str:
+    def render(self, gauges: dict[str, list[tuple[dict[str, str], float]]] | None = None,
+               gauge_help: dict[str, str] | None = None) -> str:
+        """Prometheus text exposition: the counters and histograms recorded here, then ``gauges`` read at scrape
+        time (``gauge_help``: their HELP lines)."""
         lines: list[str] = []
         with self._lock:
             for name, series in sorted(self._counters.items()):
@@ -62,7 +65,7 @@ class Metrics:
                 for key, row in sorted(hist.items()):
                     lines += self._histogram_lines(name, key, row)
         for name, values in sorted((gauges or {}).items()):
-            lines.append(f"# TYPE {name} gauge")
+            lines += [f"# HELP {name} {(gauge_help or {}).get(name) or name}", f"# TYPE {name} gauge"]
             lines += [f"{name}{_fmt(_labels(lbl))} {v:g}" for lbl, v in values]
         return "\n".join(lines) + "\n"
 

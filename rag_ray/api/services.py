@@ -7,6 +7,7 @@ from typing import Protocol
 
 from rag_ray.access.service import AuthService
 from rag_ray.config import Settings
+from rag_ray.embedding.service import EmbeddingService
 from rag_ray.generation import GenerationService
 from rag_ray.ingest.file_jobs import FileJobService
 from rag_ray.ingest.rdb_jobs import RdbJobService
@@ -32,6 +33,7 @@ class Services:
     db: MetadataDB
     store: ChunkStore
     embedder: AsyncEmbedder  # the collection's embedder: ingest and retrieval
+    embeddings: EmbeddingService  # /embeddings and /v1/embeddings: every configured embedding provider
     llm: LLMManager  # every LLM call goes through the manager (strategies, retries, breakers, fallback)
     retrieval: RetrievalService
     generation: GenerationService

@@ -15,7 +15,7 @@ from rich.table import Table
 from rag_ray.cli.context import console_from, settings_from
 from rag_ray.cli.progress import JobProgressBar
 from rag_ray.errors import RagError
-from rag_ray.ingest.file_ingest import FileIngestRequest
+from rag_ray.ingest.file_ingest import FileIngestRequest, IngestSummary
 from rag_ray.ingest.maintenance import StoreStatus, cleanup_orphans, relabel_chunks, store_status
 from rag_ray.runtime import Runtime, ensure_milvus
 from rag_ray.types import Acl
@@ -63,13 +63,19 @@ def ingest(ctx: typer.Context,
     if format == "json":
         typer.echo(json.dumps(summary.to_dict(), default=str))
     else:
-        console.print(f"[green]{summary.status}[/green]: {summary.files_processed} files ingested "
-                      f"({summary.chunks_written} chunks), {summary.files_skipped} unchanged, "
-                      f"{summary.files_deleted} removed, {len(summary.errors)} errors in {summary.duration_s:.1f}s")
-        for err in summary.errors:
-            console.print(f"  [yellow]![/yellow] {err['item']}: {err['error']}")
+        _print_summary(console, summary)
     if summary.status != "succeeded":
         raise typer.Exit(1)
+
+
+def _print_summary(console: Console, summary: IngestSummary, prefix: str = "") -> None:
+    colour = "green" if summary.status == "succeeded" else "red"
+    console.print(f"{prefix}[{colour}]{summary.status}[/{colour}]: {summary.files_processed} files ingested "
+                  f"({summary.chunks_written} chunks), {summary.files_skipped} unchanged, "
+                  f"{summary.files_deleted} removed, {len(summary.errors)} errors in {summary.duration_s:.1f}s "
+                  f"(job {summary.job_id})")
+    for err in summary.errors:
+        console.print(f"  [yellow]![/yellow] {err['item']}: {err['error']}")
 
 
 @app.command()
@@ -196,11 +202,55 @@ def cleanup(ctx: typer.Context, orphaned: bool = typer.Option(False, "--orphaned
 
 
 @app.command()
-def sync(ctx: typer.Context, source: str = typer.Option(..., "--source", help="named database source"),
-         mode: str = typer.Option("", "--mode", help="full|incremental (default: the source's)"),
-         local: bool = typer.Option(False, "--local", help="run in-process instead of on Ray"),
+def sync(ctx: typer.Context,
+         source: str = typer.Option(..., "--source", help="`filesystem`: the paths ingested before; else a named "
+                                                          "database source"),
+         mode: str = typer.Option("", "--mode", help="database sources: full|incremental (default: the source's)"),
+         local: bool = typer.Option(False, "--local", help="database sources: run in-process instead of on Ray"),
          format: str = typer.Option("table", "--format", help="table|json")) -> None:
-    """Sync a named database source (see `rag-cli rdb sources add`) into Milvus."""
+    """Re-sync the paths ingested before (`--source filesystem`: changed files re-ingested, deleted ones removed),
+    or a named database source (see `rag-cli rdb sources add`) into Milvus."""
+    from rag_ray.ingest.resync import FILESYSTEM_SOURCE
+
+    if source == FILESYSTEM_SOURCE:
+        _sync_filesystem(ctx, format)
+        return
     from rag_ray.cli.rdb import sync_source_command
 
     sync_source_command(ctx, source, mode, local, format)
+
+
+def _sync_filesystem(ctx: typer.Context, format: str) -> None:
+    from rag_ray.ingest.resync import previous_file_requests
+    from rag_ray.metadata import MetadataDB
+    from rag_ray.server.platform import load_platform
+
+    settings = settings_from(ctx)
+    console = console_from(ctx)
+    db = MetadataDB.from_settings(settings)
+    try:
+        plan = previous_file_requests(db, exclude_under=[settings.resolved_data_dir / "uploads"])
+    finally:
+        db.dispose()
+    if not plan.requests and not plan.missing:
+        console.print("nothing to sync: no path was ingested yet (`rag-cli data ingest --path …`)")
+        return
+    platform = load_platform(settings.platform)
+    summaries = []
+    try:
+        for request in plan.requests:
+            with JobProgressBar(console, f"sync {request.path}") as bar:
+                summaries.append(platform.run_file_job(settings, request, listeners=[bar]))
+    except RagError as exc:
+        console.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(2) from None
+    if format == "json":
+        typer.echo(json.dumps({"synced": [s.to_dict() for s in summaries], "missing": plan.missing}, default=str))
+    else:
+        for request, summary in zip(plan.requests, summaries, strict=True):
+            _print_summary(console, summary, f"{request.path}: ")
+        for path in plan.missing:
+            console.print(f"  [yellow]![/yellow] {path} no longer exists: not synced (`rag-cli data cleanup "
+                          f"--orphaned` removes its documents)")
+    if any(s.status != "succeeded" for s in summaries):
+        raise typer.Exit(1)

@@ -98,8 +98,8 @@ def milvus_client(settings: Settings) -> Any:
     from pymilvus import MilvusClient
 
     try:
-        return MilvusClient(uri=settings.milvus_address, token=settings.milvus_token_value, timeout=30,
-                            grpc_options=GRPC_OPTIONS)
+        return MilvusClient(uri=settings.milvus_address, token=settings.milvus_token_value,
+                            timeout=settings.milvus_timeout_s, grpc_options=GRPC_OPTIONS)
     except Exception as exc:
         raise StoreError(f"cannot connect to Milvus at {settings.milvus_address}: {exc}") from exc
 
@@ -122,7 +122,7 @@ def init(ctx: typer.Context) -> None:
     """Create or upgrade the schema and bootstrap the first admin (a generated password is printed once)."""
     settings = settings_from(ctx)
     try:
-        db = MetadataDB(settings.metadata_url)
+        db = MetadataDB.from_settings(settings)
         password = bootstrap_admin(settings, db)
         revision = schema_revision(db.engine)
         db.dispose()
@@ -139,7 +139,7 @@ def test_(ctx: typer.Context) -> None:
     """Connect to the metadata DB and print its dialect and server version."""
     settings = settings_from(ctx)
     try:
-        db = MetadataDB(settings.metadata_url, migrate=False)
+        db = MetadataDB.from_settings(settings, migrate=False)
         with db.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
             version = ".".join(str(p) for p in (conn.dialect.server_version_info or ()))
@@ -155,7 +155,7 @@ def test_(ctx: typer.Context) -> None:
 def status(ctx: typer.Context, format: str = typer.Option("table", "--format", help="table|json")) -> None:
     """Schema revision, row counts per table, and the Milvus collection's row count."""
     settings = settings_from(ctx)
-    db = MetadataDB(settings.metadata_url, migrate=False)
+    db = MetadataDB.from_settings(settings, migrate=False)
     with db.engine.connect() as conn:
         counts = {t.name: int(conn.execute(select(func.count()).select_from(t)).scalar() or 0)
                   for t in reflect(db.engine)}
@@ -204,7 +204,7 @@ def iter_chunk_rows(store: ChunkStore) -> Iterator[dict[str, Any]]:
 
 
 def write_backup(settings: Settings, output: Path) -> dict[str, Any]:
-    db = MetadataDB(settings.metadata_url)
+    db = MetadataDB.from_settings(settings)
     tables, revision = dump_metadata(db.engine), schema_revision(db.engine)
     db.dispose()
     store = existing_store(settings)
@@ -277,7 +277,7 @@ def load_chunks(settings: Settings, manifest: dict[str, Any], lines: Iterator[by
     if store is not None and replace:
         store.drop()
     store = ChunkStore.connect(settings.milvus_address, settings.collection, int(manifest["dimension"]),
-                               token=settings.milvus_token_value)
+                               token=settings.milvus_token_value, timeout_s=settings.milvus_timeout_s)
     batch: list[dict[str, Any]] = []
     restored = 0
     for line in lines:
@@ -295,7 +295,7 @@ def read_backup(settings: Settings, source: Path, replace: bool) -> tuple[int, i
         manifest = json.load(_member(tar, "manifest.json"))
         if manifest.get("format") != BACKUP_FORMAT:
             raise StoreError(f"unsupported backup format {manifest.get('format')!r}")
-        db = MetadataDB(settings.metadata_url)
+        db = MetadataDB.from_settings(settings)
         try:
             rows = load_metadata(db.engine, json.load(_member(tar, "metadata.json")), replace)
         finally:

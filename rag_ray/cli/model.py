@@ -163,16 +163,59 @@ def write_env(path: Path, values: dict[str, str]) -> None:
 
 
 @app.command("set-model")
-def set_model(ctx: typer.Context, model_id: str = typer.Argument(..., help="provider:model, e.g. openai:gpt-4o"),
-              env_file: Path = typer.Option(Path(".env"), "--env-file", help="env file to update")) -> None:
-    """Write LLM_PROVIDER / LLM_MODEL into the env file (other lines are kept)."""
+def set_model(ctx: typer.Context,
+              model_id: str | None = typer.Argument(None, help="provider:model, e.g. openai:gpt-4o",
+                                                    show_default=False),
+              llm_provider: str | None = typer.Option(None, "--llm-provider", help="LLM provider, e.g. openai"),
+              llm_model: str | None = typer.Option(None, "--llm-model", help="LLM model, e.g. gpt-4"),
+              embedding_provider: str | None = typer.Option(None, "--embedding-provider",
+                                                            help="embedding provider, e.g. openai"),
+              embedding_model: str | None = typer.Option(None, "--embedding-model",
+                                                         help="embedding model, e.g. text-embedding-3-small"),
+              env_file: Path | None = typer.Option(None, "--env-file", help="env file to update (default: the "
+                                                                            "global --env-file, else .env)")) -> None:
+    """Write LLM_PROVIDER / LLM_MODEL (and EMBEDDING_PROVIDER / EMBEDDING_MODEL) into the env file; other lines are
+    kept. The LLM as `provider:model` or with --llm-provider/--llm-model; the server reads it on its next start."""
+    from rag_ray.embedding import EMBEDDERS
+    from rag_ray.embedding import load_providers as load_embedders
     from rag_ray.llm import LLMS, load_providers
 
+    target = env_file or _global_env_file(ctx) or Path(".env")
     with _errors_exit(ctx):
-        provider, model = split_model_id(model_id)
-        load_providers()
-        LLMS.get(provider)  # unknown providers fail here, naming the known ones
-        if not model or "\n" in model:
-            raise RagError("model name is empty or invalid", field="model")
-        write_env(env_file, {"LLM_PROVIDER": provider, "LLM_MODEL": model})
-    console_from(ctx).print(f"[green]✓[/green] {env_file}: LLM_PROVIDER={provider} LLM_MODEL={model}")
+        values: dict[str, str] = {}
+        if model_id or llm_provider or llm_model:
+            load_providers()
+            values |= _pair(LLMS, "LLM", *_llm_choice(model_id, llm_provider, llm_model))
+        if embedding_provider or embedding_model:
+            load_embedders()
+            values |= _pair(EMBEDDERS, "EMBEDDING", embedding_provider, embedding_model)
+        if not values:
+            raise RagError("say what to set: provider:model, or --llm-provider/--llm-model, or "
+                           "--embedding-provider/--embedding-model", field="model")
+        write_env(target, values)
+    console_from(ctx).print(f"[green]✓[/green] {target}: " + " ".join(f"{k}={v}" for k, v in values.items()))
+
+
+def _global_env_file(ctx: typer.Context) -> Path | None:
+    params = ctx.find_root().params
+    value = params.get("env_file") if isinstance(params, dict) else None
+    return Path(value) if value else None
+
+
+def _llm_choice(model_id: str | None, provider: str | None, model: str | None) -> tuple[str | None, str | None]:
+    if model_id:
+        if provider or model:
+            raise RagError("give provider:model or --llm-provider/--llm-model, not both", field="model")
+        return split_model_id(model_id)
+    return provider, model
+
+
+def _pair(registry: Any, prefix: str, provider: str | None, model: str | None) -> dict[str, str]:
+    """``{PREFIX_PROVIDER, PREFIX_MODEL}`` after checking the provider is known and the model name is usable."""
+    if not provider or not model:
+        flag = prefix.lower()
+        raise RagError(f"give both --{flag}-provider and --{flag}-model", field=f"{flag}_model")
+    registry.get(provider)  # unknown providers fail here, naming the known ones
+    if "\n" in model or "\n" in provider or not model.strip():
+        raise RagError("model name is empty or invalid", field="model")
+    return {f"{prefix}_PROVIDER": provider, f"{prefix}_MODEL": model.strip()}

@@ -44,6 +44,8 @@ def parse_interval(value: str) -> int | None:
 
 
 def _database(url: str, url_env: str, schema: str | None) -> DatabaseConfig:
+    """The URL's connection, under the same rules as the API's (one host, no socket, host/port overrides or
+    file options in its parameters); only the RAG_RDB_ALLOWED_HOSTS check is for the API alone."""
     value = url or (os.environ.get(url_env, "") if url_env else "")
     if not value:
         raise typer.BadParameter("give --url or --url-env (with the variable set)", param_hint="--url")
@@ -64,9 +66,9 @@ def inspect_cmd(ctx: typer.Context,
                 counts: bool = typer.Option(True, "--counts/--no-counts", help="count rows per table"),
                 format: str = typer.Option("table", "--format", help="table|json")) -> None:
     """Tables, columns and types, primary and foreign keys, row counts."""
-    console = console_from(ctx)
+    settings, console = settings_from(ctx), console_from(ctx)
     try:
-        config = _database(url, url_env, schema)
+        config = _database(url, url_env, schema).with_connect_timeout(settings.rdb_connect_timeout_s)
         engine = create_source_engine(config)
         try:
             tables = inspect_tables(engine, schema=schema, include=_split(include_tables) or None, row_counts=counts)
@@ -213,6 +215,7 @@ def run_with_progress(settings: Settings, console: Console, request: RdbSyncRequ
     from rag_ray.server.platform import load_platform
 
     platform = load_platform("local" if local else settings.platform)
+    request.database = request.database.with_connect_timeout(settings.rdb_connect_timeout_s)
     with JobProgressBar(console, f"sync {request.source}") as bar:
         summary = platform.run_rdb_job(settings, request, listeners=[bar])
     if format == "json":

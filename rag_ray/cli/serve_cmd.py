@@ -1,13 +1,31 @@
-"""`rag-cli serve`: local Ray + Milvus Lite + Ray Serve app, until Ctrl-C."""
+"""`rag-cli serve` / `rag-server`: Milvus Lite (unless an external Milvus is configured), the metadata DB and the HTTP
+API hosted by ``RAG_PLATFORM``, until SIGINT or SIGTERM.
+
+Shutdown contract (what `docker stop` and Kubernetes rely on):
+- the first SIGINT/SIGTERM stops the server in order: the platform finishes in-flight requests and stops (uvicorn, or
+  Ray Serve and the local Ray), then Milvus Lite; the process exits 0;
+- if that takes longer than ``RAG_SHUTDOWN_GRACE_S`` (default 25 s), or a second signal arrives, it kills Milvus Lite
+  and exits 1 at once;
+- whatever ends the process, SIGKILL included, what it started goes with it: Milvus Lite by ``PR_SET_PDEATHSIG``
+  (``rag_ray.store.lite_server``), the local Ray's processes by Ray's own fate sharing (the same mechanism).
+"""
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
+import typer
 from rich.console import Console
 
 from rag_ray.config import Settings
+
+FORCED_EXIT_CODE = 1
 
 
 def bootstrap(settings: Settings, console: Console) -> None:
@@ -25,31 +43,105 @@ def bootstrap(settings: Settings, console: Console) -> None:
                       f"[bold]{password}[/bold] (shown once; set RAG_ADMIN_PASSWORD to choose it)")
 
 
+def serve_command(settings: Settings, console: Console, *, reload: bool = False,
+                  reload_dirs: list[Path] | None = None) -> None:
+    """What `rag-cli serve` and `rag-server` run: the server, or with ``reload`` a watcher that restarts it."""
+    if not reload:
+        run_server(settings, console)
+        return
+    if settings.app_env == "production":
+        console.print("[red]--reload is a development option; APP_ENV=production refuses it[/red]")
+        raise typer.Exit(2)
+    from rag_ray.cli.reloader import default_watch_dirs, run_reloader, server_argv
+
+    code = run_reloader(settings, console, server_argv(sys.argv[1:]), reload_dirs or default_watch_dirs())
+    raise typer.Exit(code)
+
+
 def run_server(settings: Settings, console: Console, *, stop: threading.Event | None = None) -> None:
     """The embedded default, or the configured services, hosted by ``RAG_PLATFORM`` (Ray Serve by default)."""
     from rag_ray.runtime import ensure_milvus
     from rag_ray.server.platform import load_platform
 
-    stop = stop or threading.Event()
+    shutdown = GracefulShutdown(stop or threading.Event(), settings.shutdown_grace_s)
+    shutdown.install()
     platform = load_platform(settings.platform)
     milvus = ensure_milvus(settings)
+    shutdown.on_force(milvus.kill if milvus is not None else None)
     try:
         console.print(f"vector store: {settings.milvus_address} ({'Milvus Lite' if milvus else 'external'})")
         bootstrap(settings, console)
-        _handle_signals(stop)
         with console.status(f"starting the server on {platform.name} (models load once)…") as status:
             def ready(url: str) -> None:
                 status.stop()
                 console.print(f"[bold green]rag-ray is up[/bold green] at {url} (docs: {url}/docs) — Ctrl-C stops it")
 
-            platform.serve(settings, stop, ready)
+            serve_off_the_main_thread(lambda: platform.serve(settings, shutdown.stop, ready), shutdown.install)
     finally:
         console.print("shutting down…")
         if milvus is not None:
             milvus.stop()
 
 
-def _handle_signals(stop: threading.Event) -> None:
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stop.set())
+def serve_off_the_main_thread(serve: Callable[[], None], keep_handlers: Callable[[], None]) -> None:
+    """Run ``serve`` in a thread and wait for it here, re-installing our signal handlers as we wait.
+
+    Signal handlers belong to the main thread, and what a platform runs there would take them over (uvicorn captures
+    SIGINT/SIGTERM while it serves, ``ray.init`` sets SIGTERM to ``sys.exit``); off the main thread they leave them
+    alone. Ray's C++ core worker still installs a crash handler that aborts on SIGTERM, below Python, from any thread;
+    ``keep_handlers`` puts ours back on every tick, so the grace period holds on every platform.
+    """
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            serve()
+        except BaseException as exc:  # SystemExit included (uvicorn exits when it cannot bind): re-raised below
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name="rag-serve")
+    thread.start()
+    while thread.is_alive():
+        keep_handlers()
+        thread.join(0.5)  # signal handlers run on this thread while it waits
+    if failure:
+        raise failure[0]
+
+
+class GracefulShutdown:
+    """SIGINT/SIGTERM → ``stop``; past ``grace_s`` after the first one, or on a second one: kill what we started and
+    exit with ``FORCED_EXIT_CODE`` (children we do not kill here die with us by ``PR_SET_PDEATHSIG``)."""
+
+    def __init__(self, stop: threading.Event, grace_s: float):
+        self.stop = stop
+        self.grace_s = grace_s
+        self._kill: Any = None
+        self._timer: threading.Timer | None = None
+
+    def on_force(self, kill: Any) -> None:
+        """``kill()``: what to kill before a forced exit (a Milvus Lite we started)."""
+        self._kill = kill
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():  # only the main thread may set handlers
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        if self.stop.is_set():
+            self.force(f"second {signal.Signals(signum).name}")
+        self.stop.set()
+        if self._timer is None:
+            self._timer = threading.Timer(self.grace_s, self.force,
+                                          args=(f"not stopped within RAG_SHUTDOWN_GRACE_S={self.grace_s:g}s",))
+            self._timer.daemon = True
+            self._timer.start()
+
+    def force(self, reason: str) -> None:
+        # os.write: safe from a signal handler or a timer thread whatever the console is doing
+        os.write(2, f"rag-ray: {reason}; stopping now\n".encode())
+        try:
+            if self._kill is not None:
+                self._kill()
+        finally:
+            os._exit(FORCED_EXIT_CODE)

@@ -29,7 +29,7 @@ def settings_from(ctx: typer.Context) -> Settings:
 
 @contextmanager
 def open_db(ctx: typer.Context) -> Iterator[MetadataDB]:
-    db = MetadataDB(settings_from(ctx).metadata_url)
+    db = MetadataDB.from_settings(settings_from(ctx))
     try:
         yield db
     except RagError as exc:

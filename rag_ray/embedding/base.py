@@ -24,7 +24,28 @@ class Embedder(Protocol):
         ...
 
 
+class AsyncEmbedder(Protocol):
+    """``Embedder`` with an async ``embed`` (a thread-offloaded model, a handle to the Serve embedder deployment)."""
+
+    provider: str
+    model: str
+    dimension: int
+
+    async def embed(self, texts: Sequence[str], *, input_type: InputType = "document") -> np.ndarray: ...
+
+
+class ResizableEmbedder(Embedder, Protocol):
+    """An embedder whose provider API returns shorter vectors on request (OpenAI ``dimensions``, Gemini
+    ``output_dimensionality``). Providers register their factory in ``RESIZABLE_EMBEDDERS`` as well."""
+
+    def embed_resized(self, texts: Sequence[str], dimensions: int, *,
+                      input_type: InputType = "document") -> np.ndarray:
+        """Like ``embed``, asking the provider for ``dimensions``-long vectors."""
+        ...
+
+
 EMBEDDERS: Registry[Embedder] = Registry("embedding provider")
+RESIZABLE_EMBEDDERS: Registry[ResizableEmbedder] = Registry("embedding provider with a dimensions parameter")
 
 
 def l2_normalize(vectors: np.ndarray) -> np.ndarray:

@@ -15,11 +15,13 @@ _TOKEN = re.compile(r"\w+", re.UNICODE)
 
 
 class FakeEmbedder:
-    provider = "fake"
+    """``provider`` lets it stand in for another provider's model (a test's ``local:all-MiniLM-L6-v2``)."""
 
-    def __init__(self, model: str = "hash-bow", dimension: int = 64):
+    def __init__(self, model: str = "hash-bow", dimension: int = 64, *, provider: str = "fake", salt: bytes = b""):
+        self.provider = provider
         self.model = model
         self.dimension = dimension
+        self.salt = salt  # another salt: another vector space of the same quality (a "new model" in tests)
         self.calls = 0
 
     def embed(self, texts: Sequence[str], *, input_type: InputType = "document") -> np.ndarray:
@@ -27,13 +29,30 @@ class FakeEmbedder:
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
         for row, text in enumerate(texts):
             for token in _TOKEN.findall(text.lower()):
-                digest = hashlib.blake2b(token.encode(), digest_size=8).digest()
+                digest = hashlib.blake2b(token.encode(), digest_size=8, key=self.salt).digest()
                 out[row, int.from_bytes(digest[:4], "little") % self.dimension] += 1.0
             out[row, 0] += 1e-3  # never the zero vector
         return l2_normalize(out)
 
 
+class ConstantEmbedder(FakeEmbedder):
+    """A deliberately useless model: every text gets the same vector (what an evaluation gate must refuse)."""
+
+    def embed(self, texts: Sequence[str], *, input_type: InputType = "document") -> np.ndarray:
+        self.calls += 1
+        return l2_normalize(np.ones((len(texts), self.dimension), dtype=np.float32))
+
+
+# Named fakes: ``fake:hash-bow-v2`` is an equally good model with other vectors and another dimension,
+# ``fake:constant`` a worse one (index rebuild / switch tests).
+VARIANTS = {"hash-bow-v2": {"salt": b"v2", "dimension": 96}, "constant": {"dimension": 64}}
+
+
 @EMBEDDERS.register("fake")
 def _create(model: str = "hash-bow", **options: object) -> FakeEmbedder:
-    dimension = int(options.get("dimension", 64))  # type: ignore[call-overload]
-    return FakeEmbedder(model=model or "hash-bow", dimension=dimension)
+    model = model or "hash-bow"
+    variant = VARIANTS.get(model, {})
+    dimension = int(options.get("dimension", variant.get("dimension", 64)))  # type: ignore[call-overload]
+    if model == "constant":
+        return ConstantEmbedder(model=model, dimension=dimension)
+    return FakeEmbedder(model=model, dimension=dimension, salt=bytes(variant.get("salt", b"")))  # type: ignore[arg-type]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from rag_ray.embedding.base import EMBEDDERS
+from rag_ray.embedding.base import EMBEDDERS, RESIZABLE_EMBEDDERS
 from rag_ray.llm.google import google_client, google_status
 from rag_ray.providers.embedsdk import SDKEmbedder
 from rag_ray.providers.errormap import StatusInfo
@@ -27,15 +27,16 @@ class GoogleEmbedder(SDKEmbedder):
     def _status_of(self, exc: BaseException) -> StatusInfo | None:
         return google_status(exc)
 
-    def _embed_batch(self, texts: list[str], input_type: InputType) -> list[list[float]]:
+    def _embed_batch(self, texts: list[str], input_type: InputType, dimensions: int | None) -> list[list[float]]:
         from google.genai import types
 
-        config = types.EmbedContentConfig(task_type=_TASKS[input_type], output_dimensionality=self.dimensions)
+        config = types.EmbedContentConfig(task_type=_TASKS[input_type], output_dimensionality=dimensions)
         response = self._client.models.embed_content(model=self.model, contents=texts, config=config)
         return [list(e.values or []) for e in response.embeddings or []]
 
 
 @EMBEDDERS.register("google")
+@RESIZABLE_EMBEDDERS.register("google")
 def _create(model: str = DEFAULT_MODEL, *, api_key: str | None = None, base_url: str | None = None,
             **options: Any) -> GoogleEmbedder:
     dims = options.get("dimensions")

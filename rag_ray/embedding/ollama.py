@@ -30,8 +30,8 @@ class OllamaEmbedder(SDKEmbedder):
     def _status_of(self, exc: BaseException) -> StatusInfo | None:
         return ollama_status(exc)
 
-    def _embed_batch(self, texts: list[str], input_type: InputType) -> list[list[float]]:
-        response = self._client.embed(model=self.model, input=texts, dimensions=self.dimensions)
+    def _embed_batch(self, texts: list[str], input_type: InputType, dimensions: int | None) -> list[list[float]]:
+        response = self._client.embed(model=self.model, input=texts, dimensions=dimensions)
         return [list(row) for row in response.embeddings]
 
 

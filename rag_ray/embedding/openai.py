@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from rag_ray.embedding.base import EMBEDDERS
+from rag_ray.embedding.base import EMBEDDERS, RESIZABLE_EMBEDDERS
 from rag_ray.llm.openai import config_error, openai_client_kwargs, openai_status
 from rag_ray.providers.embedsdk import SDKEmbedder
 from rag_ray.providers.errormap import StatusInfo
+from rag_ray.providers.sdk import request_id_kw
 from rag_ray.types import InputType
 
 DEFAULT_MODEL = "text-embedding-3-small"
@@ -32,13 +33,14 @@ class OpenAIEmbedder(SDKEmbedder):
     def _status_of(self, exc: BaseException) -> StatusInfo | None:
         return openai_status(exc)
 
-    def _embed_batch(self, texts: list[str], input_type: InputType) -> list[list[float]]:
-        extra: dict[str, Any] = {"dimensions": self.dimensions} if self.dimensions else {}
+    def _embed_batch(self, texts: list[str], input_type: InputType, dimensions: int | None) -> list[list[float]]:
+        extra: dict[str, Any] = ({"dimensions": dimensions} if dimensions else {}) | request_id_kw()
         response = self._client.embeddings.create(model=self.model, input=texts, encoding_format="float", **extra)
         return [item.embedding for item in sorted(response.data, key=lambda item: item.index)]
 
 
 @EMBEDDERS.register("openai")
+@RESIZABLE_EMBEDDERS.register("openai")
 def _create(model: str = DEFAULT_MODEL, *, api_key: str | None = None, base_url: str | None = None,
             **options: Any) -> OpenAIEmbedder:
     dims = options.get("dimensions")

@@ -4,8 +4,9 @@ Two steps, kept apart so each is testable:
 
 1. ``fit_to_budget`` keeps the best chunks that fit a token budget: duplicates are removed, chunks are taken in
    descending score order, the first one that no longer fits is truncated when enough room is left, and the
-   rest are dropped (lowest scores go first). Tokens are *estimated* (``textutil.estimate_tokens``: ~4
-   chars/token Latin, ~1.5 chars/token Hangul).
+   rest are dropped (lowest scores go first). Tokens are *estimated*: by default with ``textutil.estimate_tokens``
+   (~4 chars/token Latin, ~1.5 chars/token Hangul); pass the target model's estimate (``WindowSpec.estimate``)
+   to budget for its tokenizer.
 2. An injection mode (registry ``INJECTION_MODES``) renders the kept chunks. Every kept chunk gets a stable
    number ``[n]`` (its rank) that the answer cites; ``FittedContext.used`` maps the numbers back to chunks.
 """
@@ -72,8 +73,11 @@ class FittedContext:
                 "budget_tokens": self.budget_tokens, "compression_applied": self.compression_applied}
 
 
-def chunk_cost(text: str) -> int:
-    return estimate_tokens(text) + CHUNK_OVERHEAD_TOKENS
+Estimator = Callable[[str], int]
+
+
+def chunk_cost(text: str, estimate: Estimator = estimate_tokens) -> int:
+    return estimate(text) + CHUNK_OVERHEAD_TOKENS
 
 
 def _dedupe_ranked(chunks: Sequence[ContextChunk]) -> tuple[list[ContextChunk], list[str]]:
@@ -90,24 +94,26 @@ def _dedupe_ranked(chunks: Sequence[ContextChunk]) -> tuple[list[ContextChunk], 
     return kept, duplicates
 
 
-def fit_to_budget(chunks: Sequence[ContextChunk], budget_tokens: int) -> FittedContext:
-    """Best-first packing of chunks into ``budget_tokens``; see the module docstring."""
+def fit_to_budget(chunks: Sequence[ContextChunk], budget_tokens: int, *,
+                  estimate: Estimator = estimate_tokens) -> FittedContext:
+    """Best-first packing of chunks into ``budget_tokens`` (counted by ``estimate``); see the module docstring."""
     ranked, dropped = _dedupe_ranked(chunks)
     used: list[UsedChunk] = []
     remaining = max(0, budget_tokens)
     for chunk in ranked:
-        cost = chunk_cost(chunk.text)
+        cost = chunk_cost(chunk.text, estimate)
         if cost <= remaining:
             used.append(UsedChunk(len(used) + 1, chunk, chunk.text))
             remaining -= cost
         elif remaining - CHUNK_OVERHEAD_TOKENS >= MIN_TRUNCATED_TOKENS:
-            text = truncate_to_tokens(chunk.text, remaining - CHUNK_OVERHEAD_TOKENS)
+            text = truncate_to_tokens(chunk.text, remaining - CHUNK_OVERHEAD_TOKENS, estimate=estimate)
             used.append(UsedChunk(len(used) + 1, chunk, text, truncated=True))
-            remaining -= chunk_cost(text)
+            remaining -= chunk_cost(text, estimate)
         else:
             dropped.append(chunk.id)
-    return FittedContext(used=used, dropped_ids=dropped, original_tokens=sum(chunk_cost(c.text) for c in chunks),
-                         final_tokens=sum(chunk_cost(u.text) for u in used), budget_tokens=budget_tokens)
+    return FittedContext(used=used, dropped_ids=dropped,
+                         original_tokens=sum(chunk_cost(c.text, estimate) for c in chunks),
+                         final_tokens=sum(chunk_cost(u.text, estimate) for u in used), budget_tokens=budget_tokens)
 
 
 # ---- injection modes -------------------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 compared for consensus, and one selected.
 
 Failures are per candidate: a provider that errors or times out is reported on its ``Candidate`` and the ensemble
-goes on; only when every candidate fails is ``ProviderUnavailable`` raised.
+goes on; only when every candidate fails is ``ProviderUnavailable`` raised. The exception is a candidate that refused
+the prompt as too long: all candidates share one prompt, so ``ContextTooLong`` is raised for the caller to refit it
+(``generation.fitting``) and run the ensemble again.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from rag_ray.errors import InvalidInput, ProviderUnavailable
+from rag_ray.errors import ContextTooLong, InvalidInput, ProviderUnavailable
 from rag_ray.generation.consensus import SELECTORS, ConsensusResult, analyse, select
 from rag_ray.generation.evaluation import (
     EvaluationSession,
@@ -107,12 +109,15 @@ class EnsembleGenerator:
                        size: int | None = None, providers: Sequence[str] | None = None,
                        selection_method: str | None = None, consensus_threshold: float | None = None,
                        parallel: bool | None = None, metrics: Sequence[str] | None = None,
-                       thresholds: QualityThresholds | None = None) -> EnsembleResult:
+                       thresholds: QualityThresholds | None = None,
+                       plans: Sequence[CandidatePlan] | None = None) -> EnsembleResult:
+        """``plans``: the candidates from ``plan`` (the caller fitted the prompt to their windows); else planned
+        here from ``size`` and ``providers``."""
         method = selection_method or self.config.selection_method
         if method not in SELECTORS:
             raise InvalidInput(f"unknown selection method {method!r}", field="selection_method")
         start = time.perf_counter()
-        plans = self._plans(size or self.config.size, providers, params.temperature)
+        plans = list(plans) if plans else self.plan(size or self.config.size, providers, params.temperature)
         run = _Run(prompt, params, self.evaluator.session(query, prompt.context.used, metrics=metrics),
                    thresholds or self.evaluator.thresholds, start + self.config.ensemble_timeout_s)
         prepared = asyncio.create_task(asyncio.to_thread(run.session.prepare))  # embed the context meanwhile
@@ -122,6 +127,9 @@ class EnsembleGenerator:
         finally:
             await prepared
         ok = [c for c in candidates if c.ok]
+        too_long = [c.exception for c in candidates if isinstance(c.exception, ContextTooLong)]
+        if too_long:
+            raise too_long[0]
         if not ok:
             raise ProviderUnavailable(f"all {len(candidates)} ensemble candidates failed",
                                       details={"errors": [f"{c.provider}: {c.error}" for c in candidates]})
@@ -143,7 +151,8 @@ class EnsembleGenerator:
         return EnsembleResult(best, candidates, consensus, consensus.score, method,
                               list(dict.fromkeys(c.provider for c in ok)), timings, eligible, warnings)
 
-    def _plans(self, size: int, providers: Sequence[str] | None, temperature: float) -> list[CandidatePlan]:
+    def plan(self, size: int, providers: Sequence[str] | None, temperature: float) -> list[CandidatePlan]:
+        """The candidates an ensemble of ``size`` over ``providers`` (None: all of the source's) would run."""
         if not 1 <= size <= 5:
             raise InvalidInput("ensemble_size must be between 1 and 5", field="ensemble_size")
         available = self.source.provider_ids()

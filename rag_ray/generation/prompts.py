@@ -6,9 +6,10 @@
 - ``TemplateRegistry`` (default ``TEMPLATES``): built-in templates plus any registered with ``add``.
 - ``PromptStrategy`` (registry ``STRATEGIES``): a template, a default context injection mode, a system prompt and
   extra instructions. Built-ins: ``simple``, ``structured``, ``contextual``, ``hierarchical``.
-- ``PromptEngineer.build``: sizes the context to the model window (``context.fit_to_budget``), renders it with the
+- ``PromptEngineer.build``: sizes the context to a token budget (``context.fit_to_budget``), renders it with the
   injection mode, fills the template and returns ``[system, user]`` messages plus metadata (which chunks carry
-  which citation number).
+  which citation number). The budget is given (``budget=``, as ``generation.fitting`` does for the serving
+  model's window) or derived from the engineer's own ``context_window``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rag_ray.errors import ConfigError, InvalidInput
-from rag_ray.generation.context import ContextChunk, FittedContext, fit_to_budget, render_context
+from rag_ray.generation.context import ContextChunk, Estimator, FittedContext, fit_to_budget, render_context
 from rag_ray.generation.textutil import estimate_tokens
 from rag_ray.llm.base import ChatMessage
 
@@ -199,19 +200,23 @@ class PromptEngineer:
         self.templates.add(template, replace=replace)
 
     def build(self, request: PromptRequest, strategy: str = "structured", injection: str | None = None,
-              *, max_tokens: int = 512) -> EngineeredPrompt:
+              *, max_tokens: int = 512, budget: int | None = None,
+              estimate: Estimator = estimate_tokens) -> EngineeredPrompt:
+        """``budget``: tokens (by ``estimate``) for the context; None: what ``context_window`` leaves."""
         strat = get_strategy(strategy)
         template = self.templates.get(request.template or strat.template)
         mode = injection or strat.injection
         system = request.system_prompt or strat.system_prompt
         variables = self._variables(request, strat)
-        fitted = fit_to_budget(request.contexts, self._context_budget(template, variables, system, max_tokens))
+        if budget is None:
+            budget = self._context_budget(template, variables, system, max_tokens)
+        fitted = fit_to_budget(request.contexts, budget, estimate=estimate)
         block = render_context(fitted.used, mode)
         variables.update(context=block, context_section=f"Context:\n{block}" if block else "")
         user = template.render(variables)
         metadata = {"template_used": template.name, "strategy": strat.name, "injection_mode": mode,
                     "original_length": sum(len(c.text) for c in request.contexts), "optimized_length": len(block),
-                    "prompt_tokens_estimate": estimate_tokens(system) + estimate_tokens(user), **fitted.metadata()}
+                    "prompt_tokens_estimate": estimate(system) + estimate(user), **fitted.metadata()}
         return EngineeredPrompt([ChatMessage("system", system), ChatMessage("user", user)], fitted, metadata)
 
     def _context_budget(self, template: PromptTemplate, variables: dict[str, str], system: str,

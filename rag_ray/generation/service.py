@@ -16,13 +16,20 @@ thresholds / consensus        0 … 1
 ============================  ==========================================
 
 ``parse_request`` turns a pydantic ``ValidationError`` into ``InvalidInput`` naming the field (``a.b.c``).
-Retrieval is not done here: ``generate_rag`` takes the hits the caller already retrieved (and access-filtered).
+Retrieval is not done here: ``generate_rag`` takes the hits the caller already retrieved (and access-filtered);
+``rag_ray.generation.rag.RagPipeline`` is that caller.
+
+Every prompt is fitted to the window of the model that serves it (``generation.fitting``): the source says where a
+call goes (``RoutedSource.targets``: for the provider manager, the entry its strategy picks, then its failover
+order) and that entry's window; an ensemble shares one prompt fitted to the smallest window among its candidates.
+``context`` in the response says which passages were used and dropped, and how (``window``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
@@ -38,6 +45,7 @@ from rag_ray.generation.evaluation import (
     QualityThresholds,
     ResponseEvaluator,
 )
+from rag_ray.generation.fitting import FittedPrompt, PromptFitter, Target, WindowFit, fitted_call, smallest
 from rag_ray.generation.formats import (
     FilterOutcome,
     QualityFilters,
@@ -48,9 +56,10 @@ from rag_ray.generation.formats import (
     render,
     tidy,
 )
-from rag_ray.generation.prompts import STRATEGIES, EngineeredPrompt, PromptEngineer, PromptRequest
-from rag_ray.generation.single import Candidate, SingleGenerator, Timings, as_source
-from rag_ray.llm.base import GenerationParams, Usage
+from rag_ray.generation.prompts import STRATEGIES, PromptEngineer, PromptRequest
+from rag_ray.generation.single import Candidate, RoutedSource, SingleGenerator, SingleResult, Timings, as_source
+from rag_ray.llm.base import Usage
+from rag_ray.llm.windows import DEFAULT_WINDOW, WindowSpec
 from rag_ray.types import SearchHit
 
 MAX_QUERY_CHARS = 4000
@@ -138,10 +147,10 @@ class EnsembleRequest(_QueryRequest):
 
 
 class RetrievalConfig(_Strict):
-    k: int = Field(default=10, ge=1, le=100)
+    k: int | None = Field(default=None, ge=1, le=100, description="None: the server's default (as on /query)")
     search_strategy: Literal["dense", "sparse", "hybrid"] | None = None  # None: hybrid where BM25 exists
     include_metadata: bool = True
-    enable_reranking: bool = False
+    enable_reranking: bool | None = Field(default=None, description="None: rerank when a reranker is configured")
     filters: dict[str, Any] | None = None
 
 
@@ -234,6 +243,41 @@ class SourceOut(BaseModel):
     metadata: dict[str, Any] | None = None
 
 
+class WindowOut(BaseModel):
+    """How the prompt was fitted: the window of ``provider`` (from its spec, the adapter, the known-models table or
+    the default), counted with its tokenizer or estimated, and ``max_tokens`` (below ``max_tokens_requested`` when
+    the answer had to shrink to fit)."""
+
+    provider: str
+    context_window: int
+    window_source: str
+    counted_with: str
+    prompt_tokens: int
+    max_tokens: int
+    max_tokens_requested: int
+    refits: int
+    calibrations: int
+
+    @classmethod
+    def of(cls, fit: WindowFit) -> WindowOut:
+        return cls(**dataclasses.asdict(fit))
+
+
+class PassagesOut(BaseModel):
+    """Which retrieved passages reached the prompt (``used``, in citation order: [1] first), which were trimmed to fit
+    and which were left out (``dropped``: duplicates and what did not fit the window)."""
+
+    used: list[str]
+    dropped: list[str]
+    truncated: list[str]
+    window: WindowOut
+
+    @classmethod
+    def of(cls, fitted: FittedPrompt) -> PassagesOut:
+        return cls(used=fitted.used_ids, dropped=fitted.dropped_ids, truncated=fitted.truncated_ids,
+                   window=WindowOut.of(fitted.fit))
+
+
 class ContextInfo(BaseModel):
     template_used: str
     strategy: str
@@ -245,6 +289,10 @@ class ContextInfo(BaseModel):
     budget_tokens: int
     compression_applied: bool
     sources: list[SourceOut] = []
+    used: list[str] = []  # chunk ids in the prompt, [1] first
+    dropped: list[str] = []  # chunk ids left out (duplicates, or no room in the window)
+    truncated: list[str] = []
+    window: WindowOut | None = None
 
 
 class CandidateOut(BaseModel):
@@ -292,7 +340,7 @@ class GenerationResponse(BaseModel):
 # ---- the service --------------------------------------------------------------------------------------------
 @dataclass
 class GenerationSettings:
-    context_window: int = 8192
+    context_window: int = DEFAULT_WINDOW  # only for sources that cannot say where a call goes (not RoutedSource)
     single_timeout_s: float = 30.0
     request_timeout_s: float | None = 120.0
     candidate_timeout_s: float = 30.0
@@ -318,6 +366,8 @@ class _Job:
     filters: QualityFilters = field(default_factory=QualityFilters)
     post_process: bool = True
     include_metadata: bool = True
+    field: str = "query"  # the request field holding the user's text (named by a 422 when it alone is too long)
+    mask: Callable[[str], str] | None = None  # applied to generated text before the caller sees it
 
 
 class GenerationService:
@@ -345,36 +395,59 @@ class GenerationService:
             parallel=request.enable_parallel_generation, metrics=list(request.evaluation_metrics),
             selection_method=request.selection_method or MODE_SELECTION[request.mode], providers=request.providers))
 
-    async def generate_rag(self, request: RagGenerateRequest, hits: Sequence[SearchHit]) -> GenerationResponse:
-        gen, qf = request.generation_config, request.quality_filters
-        contexts = [ContextChunk.from_hit(h) for h in hits[: request.retrieval_config.k]]
+    async def generate_rag(self, request: RagGenerateRequest, hits: Sequence[SearchHit], *,
+                           mask: Callable[[str], str] | None = None) -> GenerationResponse:
+        """``hits``: retrieved for the caller, best first; ``mask``: what the caller may see of generated text."""
+        gen, qf, k = request.generation_config, request.quality_filters, request.retrieval_config.k
+        contexts = [ContextChunk.from_hit(h) for h in (hits[:k] if k else hits)]
         return await self._run(_Job(
             request.query, contexts, gen, gen.response_format, gen.mode, ensemble_size=gen.ensemble_size,
             consensus_threshold=gen.consensus_threshold, parallel=gen.enable_parallel_generation,
             selection_method=gen.selection_method or "consensus_weighted", post_process=gen.enable_post_processing,
             filters=QualityFilters(qf.min_relevance, qf.min_completeness, qf.min_accuracy, qf.enable_fact_checking,
                                    qf.fact_check_action),
-            include_metadata=request.retrieval_config.include_metadata))
+            include_metadata=request.retrieval_config.include_metadata, mask=mask))
 
     # ---- shared path ----
     async def _run(self, job: _Job) -> GenerationResponse:
         opts = job.options
-        prompt = self.prompts.build(PromptRequest(job.query, job.contexts, opts.system_prompt, opts.custom_instructions,
-                                                  job.response_format), opts.prompt_strategy, opts.context_injection,
-                                    max_tokens=opts.max_tokens)
-        params = GenerationParams(temperature=opts.temperature, max_tokens=opts.max_tokens)
+        fitter = PromptFitter(self.prompts, PromptRequest(job.query, job.contexts, opts.system_prompt,
+                                                          opts.custom_instructions, job.response_format),
+                              opts.prompt_strategy, opts.context_injection, opts.max_tokens, field=job.field)
         thresholds = QualityThresholds(min_relevance=job.filters.min_relevance,
                                        min_completeness=job.filters.min_completeness,
                                        min_accuracy=job.filters.min_accuracy)
         if job.mode == "single":
-            single = await self.single.generate(job.query, prompt, params, metrics=job.metrics, thresholds=thresholds,
-                                                provider=self._resolve_provider(job.provider, opts.model))
-            return self._respond(job, prompt, single.candidate, [single.candidate], single.timings, None)
-        result = await self.ensemble.generate(
-            job.query, prompt, params, size=job.ensemble_size, providers=self._ensemble_providers(job),
-            selection_method=job.selection_method, consensus_threshold=job.consensus_threshold,
-            parallel=job.parallel, metrics=job.metrics, thresholds=thresholds)
-        return self._respond(job, prompt, result.best, result.candidates, result.timings, result)
+            return await self._single(job, fitter, thresholds)
+        return await self._ensemble(job, fitter, thresholds)
+
+    async def _single(self, job: _Job, fitter: PromptFitter, thresholds: QualityThresholds) -> GenerationResponse:
+        async def call(fitted: FittedPrompt, target: Target) -> SingleResult:
+            return await self.single.generate(job.query, fitted.prompt, fitted.params(job.options.temperature),
+                                              metrics=job.metrics, thresholds=thresholds, provider=target.provider)
+
+        targets = self.targets(self._resolve_provider(job.provider, job.options.model))
+        fitted, single = await fitted_call(fitter, targets, call)
+        return self._respond(job, fitted, single.candidate, [single.candidate], single.timings, None)
+
+    async def _ensemble(self, job: _Job, fitter: PromptFitter, thresholds: QualityThresholds) -> GenerationResponse:
+        plans = self.ensemble.plan(job.ensemble_size, self._ensemble_providers(job), job.options.temperature)
+        window = smallest([self.targets(p)[0].window for p in dict.fromkeys(plan.provider for plan in plans)])
+
+        async def call(fitted: FittedPrompt, _: Target) -> EnsembleResult:
+            return await self.ensemble.generate(
+                job.query, fitted.prompt, fitted.params(job.options.temperature), plans=plans,
+                selection_method=job.selection_method, consensus_threshold=job.consensus_threshold,
+                parallel=job.parallel, metrics=job.metrics, thresholds=thresholds)
+
+        fitted, result = await fitted_call(fitter, [Target(None, window)], call)
+        return self._respond(job, fitted, result.best, result.candidates, result.timings, result)
+
+    def targets(self, provider: str | None) -> list[Target]:
+        """Where a call for ``provider`` (None: the source's choice) goes, in failover order, with each window."""
+        if isinstance(self.source, RoutedSource):
+            return self.source.targets(provider)
+        return [Target(provider, WindowSpec(provider or "default", self.settings.context_window, "default"))]
 
     def _resolve_provider(self, provider: str | None, model: str | None) -> str | None:
         """``provider`` and/or ``model`` → a source provider id (``provider`` or ``provider:model``)."""
@@ -395,68 +468,78 @@ class GenerationService:
         chosen = self._resolve_provider(None, job.options.model) if job.options.model else None
         return [chosen] if chosen else None
 
-    def _respond(self, job: _Job, prompt: EngineeredPrompt, best: Candidate, candidates: list[Candidate],
+    def _respond(self, job: _Job, fitted: FittedPrompt, best: Candidate, candidates: list[Candidate],
                  timings: Timings, ensemble: EnsembleResult | None) -> GenerationResponse:
         start = time.perf_counter()
         assert best.evaluation is not None
-        outcome = self._post_process(job, prompt, best.text, best.evaluation)
-        citations = build_citations(outcome.text, prompt.context.used)
-        doc = ResponseDocument(outcome.text, citations, best.evaluation.unsupported_sentences)
+        mask = job.mask or _unmasked
+        used = fitted.prompt.context.used
+        outcome = self._post_process(job, fitted, best.text, best.evaluation)
+        outcome.text = mask(outcome.text)
+        citations = build_citations(outcome.text, used)
+        doc = ResponseDocument(outcome.text, citations, [mask(x) for x in best.evaluation.unsupported_sentences])
         formatted = render(doc, job.response_format)
         usage = Usage(sum(c.usage.prompt_tokens for c in candidates),
                       sum(c.usage.completion_tokens for c in candidates))
         return GenerationResponse(
             response=formatted.content, response_format=formatted.format, structured=formatted.data, mode=job.mode,
-            provider=best.provider, model=best.model, quality=_quality(best.evaluation, outcome, ensemble),
-            citations=[CitationOut(**vars(c)) for c in citations], context=_context_info(prompt, job.include_metadata),
+            provider=best.provider, model=best.model, quality=_quality(best.evaluation, outcome, ensemble, mask),
+            citations=[CitationOut(**vars(c)) for c in citations], context=_context_info(fitted, job.include_metadata),
             usage=usage.to_dict(), cost_usd=round(sum(c.cost_usd for c in candidates), 6),
             timings={**timings.to_dict(), "postprocess_ms": round((time.perf_counter() - start) * 1000, 2)},
-            ensemble=_ensemble_info(ensemble) if ensemble else None)
+            ensemble=_ensemble_info(ensemble, mask) if ensemble else None)
 
     @staticmethod
-    def _post_process(job: _Job, prompt: EngineeredPrompt, text: str, evaluation: Evaluation) -> FilterOutcome:
+    def _post_process(job: _Job, fitted: FittedPrompt, text: str, evaluation: Evaluation) -> FilterOutcome:
         if not job.post_process:
             return FilterOutcome(text, passed=True)
-        valid = {u.number for u in prompt.context.used}
+        valid = {u.number for u in fitted.prompt.context.used}
         return apply_quality_filters(tidy(remove_invalid_citations(text, valid)), evaluation, job.filters)
+
+
+def _unmasked(text: str) -> str:
+    return text
 
 
 def _free_text_context(context: str | None) -> list[ContextChunk]:
     return [ContextChunk(id="request-context", text=context, score=1.0, source="request")] if context else []
 
 
-def _quality(evaluation: Evaluation, outcome: FilterOutcome, ensemble: EnsembleResult | None) -> QualityReport:
+def _quality(evaluation: Evaluation, outcome: FilterOutcome, ensemble: EnsembleResult | None,
+             mask: Callable[[str], str]) -> QualityReport:
     warnings = list(outcome.warnings) + (ensemble.warnings if ensemble else [])
     return QualityReport(
         overall=round(evaluation.overall, 4), passed=outcome.passed,
         scores={m: MetricOut(score=round(s.score, 4), confidence=round(s.confidence, 4), explanation=s.explanation)
                 for m, s in evaluation.scores.items()},
-        unsupported_sentences=evaluation.unsupported_sentences, removed_sentences=outcome.removed_sentences,
-        flagged_sentences=outcome.flagged_sentences, invalid_citations=evaluation.invalid_citations,
+        unsupported_sentences=[mask(x) for x in evaluation.unsupported_sentences],
+        removed_sentences=[mask(x) for x in outcome.removed_sentences],
+        flagged_sentences=[mask(x) for x in outcome.flagged_sentences], invalid_citations=evaluation.invalid_citations,
         warnings=warnings)
 
 
-def _context_info(prompt: EngineeredPrompt, include_metadata: bool) -> ContextInfo:
-    meta = prompt.metadata
+def _context_info(fitted: FittedPrompt, include_metadata: bool) -> ContextInfo:
+    meta, used = fitted.prompt.metadata, fitted.prompt.context.used
     sources = [SourceOut(number=u.number, chunk_id=u.chunk.id, source=u.chunk.source, score=u.chunk.score,
                          truncated=u.truncated, metadata=u.chunk.metadata if include_metadata else None)
-               for u in prompt.context.used]
+               for u in used]
     return ContextInfo(template_used=meta["template_used"], strategy=meta["strategy"],
                        injection_mode=meta["injection_mode"], contexts_used=meta["contexts_used"],
                        contexts_dropped=meta["contexts_dropped"], original_tokens=meta["original_tokens"],
                        final_tokens=meta["final_tokens"], budget_tokens=meta["budget_tokens"],
-                       compression_applied=meta["compression_applied"], sources=sources)
+                       compression_applied=meta["compression_applied"], sources=sources, used=fitted.used_ids,
+                       dropped=fitted.dropped_ids, truncated=fitted.truncated_ids, window=WindowOut.of(fitted.fit))
 
 
-def _candidate_out(c: Candidate, best: Candidate) -> CandidateOut:
-    return CandidateOut(provider=c.provider, model=c.model, temperature=c.temperature, text=c.text,
+def _candidate_out(c: Candidate, best: Candidate, mask: Callable[[str], str]) -> CandidateOut:
+    return CandidateOut(provider=c.provider, model=c.model, temperature=c.temperature, text=mask(c.text),
                         scores=c.evaluation.score_dict() if c.evaluation else {}, overall=round(c.overall, 4),
                         latency_ms=round(c.latency_ms, 2), usage=c.usage.to_dict(), cost_usd=c.cost_usd,
                         passed_thresholds=c.passed, selected=c is best, error=c.error, error_code=c.error_code)
 
 
-def _ensemble_info(result: EnsembleResult) -> EnsembleInfo:
+def _ensemble_info(result: EnsembleResult, mask: Callable[[str], str]) -> EnsembleInfo:
     return EnsembleInfo(consensus_score=round(result.consensus_score, 4), consensus_reached=result.consensus_reached,
                         consensus_threshold=result.consensus.threshold, selection_method=result.selection_method,
                         providers_used=result.providers_used, clusters=result.clusters,
-                        candidates=[_candidate_out(c, result.best) for c in result.candidates])
+                        candidates=[_candidate_out(c, result.best, mask) for c in result.candidates])

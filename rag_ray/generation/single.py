@@ -3,7 +3,8 @@
 ``CandidateSource`` is the only thing the generators need: a list of provider ids and
 ``async generate(messages, params, *, provider=None)``. Adapters make one from a plain ``LLM``
 (``LLMSource``), a dict of LLMs (``LLMPoolSource``) or the provider manager (``ManagerSource``);
-``as_source`` picks the right one.
+``as_source`` picks the right one. The three adapters also say where a call would go and how big that model's
+window is (``RoutedSource.targets``), so prompts are fitted to the model that serves them.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ from rag_ray.generation.evaluation import (
     QualityThresholds,
     ResponseEvaluator,
 )
+from rag_ray.generation.fitting import Target
 from rag_ray.generation.prompts import EngineeredPrompt
 from rag_ray.llm.base import LLM, ChatMessage, Completion, GenerationParams, Usage
+from rag_ray.llm.windows import resolve_window
 
 
 @runtime_checkable
@@ -34,6 +37,14 @@ class CandidateSource(Protocol):
                        provider: str | None = None) -> Completion: ...
 
 
+@runtime_checkable
+class RoutedSource(Protocol):
+    def targets(self, provider: str | None) -> list[Target]:
+        """Where a call with ``provider`` (None: the source's choice) would go, in failover order, with each
+        target's window. For the source's own routing the first target is the one it picks now."""
+        ...
+
+
 class LLMSource:
     """One LLM; ``provider`` is ignored (there is only one)."""
 
@@ -42,6 +53,10 @@ class LLMSource:
 
     def provider_ids(self) -> list[str]:
         return [f"{self.llm.provider}:{self.llm.model}"]
+
+    def targets(self, provider: str | None) -> list[Target]:
+        only = self.provider_ids()[0]
+        return [Target(only, resolve_window(only, self.llm))]
 
     async def generate(self, messages: Sequence[ChatMessage], params: GenerationParams, *,
                        provider: str | None = None) -> Completion:
@@ -58,6 +73,12 @@ class LLMPoolSource:
 
     def provider_ids(self) -> list[str]:
         return list(self.llms)
+
+    def targets(self, provider: str | None) -> list[Target]:
+        key = provider or next(iter(self.llms))
+        if key not in self.llms:
+            raise InvalidInput(f"unknown provider {key!r} (available: {', '.join(self.llms)})", field="provider")
+        return [Target(key, resolve_window(key, self.llms[key]))]
 
     async def generate(self, messages: Sequence[ChatMessage], params: GenerationParams, *,
                        provider: str | None = None) -> Completion:
@@ -86,6 +107,10 @@ class ManagerSource:
 
     def provider_ids(self) -> list[str]:
         return list(self._ids)
+
+    def targets(self, provider: str | None) -> list[Target]:
+        """The manager's plan (``LLMManager.route``): its first entry is the one the strategy picks now."""
+        return [Target(e.id, e.window()) for e in self.manager.route(strategy=self.strategy, provider=provider)]
 
     async def generate(self, messages: Sequence[ChatMessage], params: GenerationParams, *,
                        provider: str | None = None) -> Completion:

@@ -112,14 +112,16 @@ def estimate_tokens(text: str) -> int:
     return math.ceil(hangul / 1.5 + (len(text) - hangul) / 4)
 
 
-def truncate_to_tokens(text: str, max_tokens: int, *, ellipsis: str = " …") -> str:
-    """Longest prefix within ``max_tokens`` (estimated), cut back to a sentence end when that keeps ≥ half."""
-    if estimate_tokens(text) <= max_tokens:
+def truncate_to_tokens(text: str, max_tokens: int, *, ellipsis: str = " …",
+                       estimate: Callable[[str], int] = estimate_tokens) -> str:
+    """Longest prefix within ``max_tokens`` (by ``estimate``, which must be monotone in the prefix length), cut back
+    to a sentence end when that keeps ≥ half."""
+    if estimate(text) <= max_tokens:
         return text
     lo, hi = 0, len(text)
-    while lo < hi:  # estimate_tokens is monotone in the prefix length
+    while lo < hi:
         mid = (lo + hi + 1) // 2
-        if estimate_tokens(text[:mid]) + estimate_tokens(ellipsis) <= max_tokens:
+        if estimate(text[:mid]) + estimate(ellipsis) <= max_tokens:
             lo = mid
         else:
             hi = mid - 1

@@ -57,8 +57,11 @@ def verify_signature(secret: str | bytes, body: bytes, header: str | None) -> bo
 
 
 def is_public_address(ip: IpAddress) -> bool:
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is loopback too
+    if isinstance(ip, ipaddress.IPv6Address):
+        # ::ffff:127.0.0.1 is loopback too, and 6to4 (2002:7f00:1::/48, "global" to ipaddress) carries 127.0.0.1
+        embedded = ip.ipv4_mapped or ip.sixtofour
+        if embedded is not None:
+            ip = embedded
     return ip.is_global and not (ip.is_multicast or ip.is_reserved or ip.is_link_local or ip.is_loopback
                                  or ip.is_private or ip.is_unspecified)
 

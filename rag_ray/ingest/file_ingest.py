@@ -3,10 +3,14 @@
 Change detection: a file whose size and mtime match the manifest is skipped without reading; otherwise
 its SHA-256 decides. A changed file's new chunks are upserted, then its stale chunk ids deleted; a file
 gone from disk (within the same selection) loses its chunks and its manifest row.
+
+A bad entry (a symlink out of the allowed roots, a broken symlink, an unreadable or special file) is a
+per-file error on the job; the other files are ingested and whatever was stored for the bad one is kept.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import defaultdict
 from collections.abc import Sequence
@@ -19,7 +23,7 @@ from sqlalchemy import select
 from rag_ray.errors import InvalidInput
 from rag_ray.ingest.executor import Executor, LeveledStages, ResultHandler, StageFactories
 from rag_ray.ingest.rows import KIND_CHUNK, KIND_ERROR
-from rag_ray.ingest.scan import FileEntry, FileSelection, file_sha256, make_selection, scan_files
+from rag_ray.ingest.scan import FileEntry, FileSelection, Rejected, file_sha256, make_selection, scan_files
 from rag_ray.ingest.stages import check_enrichment_level
 from rag_ray.ingest.tracking import JobStore, JobTracker, ProgressListener, run_tracked
 from rag_ray.metadata import DocumentRecord, MetadataDB
@@ -74,6 +78,7 @@ class _Plan:
     touched: list[tuple[FileEntry, str]]  # unchanged content, new mtime: refresh the manifest only
     deleted: list[DocumentRecord]
     replaced: set[str] = field(default_factory=set)  # doc ids already in the manifest: may leave stale chunks
+    failed: list[Rejected] = field(default_factory=list)  # per-file errors: not ingested, nothing deleted
 
 
 @dataclass
@@ -116,13 +121,16 @@ class FileIngestor:
 
     def _run(self, request: FileIngestRequest, tracker: JobTracker, summary: IngestSummary) -> None:
         selection = self.selection(request)
-        entries = scan_files(selection, self.allowed_roots)
-        if not entries and selection.root.is_dir() and not self._in_scope(selection):
+        scan = scan_files(selection, self.allowed_roots)
+        entries = scan.entries
+        if not entries and not scan.rejected and selection.root.is_dir() and not self._in_scope(selection):
             raise InvalidInput(f"no {'/'.join(sorted(selection.types))} files under {selection.root}", field="path")
-        plan = self._plan(entries, selection, request)
+        plan = self._plan(entries, selection, request, scan.rejected)
         summary.files_seen = len(entries)
         summary.files_skipped = len(plan.skipped)
-        tracker.start(len(plan.process) + len(plan.skipped), skipped=len(plan.skipped))
+        tracker.start(len(plan.process) + len(plan.skipped) + len(plan.failed), skipped=len(plan.skipped))
+        for bad in plan.failed:
+            tracker.error(str(bad.path), bad.reason)
         summary.files_deleted, summary.chunks_deleted = self._delete_docs(plan.deleted)
         tracker.progress.items_deleted = summary.files_deleted
         self._touch(plan.touched)
@@ -137,9 +145,13 @@ class FileIngestor:
             records = list(s.scalars(select(DocumentRecord).where(DocumentRecord.source_type == "file")))
         return [r for r in records if selection.matches(Path(r.source_uri))]
 
-    def _plan(self, entries: list[FileEntry], selection: FileSelection, request: FileIngestRequest) -> _Plan:
+    def _plan(self, entries: list[FileEntry], selection: FileSelection, request: FileIngestRequest,
+              rejected: list[Rejected]) -> _Plan:
         known = {r.source_uri: r for r in self._in_scope(selection)}
-        plan = _Plan([], [], [], [])
+        plan = _Plan([], [], [], [], failed=list(rejected))
+        for bad in rejected:  # still on disk, just unusable now: keep what was stored for it
+            for key in _manifest_keys(bad.path):
+                known.pop(key, None)
         for entry in entries:
             record = known.pop(str(entry.path), None)
             same_acl = record is not None and _acl_of(record) == request.acl
@@ -147,7 +159,11 @@ class FileIngestor:
                     entry.size, entry.mtime_ns) and record.content_hash:
                 plan.skipped.append(entry)
                 continue
-            digest = file_sha256(entry.path)
+            try:
+                digest = file_sha256(entry.path)
+            except OSError as exc:  # unreadable, or gone since the scan
+                plan.failed.append(Rejected(entry.path, exc.strerror or type(exc).__name__))
+                continue
             if request.only_changed and record and same_acl and record.content_hash == digest:
                 plan.skipped.append(entry)
                 plan.touched.append((entry, digest))
@@ -254,6 +270,14 @@ class FileIngestor:
                                                                request.acl.visibility)
                 rec.metadata_json = {"file_name": entry.path.name}
                 s.add(rec)
+
+
+def _manifest_keys(path: Path) -> set[str]:
+    """The manifest source URIs ``path`` may be stored under: itself and, when it resolves, its target."""
+    keys = {str(path)}
+    with contextlib.suppress(OSError, RuntimeError):  # RuntimeError: a symlink loop
+        keys.add(str(path.resolve()))
+    return keys
 
 
 def _acl_of(record: DocumentRecord) -> Acl:

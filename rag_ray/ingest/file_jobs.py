@@ -17,9 +17,10 @@ from sqlalchemy import select
 
 from rag_ray.config import Settings
 from rag_ray.errors import InvalidInput, NotFound, PayloadTooLarge
+from rag_ray.ingest.admission import JobQueue, run_admitted
 from rag_ray.ingest.file_ingest import FileIngestRequest
 from rag_ray.ingest.scan import make_selection
-from rag_ray.ingest.tracking import JobStore
+from rag_ray.ingest.tracking import JobLimits, JobStore
 from rag_ray.metadata import DocumentRecord, MetadataDB
 from rag_ray.sources.files import SUPPORTED_TYPES
 from rag_ray.store.filters import literal
@@ -46,17 +47,20 @@ class FileJobService:
         self.store = store
         self.runner = runner
         self.launcher = launcher
-        self.jobs = JobStore(db)
+        self.jobs = JobStore(db, JobLimits.from_settings(settings))
+        self.queue = JobQueue(self.jobs)
 
     def submit(self, request: FileIngestRequest, principal: Principal, *, confine: bool = True,
                overrides: dict[str, Any] | None = None) -> str:
-        """Validate now (bad paths fail the request, not the job), record the job, launch it."""
+        """Validate now (bad paths fail the request, not the job), record the job (queued), launch it once admitted
+        (``RAG_JOBS_MAX_CONCURRENT``, ``RAG_JOBS_MAX_PER_USER``)."""
         roots = self.settings.resolved_allowed_roots if confine else None
         make_selection(request.path, recursive=request.recursive, file_types=request.file_types,
                        include=request.include, exclude=request.exclude, supported=SUPPORTED_TYPES, roots=roots)
         job_id = self.jobs.create("files", request.describe(), created_by=principal.user_id)
         settings = self.settings.model_copy(update=overrides) if overrides else self.settings
-        self.launcher(self.runner, settings, request, job_id, confine)
+        self.queue.submit(job_id, lambda: self.launcher(run_admitted, settings, job_id, self.runner, settings, request,
+                                                        job_id, confine))
         return job_id
 
     def save_upload(self, principal: Principal, file_name: str, data: bytes) -> Path:

@@ -11,7 +11,7 @@ from typing import Any
 from rag_ray.errors import ConfigError
 from rag_ray.llm.base import LLMS, ChatMessage, GenerationParams, StreamChunk, Usage
 from rag_ray.providers.errormap import StatusInfo
-from rag_ray.providers.sdk import SDKChatLLM, split_system, timeout_kw
+from rag_ray.providers.sdk import SDKChatLLM, request_id_kw, split_system, timeout_kw
 
 DEFAULT_MODEL = "claude-3-5-haiku-latest"
 
@@ -49,7 +49,7 @@ class AnthropicLLM(SDKChatLLM):
         extra = ({"temperature": params.temperature} if self.send_temperature else {}) | dict(params.extra)
         if extra:
             body["extra_body"] = extra
-        return body | timeout_kw(params)
+        return body | timeout_kw(params) | request_id_kw()
 
     async def _complete(self, messages: Sequence[ChatMessage], params: GenerationParams
                         ) -> tuple[str, Usage, object]:

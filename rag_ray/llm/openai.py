@@ -10,7 +10,7 @@ from typing import Any
 from rag_ray.errors import ConfigError
 from rag_ray.llm.base import LLMS, ChatMessage, GenerationParams, StreamChunk, Usage
 from rag_ray.providers.errormap import StatusInfo
-from rag_ray.providers.sdk import SDKChatLLM, timeout_kw
+from rag_ray.providers.sdk import SDKChatLLM, request_id_kw, timeout_kw
 
 
 def openai_status(exc: BaseException) -> StatusInfo | None:
@@ -58,7 +58,7 @@ class OpenAILLM(SDKChatLLM):
             body["stop"] = list(params.stop)
         if params.extra:
             body["extra_body"] = dict(params.extra)
-        return body | timeout_kw(params)
+        return body | timeout_kw(params) | request_id_kw()
 
     async def _complete(self, messages: Sequence[ChatMessage], params: GenerationParams
                         ) -> tuple[str, Usage, object]:

@@ -61,6 +61,19 @@ class JobRecord(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    # admission (migration 0004): whoever holds the job (queue or driver) refreshes heartbeat_at; a job whose
+    # heartbeat is older than the lease is dead. deadline_at: set when admitted, from RAG_JOBS_TIMEOUT_S.
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    deadline_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class JobAdmission(Base):
+    """The admission lock: one row, updated first by every admission transaction (migration 0004)."""
+
+    __tablename__ = "job_admission"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    admissions: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class JobErrorRecord(Base):

@@ -18,8 +18,8 @@ from typing import Any
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 
 from rag_ray.config import Settings
-from rag_ray.errors import ConfigError
 from rag_ray.embedding.backends import EmbedBackend, ResizingBackend, ThreadedBackend
+from rag_ray.errors import ConfigError
 from rag_ray.llm.base import LLM
 from rag_ray.providers.breaker import BreakerConfig, CircuitBreaker, Clock
 from rag_ray.providers.manager import EmbedderEntry, EmbeddingManager, LLMEntry, LLMManager

@@ -37,18 +37,29 @@ class SDKEmbedder:
     def _status_of(self, exc: BaseException) -> StatusInfo | None:
         return None
 
-    def _embed_batch(self, texts: list[str], input_type: InputType) -> list[list[float]]:
+    def _embed_batch(self, texts: list[str], input_type: InputType, dimensions: int | None) -> list[list[float]]:
+        """One API call; ``dimensions`` goes to the provider's own parameter (None: the model's size)."""
         raise NotImplementedError
 
     def embed(self, texts: Sequence[str], *, input_type: InputType = "document") -> np.ndarray:
         if not texts:
             return np.zeros((0, self._dimension or 0), dtype=np.float32)
+        vectors = self._embed_all(texts, input_type, self.dimensions)
+        self._dimension = int(vectors.shape[1])
+        return vectors
+
+    def embed_resized(self, texts: Sequence[str], dimensions: int, *,
+                      input_type: InputType = "document") -> np.ndarray:
+        """``ResizableEmbedder``: this call's vectors at ``dimensions`` (the configured size is unchanged)."""
+        if not texts:
+            return np.zeros((0, dimensions), dtype=np.float32)
+        return self._embed_all(texts, input_type, dimensions)
+
+    def _embed_all(self, texts: Sequence[str], input_type: InputType, dimensions: int | None) -> np.ndarray:
         rows: list[list[float]] = []
         try:
             for start in range(0, len(texts), self.batch_size):
-                rows.extend(self._embed_batch(list(texts[start:start + self.batch_size]), input_type))
+                rows.extend(self._embed_batch(list(texts[start:start + self.batch_size]), input_type, dimensions))
         except Exception as exc:
             raise translate(exc, provider=self.provider, status_of=self._status_of) from exc
-        vectors = truncate_dimensions(np.asarray(rows, dtype=np.float32), self.dimensions)
-        self._dimension = int(vectors.shape[1])
-        return vectors
+        return truncate_dimensions(np.asarray(rows, dtype=np.float32), dimensions)

@@ -26,6 +26,7 @@ from rag_ray.embedding.backends import EmbedBackend, ThreadedBackend
 from rag_ray.embedding.base import Embedder
 from rag_ray.errors import ProviderError
 from rag_ray.llm.base import LLM, ChatMessage, Completion, GenerationParams, StreamChunk, Usage
+from rag_ray.llm.windows import WindowSpec, resolve_window
 from rag_ray.providers.breaker import CircuitBreaker, Clock
 from rag_ray.providers.pool import Entry, Pool
 from rag_ray.providers.pricing import Price, price_for
@@ -49,6 +50,10 @@ class LLMEntry(Entry):
     def backend(self) -> LLM:
         assert self.llm is not None
         return self.llm
+
+    def window(self) -> WindowSpec:
+        """This entry's context window: ``max_context`` from its spec, else the adapter's own, else the table."""
+        return resolve_window(self.id, self.backend, self.max_context)
 
 
 @dataclass
@@ -84,6 +89,12 @@ class LLMManager:
 
     def entry(self, entry_id: str) -> LLMEntry:
         return self.pool.select(entry_id)[0]
+
+    def route(self, *, strategy: str | None = None, provider: str | None = None,
+              model: str | None = None) -> list[LLMEntry]:
+        """The entries a call with these arguments would try, in order: the first is the one the strategy picks now
+        (this advances a rotation like a call does). Pin a call to one with ``provider=entry.id``."""
+        return self.pool.plan(strategy, provider, model)
 
     async def generate(self, messages: Sequence[ChatMessage], params: GenerationParams | None = None, *,
                        strategy: str | None = None, provider: str | None = None, model: str | None = None,
@@ -327,14 +338,23 @@ class EmbeddingManager:
         """Embed ``texts`` (at least one) on ``entries`` (default: all), tried in plan order (priority tiers, each
         ordered by ``strategy``; open circuits last) with retries, then fallback. ``dimensions`` reaches the
         entries whose backend resizes server-side; the others return their model's size."""
-        allowed = None if entries is None else {e.id for e in entries}
-        order = [e for e in self.pool.plan(strategy) if allowed is None or e.id in allowed]
+        order = self.pool.plan(strategy) if entries is None else self._plan_among(entries, strategy)
 
         async def call(entry: EmbedderEntry) -> Embedded:
             return await self._embed_with(entry, texts, input_type, dimensions)
 
         _, embedded = await self.pool.run(order, call, self.pool.deadline(deadline_s))
         return embedded
+
+    def _plan_among(self, entries: Sequence[EmbedderEntry], strategy: str | None) -> list[EmbedderEntry]:
+        """``Pool.plan`` over a subset: priority tiers, each ordered by the strategy (a lone candidate is not
+        ordered, so it does not advance a rotation), open circuits last."""
+        chooser = self.pool.strategy(strategy)
+        ordered: list[EmbedderEntry] = []
+        for tier in sorted({e.priority for e in entries}):
+            members = [e for e in entries if e.priority == tier]
+            ordered.extend(members if len(members) == 1 else chooser.order(members))
+        return [e for e in ordered if e.breaker.allows()] + [e for e in ordered if not e.breaker.allows()]
 
     async def aembed(self, texts: Sequence[str], *, input_type: InputType = "document", strategy: str | None = None,
                      provider: str | None = None, deadline_s: float | None = None) -> np.ndarray:

@@ -141,7 +141,9 @@ class Pool(Generic[E]):
         chosen = self.select(provider, model)
         ordered: list[E] = []
         for tier in sorted({e.priority for e in chosen}):
-            ordered.extend(chooser.order([e for e in chosen if e.priority == tier]))
+            members = [e for e in chosen if e.priority == tier]
+            # one candidate needs no ordering: a call pinned to an entry must not advance a rotation
+            ordered.extend(members if len(members) == 1 else chooser.order(members))
         return [e for e in ordered if e.breaker.allows()] + [e for e in ordered if not e.breaker.allows()]
 
     def deadline(self, deadline_s: float | None) -> Deadline:

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from rag_ray.llm.base import ChatMessage, Completion, GenerationParams, StreamChunk, Usage
+from rag_ray.observability.context import outgoing_headers
 from rag_ray.providers.errormap import StatusInfo, finish_reason, stream_ended_early, translate
 
 FINISH_REASONS: Mapping[str, str] = {
@@ -76,3 +77,10 @@ class SDKChatLLM:
 
 def timeout_kw(params: GenerationParams, name: str = "timeout") -> dict[str, Any]:
     return {name: params.timeout_s} if params.timeout_s else {}
+
+
+def request_id_kw() -> dict[str, Any]:
+    """``extra_headers`` carrying the current request id (OpenAI/Anthropic SDKs), so the provider's logs and ours
+    can be matched; nothing outside a request."""
+    headers = outgoing_headers()
+    return {"extra_headers": headers} if headers else {}

@@ -1,26 +1,24 @@
-"""Retrieval for a caller: embed the query, search Milvus under the caller's access filter, answer.
+"""Retrieval for a caller: embed the query, search Milvus under the caller's access filter.
 
 Every retrieval path goes through ``RetrievalService.search``, which always builds its expression with
 ``retrieval_filter(principal, filters, policy)`` — the access filter AND the governance policy (by sensitivity
 label) AND the caller's structured filters — and masks PII in the returned text for non-admins when the policy
-says so, so the prompt and every response built from the hits only ever see masked text.
+says so, so the prompt and every response built from the hits only ever see masked text. Answers are generated
+by ``rag_ray.generation.rag.RagPipeline``, which masks them with ``answer_masker``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import numpy as np
 
 from rag_ray.embedding.base import Embedder
-from rag_ray.enrich.policy import GovernancePolicy, mask_hit_text
+from rag_ray.enrich.policy import GovernancePolicy, mask_hit_text, should_mask
 from rag_ray.errors import InvalidInput
-from rag_ray.llm.base import ChatMessage, Completion, GenerationParams
 from rag_ray.retrieval.fusion import FusionConfig
 from rag_ray.retrieval.rerank import Reranker
 from rag_ray.retrieval.search import HybridSearcher, SearchOptions
@@ -29,6 +27,7 @@ from rag_ray.store.milvus import ChunkStore, SearchStrategy
 from rag_ray.types import InputType, Principal, SearchHit
 
 MAX_QUERY_CHARS = 4000
+DEFAULT_K = 5  # passages per question when the caller does not say; every RAG route uses it
 
 
 class AsyncEmbedder(Protocol):
@@ -48,44 +47,6 @@ class ThreadedEmbedder:
 
     async def embed(self, texts: Sequence[str], *, input_type: InputType = "document") -> np.ndarray:
         return await asyncio.to_thread(self.inner.embed, list(texts), input_type=input_type)
-
-
-class Generator(Protocol):
-    async def generate(self, messages: Sequence[ChatMessage], params: GenerationParams | None = None, *,
-                       provider: str | None = None, model: str | None = None) -> Completion: ...
-
-
-@dataclass
-class RagAnswer:
-    answer: str | None
-    sources: list[SearchHit]
-    completion: Completion | None = None
-    timings_ms: dict[str, float] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"answer": self.answer, "sources": [h.to_dict() for h in self.sources],
-                               "timings_ms": self.timings_ms}
-        if self.completion is not None:
-            out.update(provider=self.completion.provider, model=self.completion.model,
-                       usage=self.completion.usage.to_dict())
-        return out
-
-
-RAG_SYSTEM_PROMPT = ("You answer questions using only the numbered context passages. Cite passages like [1]. "
-                     "If the context does not contain the answer, say you do not know.")
-
-
-def build_rag_messages(query: str, hits: Sequence[SearchHit], max_context_chars: int = 6000) -> list[ChatMessage]:
-    parts, used = [], 0
-    for i, hit in enumerate(hits, start=1):
-        text = hit.text[: max(0, max_context_chars - used)]
-        if not text:
-            break
-        parts.append(f"[{i}] {text}")
-        used += len(text)
-    context = "\n\n".join(parts) or "(no context found)"
-    return [ChatMessage("system", RAG_SYSTEM_PROMPT),
-            ChatMessage("user", f"Context:\n{context}\n\nQuestion: {query}\nAnswer:")]
 
 
 class RetrievalService:
@@ -114,9 +75,9 @@ class RetrievalService:
         """Hybrid where the server has BM25 (best on both benchmarks), dense where it does not."""
         return "hybrid" if self.store.supports_bm25 else "dense"
 
-    async def search(self, principal: Principal, query: str, *, k: int = 5, strategy: SearchStrategy | None = None,
-                     filters: Any = None, rerank: bool | None = None, fusion: FusionConfig | None = None
-                     ) -> list[SearchHit]:
+    async def search(self, principal: Principal, query: str, *, k: int = DEFAULT_K,
+                     strategy: SearchStrategy | None = None, filters: Any = None, rerank: bool | None = None,
+                     fusion: FusionConfig | None = None) -> list[SearchHit]:
         """``strategy=None`` picks ``default_strategy``; ``rerank=None`` reranks when a reranker is configured;
         ``fusion`` overrides the hybrid weights."""
         self._check(query, k)
@@ -139,17 +100,10 @@ class RetrievalService:
             return text
         return mask_hit_text(text, principal, self.policy)
 
-    async def answer(self, principal: Principal, query: str, generator: Generator, *, k: int = 5,
-                     strategy: SearchStrategy | None = None, filters: Any = None,
-                     params: GenerationParams | None = None, provider: str | None = None,
-                     model: str | None = None, rerank: bool | None = None,
-                     fusion: FusionConfig | None = None) -> RagAnswer:
-        start = time.perf_counter()
-        hits = await self.search(principal, query, k=k, strategy=strategy, filters=filters, rerank=rerank,
-                                 fusion=fusion)
-        searched = time.perf_counter()
-        completion = await generator.generate(build_rag_messages(query, hits), params or GenerationParams(
-            temperature=0.0, max_tokens=256), provider=provider, model=model)
-        done = time.perf_counter()
-        return RagAnswer(self.masked_answer(principal, completion.text), hits, completion,
-                         {"retrieval": (searched - start) * 1000, "generation": (done - searched) * 1000})
+    def answer_masker(self, principal: Principal) -> Callable[[str], str] | None:
+        """What generated text goes through before ``principal`` sees it; None when nothing would be masked."""
+        policy = self.policy
+        if policy is None or not should_mask(principal, policy):
+            return None
+        return lambda text: mask_hit_text(text, principal, policy)
+

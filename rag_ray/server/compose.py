@@ -12,6 +12,7 @@ from rag_ray.access.service import AuthService
 from rag_ray.api.app import create_app
 from rag_ray.api.services import Authenticator, Services
 from rag_ray.config import Settings
+from rag_ray.embedding.service import build_embedding_service
 from rag_ray.ingest.file_jobs import FileJobService
 from rag_ray.ingest.rdb_jobs import RdbJobService
 from rag_ray.ingest.tracking import JobStore
@@ -23,22 +24,25 @@ from rag_ray.retrieval.service import AsyncEmbedder, RetrievalService
 from rag_ray.runtime import open_store
 from rag_ray.server.backends import Backends
 from rag_ray.server.platform import run_file_ingest, run_rdb_sync
-from rag_ray.store.milvus import ChunkStore
+from rag_ray.store.milvus import ChunkStore, check_collection_compatible
 
 
 async def build_services(settings: Settings, backends: Backends, *, auth: Authenticator | None = None,
-                         llm: LLMManager | None = None, db: MetadataDB | None = None,
-                         store: ChunkStore | None = None) -> Services:
-    """Everything the routes use, from ``settings``. ``auth``/``llm`` replace the configured ones (test doubles);
-    ``db``/``store``: connections the caller already holds to the configured metadata DB and collection."""
+                         accounts: AuthService | None = None, llm: LLMManager | None = None,
+                         db: MetadataDB | None = None, store: ChunkStore | None = None) -> Services:
+    """Everything the routes use, from ``settings``. ``auth``/``accounts``/``llm`` replace the configured ones (test
+    doubles; ``auth`` defaults to ``accounts``); ``db``/``store``: connections the caller already holds."""
     embedder = await backends.embedder()
-    db = db or MetadataDB(settings.metadata_url)
-    store = store or open_store(settings, embedder.dimension)
+    model_id = f"{embedder.provider}:{embedder.model}"
+    db = db or MetadataDB.from_settings(settings)
+    store = store or open_store(settings, embedder.dimension, model_id)
+    check_collection_compatible(store, model_id, embedder.dimension)  # never mix two models' vectors
     manager = llm or build_llm_manager(settings, create=backends.llm)
     platform = backends.platform
-    accounts = AuthService(db, settings)
+    accounts = accounts or AuthService(db, settings)
     return Services(
         settings=settings, auth=auth or accounts, accounts=accounts, db=db, store=store, embedder=embedder,
+        embeddings=build_embedding_service(settings, embedder),
         llm=manager, retrieval=retrieval_service(settings, store, embedder),
         generation=await backends.generation(manager), jobs=JobStore(db),
         file_jobs=FileJobService(settings, db, store, partial(run_file_ingest, platform), launcher=platform.launch),

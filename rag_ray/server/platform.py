@@ -99,7 +99,9 @@ class LocalPlatform:
         from rag_ray.server.compose import build_app
 
         app = asyncio.run(build_app(settings, LocalBackends(settings)))
-        config = uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="warning")
+        # uvicorn's own lines go through the process's logging (rag_ray.observability.logs); the app logs each request
+        config = uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="warning",
+                                log_config=None, access_log=False)
         server = uvicorn.Server(config)
         watcher = threading.Thread(target=_stop_when, args=(stop, server), daemon=True)
         watcher.start()

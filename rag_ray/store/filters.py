@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from rag_ray.errors import InvalidInput
 from rag_ray.types import Principal
@@ -22,9 +22,11 @@ if TYPE_CHECKING:
 MAX_FILTER_CLAUSES = 16
 MAX_IN_VALUES = 256
 MAX_LITERAL_CHARS = 1024
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 _ESCAPES = {"\\": "\\\\", '"': '\\"', "'": "\\'", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_SURROGATE = re.compile("[\ud800-\udfff]")  # JSON escapes can carry them; they cannot be sent as UTF-8
 
 
 def literal(value: Any) -> str:
@@ -32,18 +34,30 @@ def literal(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
+        if not INT64_MIN <= value <= INT64_MAX:
+            raise InvalidInput("filter integers must fit in 64 bits", field="filters.value")
         return str(value)
     if isinstance(value, float):
         if not math.isfinite(value):
             raise InvalidInput("filter values must be finite numbers", field="filters.value")
         return repr(value)
     if isinstance(value, str):
-        if len(value) > MAX_LITERAL_CHARS:
-            raise InvalidInput(f"filter value longer than {MAX_LITERAL_CHARS} characters", field="filters.value")
-        if _CONTROL.search(value):
-            raise InvalidInput("filter values may not contain control characters", field="filters.value")
+        problem = _string_problem(value, MAX_LITERAL_CHARS)
+        if problem:
+            raise InvalidInput(f"filter values {problem}", field="filters.value")
         return '"' + "".join(_ESCAPES.get(ch, ch) for ch in value) + '"'
     raise InvalidInput(f"unsupported filter value type {type(value).__name__}", field="filters.value")
+
+
+def _string_problem(value: str, max_chars: int) -> str:
+    """Why ``value`` cannot be a filter string ("" when it can)."""
+    if len(value) > max_chars:
+        return f"may not be longer than {max_chars} characters"
+    if _CONTROL.search(value):
+        return "may not contain control characters"
+    if _SURROGATE.search(value):
+        return "must be valid Unicode (no lone surrogates)"
+    return ""
 
 
 def literal_list(values: Iterable[Any]) -> str:
@@ -73,30 +87,46 @@ def access_filter(principal: Principal) -> str:
 
 
 # ---- structured user filters ----
-# public field name → Milvus expression it reads (a whitelist: nothing else is accepted)
-FILTER_FIELDS: dict[str, str] = {
-    "doc_id": "doc_id",
-    "source": "source_uri",
-    "source_uri": "source_uri",
-    "chunk_index": "chunk_index",
-    "owner_id": "owner_id",
-    "visibility": "visibility",
-    "sensitivity": "sensitivity",
-    "source_type": "source_type",
-    "group_ids": "group_ids",
-    "file_type": 'metadata["file_type"]',
-    "language": 'metadata["language"]',
-    "title": 'metadata["title"]',
-    "table": 'metadata["table"]',
-    "database": 'metadata["database"]',
-    "pii_types": 'metadata["pii_types"]',
-    "compliance_tags": 'metadata["compliance_tags"]',
-}
-ARRAY_FIELDS = {"group_ids", "pii_types", "compliance_tags"}
-# ARRAY-typed columns take array_contains*; lists inside the JSON metadata take json_contains* (the portable
-# spelling: Milvus 2.3 has only json_contains* for JSON paths, newer servers and Milvus Lite accept both).
-_CONTAINS = {"contains": "contains", "contains_any": "contains_any"}
+FieldKind = Literal["string", "int", "strings"]
 _COMPARE = {"eq": "==", "ne": "!=", "lt": "<", "lte": "<=", "gt": ">", "gte": ">="}
+_LIST_OPS = frozenset({"in", "not_in", "contains_any"})  # ops whose value is a non-empty list
+OPS: dict[FieldKind, frozenset[str]] = {
+    "string": frozenset({*_COMPARE, "in", "not_in", "prefix"}),
+    "int": frozenset({*_COMPARE, "in", "not_in"}),
+    "strings": frozenset({"contains", "contains_any"}),
+}
+_KIND_NAMES: dict[FieldKind, str] = {"string": "a string", "int": "a 64-bit integer", "strings": "a list of strings"}
+
+
+@dataclass(frozen=True)
+class FilterField:
+    """One field a caller may filter on: the Milvus expression it reads and the values it takes."""
+
+    target: str
+    kind: FieldKind = "string"
+    max_chars: int = MAX_LITERAL_CHARS  # per string (list fields: per element); the column sizes in store.milvus
+
+
+# public field name → what it reads (a whitelist: nothing else is accepted)
+FILTER_FIELDS: dict[str, FilterField] = {
+    "doc_id": FilterField("doc_id", max_chars=64),
+    "source": FilterField("source_uri"),
+    "source_uri": FilterField("source_uri"),
+    "chunk_index": FilterField("chunk_index", "int"),
+    "owner_id": FilterField("owner_id", max_chars=128),
+    "visibility": FilterField("visibility", max_chars=16),
+    "sensitivity": FilterField("sensitivity", max_chars=16),
+    "source_type": FilterField("source_type", max_chars=32),
+    "group_ids": FilterField("group_ids", "strings", max_chars=128),
+    "file_type": FilterField('metadata["file_type"]'),
+    "language": FilterField('metadata["language"]'),
+    "title": FilterField('metadata["title"]'),
+    "table": FilterField('metadata["table"]'),
+    "database": FilterField('metadata["database"]'),
+    "pii_types": FilterField('metadata["pii_types"]', "strings"),
+    "compliance_tags": FilterField('metadata["compliance_tags"]', "strings"),
+}
+ARRAY_FIELDS = frozenset(name for name, spec in FILTER_FIELDS.items() if spec.kind == "strings")
 
 
 @dataclass(frozen=True)
@@ -118,45 +148,84 @@ def parse_filters(raw: Any) -> list[FilterClause]:
         raise InvalidInput(f"at most {MAX_FILTER_CLAUSES} filter clauses", field="filters")
     clauses = []
     for i, item in enumerate(raw):
-        if not isinstance(item, dict) or "field" not in item:
-            raise InvalidInput(f"filters[{i}] must be an object with 'field', 'op', 'value'", field=f"filters[{i}]")
-        clauses.append(FilterClause(str(item["field"]), str(item.get("op", "eq")), item.get("value")))
+        if not isinstance(item, dict) or not isinstance(item.get("field"), str) or not isinstance(
+                item.get("op", "eq"), str):
+            raise InvalidInput(f"filters[{i}] must be an object with a string 'field' and 'op', and a 'value'",
+                               field=f"filters[{i}]")
+        clauses.append(FilterClause(item["field"], item.get("op", "eq"), item.get("value")))
     return clauses
 
 
-def render_clause(clause: FilterClause) -> str:
-    target = FILTER_FIELDS.get(clause.field)
-    if target is None:
+def check_clause(clause: FilterClause) -> FilterField:
+    """Validate ``clause`` against its field's type before any expression exists; errors name the field."""
+    spec = FILTER_FIELDS.get(clause.field)
+    if spec is None:
         allowed = ", ".join(sorted(FILTER_FIELDS))
-        raise InvalidInput(f"unknown filter field {clause.field!r} (allowed: {allowed})", field="filters.field")
-    op, value = clause.op, clause.value
-    if clause.field in ARRAY_FIELDS:
-        return _render_contains(clause.field, target, op, value)
+        raise InvalidInput(f"unknown filter field {clause.field[:64]!r} (allowed: {allowed})", field="filters.field")
+    where = f"filters.{clause.field}"
+    ops = OPS[spec.kind]
+    if clause.op not in ops:
+        raise InvalidInput(f"filter field {clause.field!r} ({_KIND_NAMES[spec.kind]}) takes op "
+                           f"{', '.join(sorted(ops))}; not {clause.op[:32]!r}", field=where)
+    if clause.op in _LIST_OPS:
+        if not isinstance(clause.value, list) or not clause.value:
+            raise InvalidInput(f"op {clause.op!r} needs a non-empty list value", field=where)
+        if len(clause.value) > MAX_IN_VALUES:
+            raise InvalidInput(f"at most {MAX_IN_VALUES} values in one filter", field=where)
+        for item in clause.value:
+            _check_value(spec, item, where)
+    else:
+        _check_value(spec, clause.value, where)
+    return spec
+
+
+def _check_value(spec: FilterField, value: Any, where: str) -> None:
+    """One scalar: an int64 for int fields, a bounded, printable, valid-Unicode string otherwise."""
+    if spec.kind == "int":
+        if type(value) is not int or not INT64_MIN <= value <= INT64_MAX:  # bool is an int subclass: refused
+            raise InvalidInput(f"{where} takes a 64-bit integer (from {INT64_MIN} to {INT64_MAX}), "
+                               f"not {_describe(value)}", field=where)
+        return
+    if not isinstance(value, str):
+        raise InvalidInput(f"{where} takes a string{' per element' if spec.kind == 'strings' else ''}, "
+                           f"not {_describe(value)}", field=where)
+    problem = _string_problem(value, spec.max_chars)
+    if problem:
+        raise InvalidInput(f"{where} values {problem}", field=where)
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return "an integer out of range"
+    return {bool: "a boolean", float: "a number", str: "a string", list: "a list", dict: "an object",
+            type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def render_clause(clause: FilterClause) -> str:
+    spec = check_clause(clause)
+    target, op, value = spec.target, clause.op, clause.value
     if op in _COMPARE:
         return f"{target} {_COMPARE[op]} {literal(value)}"
     if op in ("in", "not_in"):
-        keyword = "in" if op == "in" else "not in"
-        return f"{target} {keyword} {literal_list(_as_list(value))}"
+        return _render_in(target, op == "in", value)
     if op == "prefix":
-        if not isinstance(value, str):
-            raise InvalidInput("op 'prefix' needs a string value", field="filters.value")
         escaped = value.replace("%", "\\%").replace("_", "\\_")
         return f"{target} like {literal(escaped + '%')}"
-    raise InvalidInput(f"unknown filter op {op!r}", field="filters.op")
-
-
-def _render_contains(name: str, target: str, op: str, value: Any) -> str:
-    if op not in _CONTAINS:
-        raise InvalidInput(f"array field {name!r} takes op 'contains' or 'contains_any'", field="filters.op")
+    # ARRAY-typed columns take array_contains*; lists inside the JSON metadata take json_contains* (the portable
+    # spelling: Milvus 2.3 has only json_contains* for JSON paths, newer servers and Milvus Lite accept both).
     family = "json" if target.startswith("metadata[") else "array"
-    operand = literal(value) if op == "contains" else literal_list(_as_list(value))
-    return f"{family}_{_CONTAINS[op]}({target}, {operand})"
+    operand = literal(value) if op == "contains" else literal_list(value)
+    return f"{family}_{op}({target}, {operand})"
 
 
-def _as_list(value: Any) -> Sequence[Any]:
-    if not isinstance(value, list) or not value:
-        raise InvalidInput("this op needs a non-empty list value", field="filters.value")
-    return value
+def _render_in(target: str, inside: bool, values: list[Any]) -> str:
+    """``target in [...]``; on a JSON path (Milvus Lite takes ``in`` only on a column) the same test as a
+    parenthesised OR of equalities (``not_in``: AND of inequalities)."""
+    if not target.startswith("metadata["):
+        return f"{target} {'in' if inside else 'not in'} {literal_list(values)}"
+    literal_list(values)  # the same bound on the number of values
+    joiner, compare = (" or ", "==") if inside else (" and ", "!=")
+    return "(" + joiner.join(f"{target} {compare} {literal(v)}" for v in values) + ")"
 
 
 def user_filter(raw: Any) -> str:

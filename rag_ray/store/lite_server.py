@@ -1,15 +1,23 @@
 """Milvus Lite as its own gRPC server process, so every Ray worker can reach one store.
 
 An in-process ``MilvusClient("x.db")`` locks the file to one process; ``milvus-lite server`` does not.
+
+Lifecycle: the server runs in its own session (a Ctrl-C in the terminal reaches only its parent, which stops it in
+order), and dies with its parent: on Linux the kernel sends it SIGKILL when the process that started it ends, however
+that ends (SIGKILL included), so no Milvus Lite outlives the server, CLI command or job that started it.
 """
 
 from __future__ import annotations
 
+import ctypes
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from rag_ray.errors import StoreError
@@ -27,9 +35,30 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_parent(sig: int = signal.SIGKILL) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child receive ``sig`` when its parent dies (Linux ``PR_SET_PDEATHSIG``); None
+    where the kernel has no such thing. The signal follows the parent *thread* that forked the child, so start and stop
+    a child from one long-lived thread (every caller here does: the CLI's main thread, or the job thread that owns it).
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved before fork: the child only calls it
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died between fork and prctl: nobody will signal us
+            os._exit(1)
+
+    return preexec
+
+
 def _executable() -> list[str]:
     exe = shutil.which("milvus-lite") or str(Path(sys.executable).with_name("milvus-lite"))
-    return [exe] if Path(exe).exists() else [sys.executable, "-m", "milvus_lite.cli"]
+    return [exe] if Path(exe).exists() else [sys.executable, "-m", "milvus_lite"]
 
 
 class MilvusLiteServer:
@@ -49,10 +78,14 @@ class MilvusLiteServer:
         if port_open(self.host, self.port):
             return self  # already running (another CLI process or a previous start)
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.data_dir / "milvus-lite.log", "ab")  # noqa: SIM115 - the child owns it
+        log = open(self.data_dir / "milvus-lite.log", "ab")  # noqa: SIM115 - closed once the child has it
         cmd = [*_executable(), "server", "--data-dir", str(self.data_dir), "--host", self.host,
                "--port", str(self.port)]
-        self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                          preexec_fn=die_with_parent())
+        finally:
+            log.close()  # the child has its own copy
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
@@ -74,6 +107,11 @@ class MilvusLiteServer:
             self._proc.kill()
             self._proc.wait(timeout=5)
         self._proc = None
+
+    def kill(self) -> None:
+        """SIGKILL without waiting (a shutdown out of time); the kernel reaps it once we exit."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
 
     def __enter__(self) -> MilvusLiteServer:
         return self.start()

@@ -16,13 +16,15 @@ import json
 import logging
 import re
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import replace
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
 
-from rag_ray.errors import InvalidInput, StoreError
+from rag_ray.errors import ConfigError, InvalidInput, RagError, StoreError
 from rag_ray.types import Chunk, SearchHit
 
 SearchStrategy = Literal["dense", "sparse", "hybrid"]
@@ -40,29 +42,108 @@ _QUERY_WINDOW = 16_384
 GRPC_OPTIONS = {"grpc.keepalive_time_ms": 300_000, "grpc.keepalive_permit_without_calls": 0}
 # query_iterator warns on every call against Milvus Lite (no mvcc timestamp); it is harmless.
 logging.getLogger("pymilvus").setLevel(logging.ERROR)
+log = logging.getLogger(__name__)
+# Milvus refusing an expression (a filter the caller sent): Milvus Lite answers code 6, servers 2.4+ code 1100
+# (parameter invalid), older servers code 1 with a parse message.
+_REJECTED_CODES = frozenset({6, 1100})
+_REJECTED_MESSAGE = re.compile(r"cannot parse expression|failed to create query plan|incompatible types|"
+                               r"invalid expression|requires a string operand", re.IGNORECASE)
+
+
+def store_failure(action: str, exc: BaseException, *, filtered: bool = False) -> RagError:
+    """A failed Milvus call as a library error carrying neither the expression nor the driver's message.
+
+    Both are logged here under a short reference, which the error carries instead (``details.error_id``).
+    A ``filtered`` call (one with a filter expression) that Milvus refused for its expression failed on the
+    caller's filters: InvalidInput; anything else: StoreError.
+    """
+    ref = uuid.uuid4().hex[:12]
+    details = {"error_id": ref}
+    if filtered and _rejected_expression(exc):
+        log.warning("store rejected an expression [%s] during %s: %s", ref, action, exc)
+        return InvalidInput(f"the filters cannot be applied to the stored fields (reference {ref})",
+                            field="filters", details=details)
+    log.error("store error [%s] during %s: %s", ref, action, exc)
+    return StoreError(f"{action} failed (reference {ref})", details=details)
+
+
+def _rejected_expression(exc: BaseException) -> bool:
+    code = getattr(exc, "code", None)
+    message = str(getattr(exc, "message", "") or exc)
+    return code in _REJECTED_CODES or bool(_REJECTED_MESSAGE.search(message))
+
+
+@contextmanager
+def mapped_errors(action: str, *, filtered: bool = False) -> Iterator[None]:
+    """Driver exceptions inside become :func:`store_failure` errors; library errors pass through."""
+    try:
+        yield
+    except RagError:
+        raise
+    except Exception as exc:
+        raise store_failure(action, exc, filtered=filtered) from exc
+
+
+# Collection property naming the embedder (``provider:model``) that wrote the vectors.
+EMBEDDING_MODEL_PROPERTY = "rag.embedding_model"
+
+
+@dataclass(frozen=True)
+class StoredEmbedding:
+    """What an existing collection says about its vectors."""
+
+    dimension: int
+    model: str | None  # ``provider:model``; None for collections created before it was recorded
+
+    def mismatch(self, collection: str, model: str | None, dimension: int) -> ConfigError | None:
+        """A ConfigError naming both sides when ``model``/``dimension`` are not what wrote the collection."""
+        same_model = model is None or self.model is None or self.model.lower() == model.lower()
+        if same_model and self.dimension == dimension:
+            return None
+        configured = f"{model or 'the configured embedder'} ({dimension}-d)"
+        return ConfigError(f"collection {collection!r} holds {self.dimension}-d vectors from "
+                           f"{self.model or 'an unrecorded embedding model'}, but the configured embedder is "
+                           f"{configured}; configure that model again (EMBEDDING_PROVIDER/EMBEDDING_MODEL), use "
+                           "another RAG_COLLECTION, or re-ingest into a new collection", field="EMBEDDING_MODEL")
+
+
+def check_collection_compatible(store: ChunkStore, provider_id: str, dimension: int) -> None:
+    """Startup check that the embedder ``provider_id`` (``dimension``-d) wrote ``store``'s collection: a
+    ConfigError naming both otherwise. A missing collection passes (it is created with this model recorded); an
+    existing one without a recorded model (created before it was recorded) adopts ``provider_id``."""
+    stored = store.stored_embedding()
+    if stored is None:
+        return
+    mismatch = stored.mismatch(store.collection, provider_id, dimension)
+    if mismatch is not None:
+        raise mismatch
+    if stored.model is None:
+        store.record_embedding_model(provider_id)
 
 
 class ChunkStore:
-    """One Milvus collection of chunks. Pass a connected ``MilvusClient``."""
+    """One Milvus collection of chunks. Pass a connected ``MilvusClient``. ``embedding_model``
+    (``provider:model``) is recorded on a collection this store creates and checked on one it opens."""
 
-    def __init__(self, client: Any, collection: str, dimension: int, *, enable_bm25: bool | None = None):
+    def __init__(self, client: Any, collection: str, dimension: int, *, enable_bm25: bool | None = None,
+                 embedding_model: str | None = None):
         self.client = client
         self.collection = collection
         self.dimension = dimension
+        self.embedding_model = embedding_model
         self.supports_bm25 = self._detect_bm25() if enable_bm25 is None else enable_bm25
         self.lexical_field: str | None = LEXICAL_FIELD if self.supports_bm25 else None
         self._loaded = False
 
     @classmethod
     def connect(cls, uri: str, collection: str, dimension: int, *, token: str = "",
-                enable_bm25: bool | None = None) -> ChunkStore:
+                enable_bm25: bool | None = None, embedding_model: str | None = None,
+                timeout_s: float = 30.0) -> ChunkStore:
         from pymilvus import MilvusClient
 
-        try:
-            client = MilvusClient(uri=uri, token=token, timeout=30, grpc_options=GRPC_OPTIONS)
-        except Exception as exc:  # pymilvus raises several unrelated types on connect failure
-            raise StoreError(f"cannot connect to Milvus at {uri}: {exc}") from exc
-        store = cls(client, collection, dimension, enable_bm25=enable_bm25)
+        with mapped_errors(f"connecting to Milvus at {uri}"):  # pymilvus raises several unrelated types here
+            client = MilvusClient(uri=uri, token=token, timeout=timeout_s, grpc_options=GRPC_OPTIONS)
+        store = cls(client, collection, dimension, enable_bm25=enable_bm25, embedding_model=embedding_model)
         store.ensure_collection()
         return store
 
@@ -114,34 +195,41 @@ class ChunkStore:
         return index
 
     def ensure_collection(self) -> None:
-        try:
+        with mapped_errors(f"preparing collection {self.collection!r}"):
             if not self.client.has_collection(self.collection):
                 # Schema first, index second: Milvus 2.3 mis-assigns indexes sent with create_collection.
-                self.client.create_collection(self.collection, schema=self._schema(), consistency_level="Strong")
+                properties = {EMBEDDING_MODEL_PROPERTY: self.embedding_model} if self.embedding_model else {}
+                self.client.create_collection(self.collection, schema=self._schema(), consistency_level="Strong",
+                                              properties=properties)
                 self.client.create_index(self.collection, self._index_params())
             else:
                 self._check_dimension()
             self.client.load_collection(self.collection)  # reopened collections start released
             self._loaded = True
-        except StoreError:
-            raise
-        except Exception as exc:
-            raise StoreError(f"cannot prepare collection {self.collection!r}: {exc}") from exc
 
     def _check_dimension(self) -> None:
         info = self.client.describe_collection(self.collection)
+        mismatch = _stored_embedding(info).mismatch(self.collection, self.embedding_model, self.dimension)
+        if mismatch is not None:
+            raise mismatch
         for field in info.get("fields", []):
-            if field.get("name") == "vector":
-                dim = int(field.get("params", {}).get("dim", self.dimension))
-                if dim != self.dimension:
-                    raise StoreError(f"collection {self.collection!r} holds {dim}-d vectors but the embedder makes "
-                                     f"{self.dimension}-d ones; use another RAG_COLLECTION or re-ingest")
             if field.get("name") == "sparse":
                 self.supports_bm25 = True
         names = {f.get("name") for f in info.get("fields", [])}
         if "sparse" not in names:
             self.supports_bm25 = False
         self.lexical_field = None if not self.supports_bm25 else LEXICAL_FIELD if LEXICAL_FIELD in names else "text"
+
+    def stored_embedding(self) -> StoredEmbedding | None:
+        """The dimension and recorded embedding model of the collection; None when it does not exist."""
+        with mapped_errors(f"describing collection {self.collection!r}"):
+            if not self.client.has_collection(self.collection):
+                return None
+            return _stored_embedding(self.client.describe_collection(self.collection))
+
+    def record_embedding_model(self, model: str) -> None:
+        with mapped_errors(f"recording the embedding model of {self.collection!r}"):
+            self.client.alter_collection_properties(self.collection, properties={EMBEDDING_MODEL_PROPERTY: model})
 
     def drop(self) -> None:
         self.client.drop_collection(self.collection)
@@ -155,16 +243,15 @@ class ChunkStore:
         now = int(time.time())
         rows = [self._with_lexical(_row(chunk, vector, now))
                 for chunk, vector in zip(chunks, vectors, strict=True)]
-        try:
+        with mapped_errors(f"upsert of {len(rows)} chunks"):
             result = self.client.upsert(self.collection, rows)
-        except Exception as exc:
-            raise StoreError(f"upsert of {len(rows)} chunks failed: {exc}") from exc
         return int(result.get("upsert_count", len(rows))) if isinstance(result, dict) else len(rows)
 
     def upsert_rows(self, rows: list[dict[str, Any]]) -> int:
         """Upsert rows already in collection shape (used by the Ray Data sink)."""
         if rows:
-            self.client.upsert(self.collection, [self._with_lexical(dict(r)) for r in rows])
+            with mapped_errors(f"upsert of {len(rows)} rows"):
+                self.client.upsert(self.collection, [self._with_lexical(dict(r)) for r in rows])
         return len(rows)
 
     def _with_lexical(self, row: dict[str, Any]) -> dict[str, Any]:
@@ -182,14 +269,16 @@ class ChunkStore:
 
     def delete_ids(self, ids: Iterable[str]) -> int:
         ids = list(ids)
-        for start in range(0, len(ids), _DELETE_BATCH):
-            self.client.delete(self.collection, ids=ids[start:start + _DELETE_BATCH])
+        with mapped_errors(f"delete of {len(ids)} chunks"):
+            for start in range(0, len(ids), _DELETE_BATCH):
+                self.client.delete(self.collection, ids=ids[start:start + _DELETE_BATCH])
         return len(ids)
 
     def delete_where(self, expr: str) -> None:
         if not expr:
             raise StoreError("refusing to delete with an empty filter")
-        self.client.delete(self.collection, filter=expr)
+        with mapped_errors("delete by filter", filtered=True):
+            self.client.delete(self.collection, filter=expr)
 
     def flush(self) -> None:
         try:
@@ -201,9 +290,14 @@ class ChunkStore:
     def query(self, expr: str, fields: Sequence[str] = ("id",), limit: int | None = None) -> list[dict[str, Any]]:
         """All rows matching ``expr``; pages with an iterator past Milvus's 16,384-row query window."""
         window = min(limit or _QUERY_WINDOW, _QUERY_WINDOW)
-        first = list(self.client.query(self.collection, filter=expr or "", output_fields=list(fields), limit=window))
-        if len(first) < _QUERY_WINDOW or limit == len(first):
-            return first
+        with mapped_errors("query", filtered=True):
+            first = list(self.client.query(self.collection, filter=expr or "", output_fields=list(fields),
+                                           limit=window))
+            if len(first) < _QUERY_WINDOW or limit == len(first):
+                return first
+            return self._query_all(expr, fields, limit)
+
+    def _query_all(self, expr: str, fields: Sequence[str], limit: int | None) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         iterator = self.client.query_iterator(self.collection, batch_size=1000, limit=limit or -1,
                                               filter=expr or "", output_fields=list(fields))
@@ -218,13 +312,15 @@ class ChunkStore:
         return {row["id"] for row in self.query(expr, ("id",))}
 
     def count(self, expr: str = "") -> int:
-        result = self.client.query(self.collection, filter=expr or "", output_fields=["count(*)"])
+        with mapped_errors("count", filtered=True):
+            result = self.client.query(self.collection, filter=expr or "", output_fields=["count(*)"])
         return int(result[0]["count(*)"]) if result else 0
 
     def get(self, ids: Sequence[str]) -> list[dict[str, Any]]:
         if not ids:
             return []
-        return list(self.client.get(self.collection, ids=list(ids), output_fields=OUTPUT_FIELDS))
+        with mapped_errors("get"):
+            return list(self.client.get(self.collection, ids=list(ids), output_fields=OUTPUT_FIELDS))
 
     def search(self, *, vector: Sequence[float] | None = None, text: str | None = None, k: int = 5, expr: str = "",
                strategy: SearchStrategy = "dense", rrf_k: int = 60, weights: tuple[float, float] | None = None
@@ -235,17 +331,13 @@ class ChunkStore:
         if strategy != "dense" and not self.supports_bm25:
             raise InvalidInput(f"search_strategy {strategy!r} needs BM25, which this Milvus server lacks "
                                "(Milvus 2.5+ or Milvus Lite); use 'dense'", field="search_strategy")
-        try:
+        with mapped_errors(f"{strategy} search", filtered=True):
             if strategy == "dense":
                 results = self._dense(vector, k, expr)
             elif strategy == "sparse":
                 results = self._sparse(text, k, expr)
             else:
                 results = self._hybrid(vector, text, k, expr, rrf_k, weights)
-        except (InvalidInput, StoreError):
-            raise
-        except Exception as exc:
-            raise StoreError(f"{strategy} search failed: {exc}") from exc
         hits = [_hit(item) for item in (results[0] if results else [])]
         if strategy == "sparse":  # Milvus Lite reports BM25 as a negative distance; servers 2.5+ as a positive score
             hits = [replace(h, score=abs(h.score)) for h in hits]
@@ -281,6 +373,12 @@ class ChunkStore:
         ]
         ranker = WeightedRanker(*weights) if weights else RRFRanker(rrf_k)
         return self.client.hybrid_search(self.collection, requests, ranker, limit=k, output_fields=OUTPUT_FIELDS)
+
+
+def _stored_embedding(info: dict[str, Any]) -> StoredEmbedding:
+    vector = next(f for f in info.get("fields", []) if f.get("name") == "vector")
+    model = (info.get("properties") or {}).get(EMBEDDING_MODEL_PROPERTY)
+    return StoredEmbedding(int(vector.get("params", {})["dim"]), str(model) if model else None)
 
 
 def _row(chunk: Chunk, vector: Sequence[float], now: int) -> dict[str, Any]:

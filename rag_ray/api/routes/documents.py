@@ -1,6 +1,8 @@
 """Documents of the caller: upload a file for ingestion, list, get, delete (chunks included).
 
-Uploads are capped at ``RAG_MAX_UPLOAD_BYTES`` (413) and limited to the supported file types (422).
+Uploads are capped at ``RAG_MAX_UPLOAD_BYTES`` (413) and limited to the supported file types (422). The cap
+applies before the route runs (``rag_ray.api.limits``: from ``Content-Length``, or as the body streams); the route
+checks the file's exact size.
 """
 
 from __future__ import annotations

@@ -1,34 +1,29 @@
-"""``POST /embeddings``: vectors for texts, from the embedding manager when one is configured
-(``services.features["embedding_manager"]``: strategies, retries, fallback, cache) else the server's batched
-default embedder.
+"""``POST /embeddings``: vectors for texts through the embedding service (``services.embeddings``:
+``rag_ray.embedding.service``: provider/model selection, load balancing, retries, fallback, cache, dimensions).
 
 Body (the seed's): ``{input: [...] | "text", model?, provider?, dimensions?, normalize?, load_balancing?,
-input_type?}``. ``dimensions`` below the model's size truncates and renormalises (Matryoshka style);
-``normalize`` (default true) L2-normalises the rows.
+input_type?}``. ``model`` is a model name or a ``provider:model`` id, ``provider`` a provider name or id;
+``dimensions`` is sent to the provider where its API has the parameter (OpenAI ``text-embedding-3-*``), else the
+vectors are truncated and renormalised — only for models trained for it (Matryoshka); ``normalize`` (default
+true) L2-normalises the rows. The response names the ``provider`` and ``model`` that served every row, the
+``usage``, the ``cost_usd`` of this call and how many rows came from the cache (``cached``).
 
 Caps (422 naming the field): ``input`` 1..512 items, each 1..32,000 characters; ``dimensions`` 1..8192 and at
 most the model's size; ``model`` ≤ 128 and ``provider`` ≤ 64 characters; unknown fields are refused. An
-unknown provider or model is a 422 naming ``provider`` / ``model``.
+unknown provider or model is a 422 naming ``provider`` / ``model``; ``dimensions`` on a model that cannot
+shorten its vectors is a 422 naming ``dimensions``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Annotated, Any
 
-import numpy as np
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from rag_ray.api.deps import current_principal, get_services
+from rag_ray.api.deps import ServicesDep, current_principal
 from rag_ray.api.routes.chat import check_strategy
-from rag_ray.api.services import Services
-from rag_ray.embedding.base import truncate_dimensions
-from rag_ray.errors import InvalidInput
-from rag_ray.llm.base import Usage
-from rag_ray.providers.manager import EmbedderEntry, EmbeddingManager, estimate_tokens
-from rag_ray.providers.pricing import price_for
+from rag_ray.embedding.service import EmbeddingService, EmbedRequest, EmbedResult
 from rag_ray.types import InputType
 
 router = APIRouter(tags=["embeddings"], dependencies=[Depends(current_principal)])
@@ -43,6 +38,13 @@ Text = Annotated[str, Field(min_length=1, max_length=MAX_INPUT_CHARS)]
 def as_list(value: Any) -> Any:
     """A single string is a one-item batch."""
     return [value] if isinstance(value, str) else value
+
+
+def embedding_service(services: ServicesDep) -> EmbeddingService:
+    return services.embeddings
+
+
+EmbeddingsDep = Annotated[EmbeddingService, Depends(embedding_service)]
 
 
 class EmbeddingsRequest(BaseModel):
@@ -68,97 +70,21 @@ class EmbeddingsRequest(BaseModel):
     def _strategy(cls, name: str | None) -> str | None:
         return check_strategy(name)
 
-
-@dataclass
-class Embeddings:
-    vectors: np.ndarray
-    provider: str
-    model: str
-    prompt_tokens: int
-    cost_usd: float
-
-    @property
-    def dimensions(self) -> int:
-        return int(self.vectors.shape[1])
+    def to_request(self) -> EmbedRequest:
+        return EmbedRequest(self.input, model=self.model, provider=self.provider, dimensions=self.dimensions,
+                            normalize=self.normalize, strategy=self.load_balancing, input_type=self.input_type)
 
 
-@dataclass(frozen=True)
-class EmbedOptions:
-    model: str | None = None
-    provider: str | None = None
-    dimensions: int | None = None
-    normalize: bool = True
-    strategy: str | None = None
-    input_type: InputType = "document"
+def usage(result: EmbedResult) -> dict[str, int]:
+    return {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens}
 
 
-# -------------------------------------------------------------------------------------------------- backends
-def _matches(provider: str | None, model: str | None, entry_provider: str, entry_model: str) -> bool:
-    entry_id = f"{entry_provider}:{entry_model}"
-    return provider in (None, entry_provider, entry_id) and model in (None, entry_model, entry_id)
-
-
-def _check_target(opts: EmbedOptions, targets: Sequence[tuple[str, str]]) -> None:
-    configured = ", ".join(f"{p}:{m}" for p, m in targets)
-    if opts.provider is not None and not any(_matches(opts.provider, None, p, m) for p, m in targets):
-        raise InvalidInput(f"unknown embedding provider {opts.provider!r} (configured: {configured})",
-                           field="provider")
-    if not any(_matches(opts.provider, opts.model, p, m) for p, m in targets):
-        raise InvalidInput(f"unknown embedding model {opts.model!r} (configured: {configured})", field="model")
-
-
-def _check_dimensions(opts: EmbedOptions, native: int) -> None:
-    if opts.dimensions is not None and opts.dimensions > native:
-        raise InvalidInput(f"dimensions must be at most {native} for this model", field="dimensions")
-
-
-def _pick_entry(manager: EmbeddingManager, opts: EmbedOptions) -> EmbedderEntry:
-    """The entry the response reports (the manager keeps all rows of a call on one model)."""
-    candidates = [e for e in manager.entries if _matches(opts.provider, opts.model, e.provider, e.model)]
-    return min(candidates, key=lambda e: e.priority)
-
-
-async def _with_manager(manager: EmbeddingManager, texts: list[str], opts: EmbedOptions) -> Embeddings:
-    _check_target(opts, [(e.provider, e.model) for e in manager.entries])
-    entry = _pick_entry(manager, opts)
-    _check_dimensions(opts, entry.backend.dimension)
-    narrowed = entry.id if opts.model is not None else opts.provider
-    vectors = await manager.aembed(texts, input_type=opts.input_type, strategy=opts.strategy, provider=narrowed)
-    tokens = estimate_tokens(texts)
-    return Embeddings(vectors, entry.provider, entry.model, tokens, entry.price.cost(Usage(tokens, 0)))
-
-
-async def _with_default(services: Services, texts: list[str], opts: EmbedOptions) -> Embeddings:
-    embedder = services.embedder
-    _check_target(opts, [(embedder.provider, embedder.model)])
-    _check_dimensions(opts, embedder.dimension)
-    vectors = np.asarray(await embedder.embed(texts, input_type=opts.input_type), dtype=np.float32)
-    tokens = estimate_tokens(texts)
-    cost = price_for(f"{embedder.provider}:{embedder.model}").cost(Usage(tokens, 0))
-    return Embeddings(vectors, embedder.provider, embedder.model, tokens, cost)
-
-
-async def embed_texts(services: Services, texts: list[str], opts: EmbedOptions) -> Embeddings:
-    """Embed with the manager (if configured) or the default embedder, then apply dimensions/normalize."""
-    manager = services.features.get("embedding_manager")
-    if isinstance(manager, EmbeddingManager):
-        result = await _with_manager(manager, texts, opts)
-    else:
-        result = await _with_default(services, texts, opts)
-    result.vectors = truncate_dimensions(result.vectors, opts.dimensions, opts.normalize)
-    return result
-
-
-# ----------------------------------------------------------------------------------------------------- route
-@router.post("/embeddings", summary="Embed texts (manager when configured, else the batched default embedder)")
-async def embeddings(body: EmbeddingsRequest, services: Services = Depends(get_services)) -> dict[str, Any]:
-    opts = EmbedOptions(model=body.model, provider=body.provider, dimensions=body.dimensions,
-                        normalize=body.normalize, strategy=body.load_balancing, input_type=body.input_type)
-    result = await embed_texts(services, body.input, opts)
+@router.post("/embeddings", summary="Embed texts (provider/model selection, load balancing, cache, dimensions)")
+async def embeddings(body: EmbeddingsRequest, service: EmbeddingsDep) -> dict[str, Any]:
+    result = await service.embed(body.to_request())
     return {"data": [{"index": i, "embedding": row.tolist()} for i, row in enumerate(result.vectors)],
             "model": result.model, "provider": result.provider, "dimensions": result.dimensions,
-            "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens},
-            "cost_usd": result.cost_usd}
+            "usage": usage(result), "cost_usd": result.cost_usd, "cached": result.cached}
 
 
-__all__ = ["EmbedOptions", "Embeddings", "EmbeddingsRequest", "embed_texts", "router"]
+__all__ = ["EmbeddingsDep", "EmbeddingsRequest", "as_list", "embedding_service", "router", "usage"]

@@ -1,9 +1,12 @@
 """`POST /extract/rdb` (admin): sync a relational database into Milvus as a background job; schema
 introspection and named sources.
 
-Connections submitted over HTTP must name an allow-listed ``host[:port]`` (``RAG_RDB_ALLOWED_HOSTS``)
-and cannot be SQLite files; named sources (registered by an operator with `rag-cli rdb sources add`)
-are trusted. The job record keeps the request without its password.
+Connections submitted over HTTP must name an allow-listed ``host[:port]`` (``RAG_RDB_ALLOWED_HOSTS``) and
+cannot be SQLite files: the host is resolved once, every address checked, and the connection pinned to the
+checked one. Their URL parameters are an allowlist (no host/port overrides, sockets or file options), as for
+named sources (registered by an operator with `rag-cli rdb sources add`, which skip the host allowlist). A
+database type without its driver installed is a 422 naming ``database_type``. The job record keeps the
+request without its password.
 """
 
 from __future__ import annotations
@@ -16,10 +19,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from rag_ray.api.deps import admin_principal, get_services
 from rag_ray.api.services import Services
 from rag_ray.errors import InvalidInput
-from rag_ray.sources.rdb.config import DatabaseConfig, check_remote_allowed
+from rag_ray.sources.rdb.config import DatabaseConfig, admit_remote, require_driver
 from rag_ray.sources.rdb.introspect import inspect_tables
+from rag_ray.sources.rdb.network import Resolver, system_resolver
 from rag_ray.sources.rdb.reader import create_source_engine
-from rag_ray.sources.rdb.state import get_source, list_sources
+from rag_ray.sources.rdb.state import NamedSource, get_source, list_sources
 from rag_ray.sources.rdb.sync import RdbSyncRequest
 from rag_ray.types import Acl, Principal
 
@@ -66,17 +70,37 @@ class InspectBody(BaseModel):
     row_counts: bool = True
 
 
-def _request(body: ExtractRdbBody, services: Services, principal: Principal) -> RdbSyncRequest:
+def host_resolver() -> Resolver:
+    """How database host names are resolved: a dependency, so a test can answer for DNS."""
+    return system_resolver
+
+
+def _remote(config: DatabaseConfig, services: Services, resolve: Resolver) -> DatabaseConfig:
+    """A submitted connection: admitted (driver installed, resolved address allow-listed and pinned), and
+    bounded by the connect timeout."""
+    settings = services.settings
+    admitted = admit_remote(config, settings.rdb_allowed_hosts, resolve)
+    return admitted.with_connect_timeout(settings.rdb_connect_timeout_s)
+
+
+def _named(services: Services, name: str) -> NamedSource:
+    """A named source with its driver checked and the connect timeout set (its host is operator-trusted)."""
+    named = get_source(services.db, services.settings.jwt_secret(), name)
+    require_driver(named.config.kind)
+    named.config = named.config.with_connect_timeout(services.settings.rdb_connect_timeout_s)
+    return named
+
+
+def _request(body: ExtractRdbBody, services: Services, principal: Principal, resolve: Resolver) -> RdbSyncRequest:
     if (body.database_config is None) == (body.source is None):
         raise InvalidInput("give exactly one of database_config and source", field="database_config")
     if body.source is not None:
-        named = get_source(services.db, services.settings.jwt_secret(), body.source)
-        return _override(RdbSyncRequest.from_source(named), body.extraction_config)
+        return _override(RdbSyncRequest.from_source(_named(services, body.source)), body.extraction_config)
     assert body.database_config is not None
-    check_remote_allowed(body.database_config, services.settings.rdb_allowed_hosts)
+    database = _remote(body.database_config, services, resolve)
     acl_body = body.acl or AclBody()
     acl = Acl(acl_body.owner_id or principal.user_id, tuple(acl_body.group_ids), acl_body.visibility)
-    request = RdbSyncRequest(database=body.database_config, source_name=body.source_name, acl=acl)
+    request = RdbSyncRequest(database=database, source_name=body.source_name, acl=acl)
     return _override(request, body.extraction_config or ExtractionConfig())
 
 
@@ -90,23 +114,24 @@ def _override(request: RdbSyncRequest, config: ExtractionConfig | None) -> RdbSy
 
 @router.post("", status_code=202, summary="Sync database tables into the store (admin; returns a job id)")
 def extract_rdb(body: ExtractRdbBody, principal: Principal = Depends(admin_principal),
-                services: Services = Depends(get_services)) -> dict[str, Any]:
-    request = _request(body, services, principal)
+                services: Services = Depends(get_services),
+                resolve: Resolver = Depends(host_resolver)) -> dict[str, Any]:
+    request = _request(body, services, principal, resolve)
     job_id = services.rdb_jobs.submit(request, principal)
     return {"job_id": job_id, "status": "pending", "source": request.source}
 
 
 @router.post("/inspect", summary="Tables, columns, keys and row counts of a database (admin)")
 def inspect_rdb(body: InspectBody, _: Principal = Depends(admin_principal),
-                services: Services = Depends(get_services)) -> dict[str, Any]:
-    check_remote_allowed(body.database_config, services.settings.rdb_allowed_hosts)
-    return _inspect(body.database_config, body.include_tables, body.row_counts)
+                services: Services = Depends(get_services),
+                resolve: Resolver = Depends(host_resolver)) -> dict[str, Any]:
+    return _inspect(_remote(body.database_config, services, resolve), body.include_tables, body.row_counts)
 
 
 @router.get("/inspect", summary="Schema of a named source (admin)")
 def inspect_source(source: str, row_counts: bool = True, _: Principal = Depends(admin_principal),
                    services: Services = Depends(get_services)) -> dict[str, Any]:
-    named = get_source(services.db, services.settings.jwt_secret(), source)
+    named = _named(services, source)
     return {"source": source, **_inspect(named.config, list(named.options.get("include_tables") or []), row_counts)}
 
 

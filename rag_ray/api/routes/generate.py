@@ -1,8 +1,10 @@
 """``POST /generate/single``, ``/generate/ensemble`` and ``/generate/rag``: scored answer generation.
 
 Bodies are the seed's (``rag_ray.generation.service`` models: unknown fields refused, a bad value is a 422 naming
-the field, e.g. ``retrieval_config.k``). ``/generate/rag`` retrieves through ``RetrievalService.search``, so the
-caller's access filter always applies; only the chunks it returns ever reach the prompt.
+the field, e.g. ``retrieval_config.k``). ``/generate/rag`` is the RAG pipeline (``services.rag``): it retrieves
+through ``RetrievalService.search``, so the caller's access filter always applies and only the chunks it returns
+ever reach the prompt, fitted to the window of the model(s) that answer (``context.used`` / ``context.dropped`` /
+``context.window``), and masks the answer for the caller.
 
 The ``GenerationService`` is ``services.generation`` (in Serve its evaluator runs in the evaluator deployment).
 
@@ -26,19 +28,12 @@ from rag_ray.generation import (
     SingleRequest,
     parse_request,
 )
-from rag_ray.types import Principal, SearchHit
+from rag_ray.types import Principal
 
 router = APIRouter(prefix="/generate", tags=["generate"])
 
 QUALITY_METRIC = "rag_generation_quality"
 CONSENSUS_METRIC = "rag_generation_consensus"
-
-
-# ---- retrieval --------------------------------------------------------------------------------------------
-async def retrieve(services: Services, principal: Principal, body: RagGenerateRequest) -> list[SearchHit]:
-    cfg = body.retrieval_config
-    return await services.retrieval.search(principal, body.query, k=cfg.k, strategy=cfg.search_strategy,
-                                           filters=cfg.filters, rerank=cfg.enable_reranking)
 
 
 # ---- metrics ----------------------------------------------------------------------------------------------
@@ -97,5 +92,4 @@ async def generate_rag(request: Request, body: dict[str, Any] = Body(examples=[R
                        principal: Principal = Depends(current_principal),
                        services: Services = Depends(get_services)) -> GenerationResponse:
     parsed = parse_request(RagGenerateRequest, body)
-    hits = await retrieve(services, principal, parsed)
-    return answered(request, "rag", await services.generation.generate_rag(parsed, hits))
+    return answered(request, "rag", await services.rag.generate(principal, parsed))

@@ -1,37 +1,77 @@
-"""`GET /metrics` (admin): Prometheus text — HTTP counters/latency, LLM provider state, job counts."""
+"""``GET /metrics``: Prometheus text — HTTP requests and latency, LLM provider state (circuit breakers, calls,
+failures, cost), answer quality, job counts.
+
+Readable by an admin, or by a scraper presenting ``Authorization: Bearer $RAG_METRICS_TOKEN`` (compared in constant
+time), so Prometheus needs no user JWT."""
 
 from __future__ import annotations
+
+import hmac
+from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import PlainTextResponse
 
-from rag_ray.api.deps import admin_principal, get_services
+from rag_ray.api.deps import ServicesDep, admin_principal, current_principal
 from rag_ray.api.services import Services
-from rag_ray.types import Principal
 
 router = APIRouter(tags=["admin"])
-_BREAKER_VALUE = {"closed": 0, "half_open": 1, "open": 2}
+BREAKER_VALUE = {"closed": 0, "half_open": 1, "open": 2}
+Gauges = dict[str, list[tuple[dict[str, str], float]]]
+
+GAUGE_HELP = {
+    "rag_llm_in_flight": "LLM calls in flight per provider",
+    "rag_llm_breaker_state": "LLM provider circuit breaker: 0 closed, 1 half-open, 2 open",
+    "rag_llm_healthy": "LLM provider passed its last health check (1) or not (0)",
+    "rag_llm_calls": "LLM calls per provider since start",
+    "rag_llm_failures": "failed LLM calls per provider since start",
+    "rag_llm_cost_usd": "LLM spend per provider since start (USD)",
+    "rag_embedding_breaker_state": "embedding provider circuit breaker: 0 closed, 1 half-open, 2 open",
+    "rag_jobs_recent": "the last 500 ingest/sync jobs by status",
+}
 
 
-def _provider_gauges(services: Services) -> dict[str, list[tuple[dict[str, str], float]]]:
+def scrape_token_matches(request: Request, services: Services) -> bool:
+    expected = services.settings.metrics_token
+    if expected is None:
+        return False
+    scheme, _, offered = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(offered.strip().encode(),
+                                                              expected.get_secret_value().encode())
+
+
+def metrics_reader(request: Request, services: ServicesDep) -> None:
+    """The scrape token, else an admin's JWT or API key (401/403 otherwise)."""
+    if not scrape_token_matches(request, services):
+        admin_principal(current_principal(request, services))
+
+
+def _provider_gauges(services: Services) -> Gauges:
     entries = services.llm.status()["entries"]
-    return {
+    gauges: Gauges = {
         "rag_llm_in_flight": [({"provider": e["id"]}, e["in_flight"]) for e in entries],
-        "rag_llm_breaker_state": [({"provider": e["id"]}, _BREAKER_VALUE.get(str(e["breaker"]["state"]), -1))
-                                  for e in entries],
+        "rag_llm_breaker_state": [({"provider": e["id"]}, _breaker(e)) for e in entries],
+        "rag_llm_healthy": [({"provider": e["id"]}, 1.0 if e["healthy"] else 0.0) for e in entries],
         "rag_llm_calls": [({"provider": e["id"]}, e["calls"]) for e in entries],
         "rag_llm_failures": [({"provider": e["id"]}, e["failures"]) for e in entries],
         "rag_llm_cost_usd": [({"provider": e["id"]}, e["cost_usd"]) for e in entries],
     }
+    embedding_entries: Any = services.embeddings.status()["entries"]
+    gauges["rag_embedding_breaker_state"] = [({"provider": e["id"]}, _breaker(e)) for e in embedding_entries]
+    return gauges
 
 
-@router.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics (admin)")
-async def metrics(request: Request, _: Principal = Depends(admin_principal),
-                  services: Services = Depends(get_services)) -> str:
+def _breaker(entry: dict[str, Any]) -> float:
+    return BREAKER_VALUE.get(str(entry["breaker"]["state"]), -1)
+
+
+@router.get("/metrics", response_class=PlainTextResponse, dependencies=[Depends(metrics_reader)],
+            summary="Prometheus metrics (admin, or the scrape token RAG_METRICS_TOKEN)")
+async def metrics(request: Request, services: ServicesDep) -> str:
     gauges = _provider_gauges(services)
     if services.jobs is not None:
         by_status: dict[str, int] = {}
         for job in services.jobs.list(limit=500):
             by_status[job.status] = by_status.get(job.status, 0) + 1
         gauges["rag_jobs_recent"] = [({"status": s}, n) for s, n in sorted(by_status.items())]
-    return request.app.state.metrics.render(gauges)
+    return str(request.app.state.metrics.render(gauges, GAUGE_HELP))

@@ -1,9 +1,12 @@
 """OpenAI-compatible routes, so any OpenAI client can use the server (``base_url=<server>/v1``, ``api_key=<token>``).
 
 - ``POST /v1/chat/completions`` (``stream`` true or false). ``model`` is a configured ``provider:model`` id, a
-  bare configured model id, or ``rag``: retrieve under the caller's access filter, answer from the passages, cite
-  them in the text (``Sources: [1] …``) and list them in the non-standard ``rag_sources`` field (on the response,
-  or on the first chunk when streaming).
+  bare configured model id, or ``rag``: the RAG pipeline (``services.rag``, as ``/query`` and ``/generate/rag``)
+  answers the last user message from the passages retrieved under the caller's access filter and fitted to the
+  serving model's window; the text cites them (``Sources: [1] …``), the non-standard ``rag_sources`` field lists the
+  passages in the prompt (``index`` = citation number) and ``rag_context`` says which were used and dropped and how
+  the prompt was fitted (both on the response, or on the first chunk when streaming). A question that alone is too
+  long for the model is a 422 naming ``messages``.
 - ``POST /v1/embeddings`` (``encoding_format`` float or base64; ``model`` = the embedder's ``provider:model`` or
   bare model id).
 - ``GET /v1/models`` and ``GET /v1/models/{id}``: the configured LLMs, ``rag``, and the embedder(s).
@@ -36,17 +39,25 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from rag_ray.api.deps import current_principal, get_services
 from rag_ray.api.errors import error_response
 from rag_ray.api.routes.chat import MAX_MESSAGES, MAX_TOKENS, check_total_chars, open_stream, resolve_llm
-from rag_ray.api.routes.embeddings import MAX_DIMENSIONS, MAX_INPUTS, EmbedOptions, Text, as_list, embed_texts
+from rag_ray.api.routes.embeddings import (
+    MAX_DIMENSIONS,
+    MAX_INPUTS,
+    EmbeddingsDep,
+    Text,
+    as_list,
+    embedding_service,
+    usage,
+)
 from rag_ray.api.services import Services
 from rag_ray.api.sse import event_stream, relay, sse_event
+from rag_ray.embedding.service import EmbedRequest
 from rag_ray.errors import InvalidInput, NotFound, RagError
+from rag_ray.generation.rag import RagContext, RagQuestion
+from rag_ray.generation.service import PassagesOut
 from rag_ray.llm.base import ChatMessage, Completion, GenerationParams, StreamChunk, Usage
-from rag_ray.providers.manager import EmbeddingManager
-from rag_ray.retrieval.service import build_rag_messages
-from rag_ray.types import Principal, SearchHit
+from rag_ray.types import Principal
 
 RAG_MODEL = "rag"
-RAG_K = 5
 CREATED = int(time.time())  # "created" of every model card: when this server started
 
 
@@ -161,6 +172,11 @@ class ChatCompletionRequest(BaseModel):
     def chat_messages(self) -> list[ChatMessage]:
         return [m.to_chat() for m in self.messages]
 
+    def rag_question(self) -> RagQuestion:
+        params = self.params()
+        return RagQuestion(self.last_user_text(), temperature=params.temperature, max_tokens=params.max_tokens,
+                           stop=params.stop, field="messages")
+
     def last_user_text(self) -> str:
         for message in reversed(self.messages):
             if message.role == "user" and message.text().strip():
@@ -205,38 +221,40 @@ class CompletionMeta:
 
 
 @dataclass
-class RagContext:
-    """What ``model: rag`` adds: the retrieved passages, as sources and as a citation block."""
+class RagReply:
+    """What ``model: rag`` adds to a completion: the passages in the prompt, as sources and as a citation block,
+    and which passages were used and dropped."""
 
-    hits: list[SearchHit]
+    context: RagContext
 
     def sources(self) -> list[dict[str, Any]]:
-        return [{"index": i, **hit.to_dict()} for i, hit in enumerate(self.hits, start=1)]
+        return [{"index": number, **hit.to_dict()} for number, hit in self.context.used()]
+
+    def passages(self) -> dict[str, Any]:
+        return PassagesOut.of(self.context.fitted).model_dump()
+
+    def annotate(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return {**payload, "rag_sources": self.sources(), "rag_context": self.passages()}
 
     def citations(self) -> str:
-        if not self.hits:
+        used = self.context.used()
+        if not used:
             return ""
-        lines = [f"[{i}] {hit.source_uri}" for i, hit in enumerate(self.hits, start=1)]
-        return "\n\nSources:\n" + "\n".join(lines)
+        return "\n\nSources:\n" + "\n".join(f"[{number}] {hit.source_uri}" for number, hit in used)
 
 
 @dataclass
 class Plan:
-    """One chat completion, resolved: what to send, where, and what ``rag`` adds."""
+    """One plain chat completion, resolved: what to send, and where."""
 
     messages: list[ChatMessage]
     provider: str | None
     model: str | None
-    rag: RagContext | None = None
 
 
-async def plan_chat(body: ChatCompletionRequest, principal: Principal, services: Services) -> Plan:
-    if body.model != RAG_MODEL:
-        provider, model = resolve_llm(services.llm, None, body.model)
-        return Plan(body.chat_messages(), provider, model)
-    query = body.last_user_text()
-    hits = await services.retrieval.search(principal, query, k=RAG_K)
-    return Plan(build_rag_messages(query, hits), None, None, RagContext(hits))
+def plan_chat(body: ChatCompletionRequest, services: Services) -> Plan:
+    provider, model = resolve_llm(services.llm, None, body.model)
+    return Plan(body.chat_messages(), provider, model)
 
 
 # ------------------------------------------------------------------------------------------------ chat routes
@@ -244,34 +262,42 @@ async def plan_chat(body: ChatCompletionRequest, principal: Principal, services:
 async def chat_completions(body: ChatCompletionRequest, request: Request,
                            principal: Principal = Depends(current_principal),
                            services: Services = Depends(get_services)) -> Any:
-    plan = await plan_chat(body, principal, services)
+    if body.model == RAG_MODEL:
+        return await _rag(body, request, principal, services)
+    plan = plan_chat(body, services)
     if body.stream:
         return await _stream(body, plan, request, services)
     completion = await services.llm.generate(plan.messages, body.params(), provider=plan.provider, model=plan.model)
-    served = RAG_MODEL if plan.rag else f"{completion.provider}:{completion.model}"
-    text = completion.text + (plan.rag.citations() if plan.rag else "")
-    response = CompletionMeta.new(served).completion(text, completion)
-    if plan.rag:
-        response["rag_sources"] = plan.rag.sources()
-    return response
+    return CompletionMeta.new(f"{completion.provider}:{completion.model}").completion(completion.text, completion)
+
+
+async def _rag(body: ChatCompletionRequest, request: Request, principal: Principal, services: Services) -> Any:
+    meta = CompletionMeta.new(RAG_MODEL)
+    if body.stream:
+        opened = await services.rag.stream(principal, body.rag_question())
+        return event_stream(_frames(request, meta, None, opened.chunks, RagReply(opened.context),
+                                    _include_usage(body)))
+    answer = await services.rag.answer(principal, body.rag_question())
+    rag = RagReply(answer.context)
+    return rag.annotate(meta.completion(answer.answer + rag.citations(), answer.completion))
+
+
+def _include_usage(body: ChatCompletionRequest) -> bool:
+    return bool(body.stream_options and body.stream_options.include_usage)
 
 
 async def _stream(body: ChatCompletionRequest, plan: Plan, request: Request, services: Services) -> Response:
     first, stream, entry = await open_stream(services, plan.messages, body.params(), provider=plan.provider,
                                              model=plan.model, strategy=None)
-    served = RAG_MODEL if plan.rag else (entry.id if entry else body.model)
-    include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    frames = _frames(request, CompletionMeta.new(served), first, stream, plan.rag, include_usage)
-    return event_stream(frames)
+    meta = CompletionMeta.new(entry.id if entry else body.model)
+    return event_stream(_frames(request, meta, first, stream, None, _include_usage(body)))
 
 
 async def _frames(request: Request, meta: CompletionMeta, first: StreamChunk | None,
-                  stream: AsyncIterator[StreamChunk], rag: RagContext | None, include_usage: bool
+                  stream: AsyncIterator[StreamChunk], rag: RagReply | None, include_usage: bool
                   ) -> AsyncIterator[str]:
     head = meta.chunk({"role": "assistant", "content": ""})
-    if rag is not None:
-        head["rag_sources"] = rag.sources()
-    yield sse_event(head)
+    yield sse_event(rag.annotate(head) if rag is not None else head)
     final = StreamChunk(finish_reason="stop")
     try:
         async for chunk in relay(request, first, stream):
@@ -288,9 +314,10 @@ async def _frames(request: Request, meta: CompletionMeta, first: StreamChunk | N
         yield frame
 
 
-def _closing_frames(meta: CompletionMeta, final: StreamChunk, rag: RagContext | None,
+def _closing_frames(meta: CompletionMeta, final: StreamChunk, rag: RagReply | None,
                     include_usage: bool) -> list[str]:
-    frames = [sse_event(meta.chunk({"content": rag.citations()}))] if rag and rag.hits else []
+    citations = rag.citations() if rag else ""
+    frames = [sse_event(meta.chunk({"content": citations}))] if citations else []
     frames.append(sse_event(meta.chunk({}, finish_reason(final.finish_reason))))
     if include_usage:
         frames.append(sse_event(meta.usage_chunk(final.usage or Usage())))
@@ -313,6 +340,9 @@ class EmbeddingRequest(BaseModel):
     def _single(cls, value: Any) -> Any:
         return as_list(value)
 
+    def to_request(self) -> EmbedRequest:
+        return EmbedRequest(self.input, model=self.model, dimensions=self.dimensions)
+
 
 def encode_vector(row: Any, encoding: str) -> Any:
     if encoding == "base64":  # OpenAI's base64 is the little-endian float32 bytes
@@ -321,13 +351,12 @@ def encode_vector(row: Any, encoding: str) -> Any:
 
 
 @router.post("/embeddings", summary="OpenAI embeddings")
-async def embeddings(body: EmbeddingRequest, services: Services = Depends(get_services),
+async def embeddings(body: EmbeddingRequest, service: EmbeddingsDep,
                      _: Principal = Depends(current_principal)) -> dict[str, Any]:
-    result = await embed_texts(services, body.input, EmbedOptions(model=body.model, dimensions=body.dimensions))
+    result = await service.embed(body.to_request())
     data = [{"object": "embedding", "index": i, "embedding": encode_vector(row, body.encoding_format)}
             for i, row in enumerate(result.vectors)]
-    return {"object": "list", "data": data, "model": body.model,
-            "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens}}
+    return {"object": "list", "data": data, "model": body.model, "usage": usage(result)}
 
 
 # ---------------------------------------------------------------------------------------------------- models
@@ -335,19 +364,11 @@ def model_card(model_id: str, owner: str) -> dict[str, Any]:
     return {"id": model_id, "object": "model", "created": CREATED, "owned_by": owner}
 
 
-def embedder_ids(services: Services) -> list[tuple[str, str]]:
-    manager = services.features.get("embedding_manager")
-    if isinstance(manager, EmbeddingManager):
-        return [(e.id, e.provider) for e in manager.entries]
-    embedder = services.embedder
-    return [(f"{embedder.provider}:{embedder.model}", embedder.provider)]
-
-
 def model_cards(services: Services) -> list[dict[str, Any]]:
     llms: Sequence[dict[str, Any]] = services.llm.status()["entries"]
     cards = [model_card(e["id"], e["provider"]) for e in llms]
     cards.append(model_card(RAG_MODEL, "rag-ray"))
-    cards.extend(model_card(model_id, owner) for model_id, owner in embedder_ids(services))
+    cards.extend(model_card(m.id, m.provider) for m in embedding_service(services).models())
     return cards
 
 

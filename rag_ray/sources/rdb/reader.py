@@ -13,8 +13,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
 
-from rag_ray.errors import ConfigError, InvalidInput, SourceError
-from rag_ray.sources.rdb.config import DatabaseConfig
+from rag_ray.errors import InvalidInput, SourceError
+from rag_ray.sources.rdb.config import DatabaseConfig, driver_missing, require_driver
 from rag_ray.sources.rdb.dialects import compile_sql, select_rows
 from rag_ray.sources.rdb.introspect import TableInfo, _short
 
@@ -22,24 +22,19 @@ ReaderKind = Literal["auto", "connectorx", "sqlalchemy"]
 Row = dict[str, Any]
 log = logging.getLogger(__name__)
 
-_EXTRAS = {"oracle": "oracle", "mssql": "mssql"}
-
 
 def create_source_engine(config: DatabaseConfig) -> Engine:
-    """An engine on the source database (no pool kept: jobs open few, short-lived connections)."""
-    url = config.sqlalchemy_url()
-    kwargs: dict[str, Any] = {"poolclass": NullPool}
+    """An engine on the source database (no pool kept: jobs open few, short-lived connections). It dials the
+    config's checked address when it has one, and gives up connecting after the config's connect timeout."""
     if config.kind == "sqlite":
-        path = url.database or ""
+        path = config.sqlalchemy_url().database or ""
         if path != ":memory:" and not Path(path).is_file():
             raise InvalidInput(f"sqlite database {path!r} does not exist", field="database")
-        kwargs["connect_args"] = {"check_same_thread": False}
+    require_driver(config.kind)
     try:
-        return sa.create_engine(url, **kwargs)
-    except (ModuleNotFoundError, sa.exc.NoSuchModuleError) as exc:
-        extra = _EXTRAS.get(config.kind)
-        hint = f" (install it: uv sync --extra {extra})" if extra else ""
-        raise ConfigError(f"the {config.kind} driver is not installed{hint}", field="database_type") from exc
+        return sa.create_engine(config.engine_url(), poolclass=NullPool, connect_args=config.connect_args())
+    except (ModuleNotFoundError, sa.exc.NoSuchModuleError) as exc:  # installed, but broken
+        raise driver_missing(config.kind) from exc
 
 
 @dataclass(frozen=True)

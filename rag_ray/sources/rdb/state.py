@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import JSON, DateTime, Integer, String, Text, select
 from sqlalchemy.orm import Mapped, mapped_column
 
+from rag_ray.config import ServerSecret
 from rag_ray.errors import Conflict, InvalidInput, NotFound
 from rag_ray.metadata import MetadataDB
 from rag_ray.metadata.models import Base, utcnow
@@ -120,10 +121,12 @@ class NamedSource:
 
 
 def _fernet(secret: str) -> Any:
-    from cryptography.fernet import Fernet
+    """Encrypts with ``secret``; decrypts with it or a retired secret it carries (``ServerSecret``, key rotation)."""
+    from cryptography.fernet import Fernet, MultiFernet
 
-    key = base64.urlsafe_b64encode(hashlib.sha256(f"rag-ray rdb sources\x00{secret}".encode()).digest())
-    return Fernet(key)
+    keys = secret.accepted if isinstance(secret, ServerSecret) else (secret,)
+    digests = (hashlib.sha256(f"rag-ray rdb sources\x00{k}".encode()).digest() for k in keys)
+    return MultiFernet([Fernet(base64.urlsafe_b64encode(d)) for d in digests])
 
 
 def add_source(db: MetadataDB, secret: str, source: NamedSource, *, replace: bool = False) -> NamedSource:
@@ -201,6 +204,12 @@ def _to_source(rec: RdbSource, secret: str) -> NamedSource:
                            field="source") from None
     schema = (rec.options or {}).get("schema")
     acl = Acl(rec.owner_id, tuple(rec.group_ids or ()), rec.visibility)  # type: ignore[arg-type]
-    return NamedSource(name=rec.name, config=DatabaseConfig.from_url(url, schema=schema), acl=acl,
+    try:  # saved before the connection rules (no host overrides, sockets or file options) existed
+        config = DatabaseConfig.from_url(url, schema=schema)
+    except InvalidInput as exc:
+        raise InvalidInput(f"source {rec.name!r} has a connection this server refuses ({exc.message}); "
+                           "add it again with `rag-cli rdb sources add --replace`", field="source",
+                           details=exc.details) from None
+    return NamedSource(name=rec.name, config=config, acl=acl,
                        options=dict(rec.options or {}), refresh_interval_s=rec.refresh_interval_s,
                        last_synced_at=rec.last_synced_at, last_job_id=rec.last_job_id)

@@ -1,0 +1,119 @@
+"""The server follows the alias: each search runs on the collection the alias points at, with that collection's
+embedding model, so a switch (or a rollback) done by another process takes effect without a restart and no query
+mixes one model's query vector with another model's index.
+
+The alias is looked up at most every ``refresh_s`` seconds (``RAG_INDEX_REFRESH_S``; 0: on every search). The
+concrete collection is searched by its own name, so a query that started before a switch finishes on the collection
+it embedded for; a search that fails right after a switch is retried once on the new live collection.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from rag_ray.errors import StoreError
+from rag_ray.index.catalog import IndexCatalog
+from rag_ray.retrieval.service import AsyncEmbedder, RetrievalService
+from rag_ray.store.milvus import ChunkStore
+from rag_ray.types import Principal, SearchHit
+
+EmbedderFor = Callable[[str], AsyncEmbedder]  # "provider:model" → an embedder for it
+
+
+@dataclass(frozen=True)
+class Serving:
+    collection: str
+    store: ChunkStore
+    embedder: AsyncEmbedder
+
+
+class LiveIndex:
+    """Which collection the alias ``alias`` points at, with a store and embedder for it (built once per
+    collection). ``base_embedder`` serves its own model; other models come from ``embedder_for``."""
+
+    def __init__(self, client: Any, alias: str, base_embedder: AsyncEmbedder, embedder_for: EmbedderFor, *,
+                 refresh_s: float = 1.0):
+        self.catalog = IndexCatalog(client, alias)
+        self.base_embedder = base_embedder
+        self.embedder_for = embedder_for
+        self.refresh_s = refresh_s
+        self._lock = threading.Lock()
+        self._name: str | None = None
+        self._checked = float("-inf")
+        self._serving: dict[str, Serving] = {}
+        self._embedders: dict[str, AsyncEmbedder] = {}
+
+    def current(self) -> Serving | None:
+        """What to search now; None while there is no alias (``RAG_COLLECTION`` is the collection itself)."""
+        name = self._resolve()
+        return None if name is None else self._serving_for(name)
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._checked = float("-inf")
+
+    def _resolve(self) -> str | None:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._checked < self.refresh_s:
+                return self._name
+        name = self.catalog.live_name()
+        with self._lock:
+            self._name, self._checked = name, now
+        return name
+
+    def _serving_for(self, name: str) -> Serving:
+        with self._lock:
+            found = self._serving.get(name)
+        if found is not None:
+            return found
+        info = self.catalog.info(name)
+        model = info.embedding_model
+        store = self.catalog.open(name, info.dimension, model)
+        serving = Serving(name, store, self._embedder(model, info.dimension))
+        with self._lock:
+            self._serving[name] = serving
+        return serving
+
+    def _embedder(self, model: str | None, dimension: int) -> AsyncEmbedder:
+        base = self.base_embedder
+        if model is None or model.lower() == f"{base.provider}:{base.model}".lower():
+            return base
+        with self._lock:
+            found = self._embedders.get(model.lower())
+        if found is None:
+            found = self.embedder_for(model)
+            with self._lock:
+                self._embedders[model.lower()] = found
+        return found
+
+
+class FollowingRetrieval(RetrievalService):
+    """``RetrievalService`` over whatever collection the alias points at (same policy, fusion, reranker and options
+    for every collection)."""
+
+    def __init__(self, store: ChunkStore, embedder: AsyncEmbedder, *, live: LiveIndex, **options: Any):
+        super().__init__(store, embedder, **options)
+        self.live = live
+
+    def on(self, serving: Serving) -> RetrievalService:
+        searcher = self.searcher
+        return RetrievalService(serving.store, serving.embedder, max_k=self.max_k, policy=self.policy,
+                                fusion=searcher.fusion, reranker=searcher.reranker, options=searcher.options)
+
+    async def search(self, principal: Principal, query: str, **options: Any) -> list[SearchHit]:
+        serving = self.live.current()
+        if serving is None:
+            return await super().search(principal, query, **options)
+        try:
+            return await self.on(serving).search(principal, query, **options)
+        except StoreError:
+            self.live.invalidate()  # a switch under way, or a collection dropped since: once more, on the live one
+            again = self.live.current()
+            if again is None or again.collection == serving.collection:
+                raise
+            return await self.on(again).search(principal, query, **options)

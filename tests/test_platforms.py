@@ -1,0 +1,64 @@
+"""Platforms: found by name (built in, or through the ``rag_ray.platforms`` entry point), and `rag-cli serve` on the
+one-process ``local`` platform — the same composition root as Serve, no Ray."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from rag_ray.errors import ConfigError
+from rag_ray.server.platform import LocalPlatform, load_platform
+from rag_ray.store.lite_server import free_port, port_open
+
+
+def test_platforms_are_found_by_name_without_the_library_importing_them():
+    from deployments.platform import RayPlatform
+
+    assert isinstance(load_platform("local"), LocalPlatform)
+    assert isinstance(load_platform("ray"), RayPlatform)
+    with pytest.raises(ConfigError, match="unknown platform 'nope'.*local.*ray"):
+        load_platform("nope")
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen[str], timeout_s: float = 180) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else proc.returncode
+        try:
+            if httpx.get(f"{url}/health", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)  # polling a server that is still starting
+    raise AssertionError("server did not become healthy")
+
+
+def test_serve_on_the_local_platform_answers_and_stops_on_ctrl_c(tmp_path):
+    api_port, milvus_port = free_port(), free_port()
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("LLM_", "EMBEDDING_", "MILVUS_", "RAG_"))},
+           "RAG_PLATFORM": "local", "RAG_DATA_DIR": str(tmp_path / "data"), "API_PORT": str(api_port),
+           "RAG_MILVUS_LITE_PORT": str(milvus_port), "RAG_ADMIN_PASSWORD": "local-admin-pw",
+           "EMBEDDING_PROVIDER": "fake", "EMBEDDING_MODEL": "hash-bow", "LLM_PROVIDER": "fake", "LLM_MODEL": "echo"}
+    proc = subprocess.Popen([sys.executable, "-m", "rag_ray.cli.main", "serve"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    url = f"http://127.0.0.1:{api_port}"
+    try:
+        _wait_healthy(url, proc)
+        token = httpx.post(f"{url}/auth/token", json={"username": "admin", "password": "local-admin-pw"},
+                           timeout=30).json()["access_token"]
+        r = httpx.post(f"{url}/chat", headers={"Authorization": f"Bearer {token}"},
+                       json={"messages": [{"role": "user", "content": "hello"}]}, timeout=60)
+        assert r.status_code == 200, r.text
+        assert r.json()["provider"] == "fake"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=60)
+    assert proc.returncode == 0, proc.stdout.read() if proc.stdout else ""
+    assert not port_open("127.0.0.1", milvus_port), "Milvus Lite outlived the server"

@@ -1,0 +1,246 @@
+"""The server's entry points and lifecycle, driven through the installed commands with real signals: `rag-server`,
+`rag-cli serve [--reload]`, `main.py` and the image's `docker/entrypoint.sh` + `docker/healthcheck.py`, on the
+one-process ``local`` platform with the fake models (a start takes seconds, not a model load)."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from rag_ray.cli.reloader import default_watch_dirs, server_argv
+from rag_ray.cli.server_main import cli_argv
+from rag_ray.store.lite_server import free_port, port_open
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+GRACE_S = 5.0
+
+
+def server_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items()
+            if not k.startswith(("LLM_", "EMBEDDING_", "MILVUS_", "RAG_", "API_", "APP_", "SECRET_", "DATABASE_"))}
+    return {**base, "PATH": f"{BIN}{os.pathsep}{base.get('PATH', '')}", "RAG_PLATFORM": "local",
+            "RAG_DATA_DIR": str(tmp_path / "data"), "API_HOST": "127.0.0.1", "API_PORT": str(free_port()),
+            "RAG_MILVUS_LITE_PORT": str(free_port()), "RAG_ADMIN_PASSWORD": "lifecycle-admin-pw",
+            "RAG_SHUTDOWN_GRACE_S": str(GRACE_S), "EMBEDDING_PROVIDER": "fake", "EMBEDDING_MODEL": "hash-bow",
+            "LLM_PROVIDER": "fake", "LLM_MODEL": "echo", **extra}
+
+
+class Server:
+    """A server command as a child process (in its own session, so a failed test can clean up the whole group);
+    signals in the tests go to the command's own pid only."""
+
+    def __init__(self, cmd: list[str], env: dict[str, str], cwd: Path):
+        self.env = env
+        self.url = f"http://127.0.0.1:{env['API_PORT']}"
+        self.milvus_port = int(env["RAG_MILVUS_LITE_PORT"])
+        self.proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True, start_new_session=True)
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.output: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.output.append(line)
+            self.lines.put(line)
+
+    def text(self) -> str:
+        return "".join(self.output)
+
+    def wait_healthy(self, timeout_s: float = 240) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"exited with {self.proc.returncode}:\n{self.text()}"
+            try:
+                if httpx.get(f"{self.url}/health", timeout=5).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)  # polling a server that is still starting
+        raise AssertionError(f"not healthy within {timeout_s}s:\n{self.text()}")
+
+    def wait_line(self, pattern: str, timeout_s: float = 240) -> re.Match[str]:
+        deadline = time.monotonic() + timeout_s
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = self.lines.get(timeout=left)
+            except queue.Empty:
+                break
+            if match := re.search(pattern, line):
+                return match
+        raise AssertionError(f"no line matching {pattern!r}:\n{self.text()}")
+
+    def signal(self, sig: int) -> None:
+        os.kill(self.proc.pid, sig)
+
+    def cleanup(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def servers() -> Iterator[list[Server]]:
+    started: list[Server] = []
+    yield started
+    for server in started:
+        server.cleanup()
+
+
+def wait_closed(port: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while port_open("127.0.0.1", port):
+        assert time.monotonic() < deadline, f"port {port} still open after {timeout_s}s"
+        time.sleep(0.1)  # the kernel closes the socket when the process is gone
+
+
+def healthcheck(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(ROOT / "docker" / "healthcheck.py")], env=env, capture_output=True,
+                          text=True, timeout=30)
+
+
+# --- production refuses placeholder secrets, before starting anything ---
+
+@pytest.mark.parametrize("command", [["rag-server"], ["rag-cli", "serve"], ["python", str(ROOT / "main.py")]],
+                         ids=["rag-server", "rag-cli serve", "main.py"])
+def test_production_refuses_placeholder_secrets_at_start(tmp_path, command):
+    env = server_env(tmp_path, APP_ENV="production", SECRET_KEY="changeme", RAG_ADMIN_PASSWORD="changeme")
+    exe = sys.executable if command[0] == "python" else str(BIN / command[0])
+    result = subprocess.run([exe, *command[1:]], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    out = result.stdout + result.stderr
+    assert result.returncode == 2, out
+    assert "SECRET_KEY is missing, a placeholder, or shorter than 32 characters" in out
+    assert "RAG_ADMIN_PASSWORD is a placeholder" in out
+    assert not (tmp_path / "data" / "milvus").exists(), "Milvus Lite was started before the check"
+    assert not port_open("127.0.0.1", int(env["API_PORT"]))
+
+
+# --- the image's entry scripts, outside a container ---
+
+def test_entrypoint_runs_the_server_healthcheck_passes_and_sigterm_stops_everything(tmp_path, servers):
+    """`docker run IMAGE` = tini → docker/entrypoint.sh → exec rag-server; `docker stop` sends it SIGTERM."""
+    env = server_env(tmp_path)
+    server = Server(["sh", str(ROOT / "docker" / "entrypoint.sh")], env, tmp_path)
+    servers.append(server)
+    server.wait_healthy()
+    assert port_open("127.0.0.1", server.milvus_port)
+    check = healthcheck(env)
+    assert check.returncode == 0, check.stderr
+
+    server.signal(signal.SIGTERM)  # the exec'd rag-server itself, as tini forwards it
+    assert server.proc.wait(timeout=GRACE_S + 10) == 0, server.text()  # 0: in order, not forced at the deadline
+    assert not port_open("127.0.0.1", server.milvus_port), "Milvus Lite outlived the server"
+    assert not port_open("127.0.0.1", int(env["API_PORT"]))
+    down = healthcheck(env)
+    assert down.returncode == 1 and "unhealthy" in down.stderr
+
+
+def test_entrypoint_refuses_an_unwritable_data_dir_and_passes_other_commands_through(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    env = server_env(tmp_path, RAG_DATA_DIR=str(blocker / "data"))
+    refused = subprocess.run(["sh", str(ROOT / "docker" / "entrypoint.sh")], env=env, capture_output=True, text=True,
+                             timeout=30)
+    assert refused.returncode == 73 and "not a writable directory" in refused.stderr
+
+    env = server_env(tmp_path)
+    passed = subprocess.run(["sh", str(ROOT / "docker" / "entrypoint.sh"), "python", "-c", "print('as given')"],
+                            env=env, capture_output=True, text=True, timeout=30)
+    assert (passed.returncode, passed.stdout.strip()) == (0, "as given")
+
+
+# --- nothing the server started outlives it ---
+
+def test_sigkill_of_the_server_takes_milvus_lite_with_it(tmp_path, servers):
+    """SIGKILL (Kubernetes after the grace period, the OOM killer): Milvus Lite, in its own session, still dies."""
+    env = server_env(tmp_path)
+    server = Server([str(BIN / "rag-server")], env, tmp_path)
+    servers.append(server)
+    server.wait_healthy()
+    assert port_open("127.0.0.1", server.milvus_port)
+    server.signal(signal.SIGKILL)
+    server.proc.wait(timeout=30)
+    wait_closed(server.milvus_port, timeout_s=10)
+
+
+def _stuck_request(url: str) -> socket.socket:
+    """A request whose body never completes: uvicorn waits for it on shutdown, however long."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    sock.sendall(b"POST /auth/token HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: 1000\r\n\r\n{\"username\": ")
+    return sock
+
+
+@pytest.mark.slow
+def test_a_shutdown_that_overruns_the_grace_period_is_forced(tmp_path, servers):
+    grace_s = 3.0
+    env = server_env(tmp_path, RAG_SHUTDOWN_GRACE_S=str(grace_s))
+    server = Server([str(BIN / "rag-server")], env, tmp_path)
+    servers.append(server)
+    server.wait_healthy()
+    with _stuck_request(server.url):
+        server.signal(signal.SIGTERM)
+        assert server.proc.wait(timeout=grace_s + 15) == 1, server.text()
+    assert f"not stopped within RAG_SHUTDOWN_GRACE_S={grace_s:g}s" in server.text()
+    wait_closed(server.milvus_port, timeout_s=10)
+
+
+# --- rag-cli serve --reload ---
+
+def test_reload_arguments_and_watched_packages():
+    assert server_argv(["--env-file", "x", "serve", "--reload", "--reload-dir", "d", "--reload-dir=e", "--port", "9"]) \
+        == ["--env-file", "x", "serve", "--port", "9"]
+    assert (ROOT / "rag_ray") in default_watch_dirs()
+    from typer.main import get_command
+
+    from rag_ray.cli.main import app
+
+    assert cli_argv(["--port", "9", "--env-file", "f", "--debug", "--reload"], get_command(app)) \
+        == ["--env-file", "f", "--debug", "serve", "--port", "9", "--reload"]
+
+
+@pytest.mark.slow
+def test_reload_restarts_the_server_on_a_change_and_dies_with_nothing_left(tmp_path, servers):
+    watched = tmp_path / "src"
+    watched.mkdir()
+    (watched / "mod.py").write_text("X = 1\n")
+    env = server_env(tmp_path)
+    server = Server([str(BIN / "rag-cli"), "serve", "--reload", "--reload-dir", str(watched)], env, tmp_path)
+    servers.append(server)
+    first = int(server.wait_line(r"server started \(pid (\d+)\)").group(1))
+    server.wait_healthy()
+
+    (watched / "mod.py").write_text("X = 2\n")
+    second = int(server.wait_line(r"server started \(pid (\d+)\)").group(1))
+    assert second != first
+    assert not _alive(first), "the old server was not stopped before the new one started"
+    server.wait_healthy()
+    assert port_open("127.0.0.1", server.milvus_port)
+
+    server.signal(signal.SIGKILL)  # the watcher dies hard: its server and Milvus Lite still go
+    server.proc.wait(timeout=30)
+    wait_closed(server.milvus_port, timeout_s=10)
+    wait_closed(int(env["API_PORT"]), timeout_s=GRACE_S + 10)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
