@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from rag_ray.config import Settings
 from rag_ray.embedding import create_embedder
 from rag_ray.ingest.executor import LocalExecutor
+from rag_ray.ingest.rdb_sync import RdbIngestor, RdbSyncRequest
 from rag_ray.metadata import MetadataDB
 from rag_ray.runtime import IngestStages
 from rag_ray.sources.rdb.config import DatabaseConfig
@@ -38,7 +39,6 @@ from rag_ray.sources.rdb.reader import (
     stream_rows,
 )
 from rag_ray.sources.rdb.render import render_row
-from rag_ray.sources.rdb.sync import RdbIngestor, RdbSyncRequest
 from rag_ray.store.lite_server import MilvusLiteServer, free_port
 from rag_ray.store.milvus import ChunkStore
 from rag_ray.types import Acl

@@ -12,8 +12,8 @@ from typing import Any
 
 from rag_ray.config import Settings
 from rag_ray.ingest.file_ingest import FileIngestRequest, IngestSummary
+from rag_ray.ingest.rdb_sync import RdbSyncRequest, RdbSyncSummary
 from rag_ray.server.platform import Listeners
-from rag_ray.sources.rdb.sync import RdbSyncRequest, RdbSyncSummary
 
 
 class RayPlatform:

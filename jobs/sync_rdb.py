@@ -17,12 +17,12 @@ import sys
 from rag_ray.config import Settings, load_settings
 from rag_ray.errors import InvalidInput, RagError
 from rag_ray.ingest.executor import Executor, LocalExecutor
+from rag_ray.ingest.rdb_sync import RdbIngestor, RdbSyncRequest, RdbSyncSummary
 from rag_ray.ingest.supervise import check_reachable, job_lifecycle
 from rag_ray.ingest.tracking import JobLimits, JobStore, ProgressListener
 from rag_ray.runtime import Runtime, ensure_milvus
 from rag_ray.sources.rdb.config import DatabaseConfig
 from rag_ray.sources.rdb.state import get_source, mark_synced
-from rag_ray.sources.rdb.sync import RdbIngestor, RdbSyncRequest, RdbSyncSummary
 from rag_ray.types import Acl
 
 

@@ -1,8 +1,12 @@
-import logging, traceback
+import logging
+import traceback
 from collections import Counter
+
 from fastapi.testclient import TestClient
+
 from tests.api_helpers import build_rig
 from tests.test_malformed_bodies import Sweep, body_routes, sweep_route
+
 
 class Grab(logging.Handler):
     def __init__(self):

@@ -12,8 +12,8 @@ from fastapi.testclient import TestClient
 
 from rag_ray.embedding.fake import FakeEmbedder
 from rag_ray.ingest.executor import Executor, LocalExecutor
+from rag_ray.ingest.rdb_sync import RdbIngestor, RdbSyncRequest
 from rag_ray.metadata import MetadataDB
-from rag_ray.sources.rdb.sync import RdbIngestor, RdbSyncRequest
 from rag_ray.store.milvus import ChunkStore
 from tests.ingest_helpers import LocalStages
 

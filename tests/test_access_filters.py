@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from rag_ray.embedding.fake import FakeEmbedder
 from rag_ray.errors import InvalidInput
-from rag_ray.store.filters import INT64_MIN, access_filter, retrieval_filter, user_filter
+from rag_ray.retrieval.filters import retrieval_filter
+from rag_ray.store.filters import INT64_MIN, access_filter, user_filter
 from rag_ray.store.milvus import ChunkStore
 from rag_ray.types import Acl, Chunk, Principal, make_chunk_id, sha256_text
 from tests.access_fixtures import reference_visible

@@ -8,8 +8,8 @@ import yaml
 from ray.serve.schema import ServeDeploySchema
 
 from deployments.app import app_builder, build_app
-from rag_ray.providers.config import configured_llm_specs
 from rag_ray.config import Settings
+from rag_ray.providers.config import configured_llm_specs
 
 ROOT = Path(__file__).resolve().parents[1]
 

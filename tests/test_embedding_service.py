@@ -15,8 +15,8 @@ from rag_ray.config import Settings
 from rag_ray.embedding.base import l2_normalize
 from rag_ray.embedding.dimensions import matryoshka, model_family
 from rag_ray.embedding.fake import FakeEmbedder
-from rag_ray.embedding.service import EmbeddingService, EmbedRequest, EmbedResult, build_embedding_service
 from rag_ray.errors import ConfigError, InvalidInput, Overloaded, ProviderUnavailable
+from rag_ray.providers.embeddings import EmbeddingService, EmbedRequest, EmbedResult, build_embedding_service
 from rag_ray.retrieval.service import ThreadedEmbedder
 from rag_ray.store.milvus import ChunkStore, check_collection_compatible
 from rag_ray.testing.fake_servers import FakeOllamaServer, FakeOpenAIServer, fake_vector

@@ -14,7 +14,8 @@ from rag_ray.errors import ProviderServerError
 from rag_ray.llm.fake import FakeLLM
 from rag_ray.providers.breaker import BreakerConfig
 from rag_ray.store.milvus import ChunkStore
-from tests.api_helpers import build_rig
+from tests.api_helpers import build_rig, inbox
+from tests.rdb_helpers import wait_job
 
 ROOT = Path(__file__).resolve().parents[1]
 DASHBOARD = ROOT / "deploy" / "grafana" / "rag-ray.json"
@@ -158,6 +159,9 @@ def test_every_metric_the_dashboard_queries_is_exported(make_settings: Any, fake
     ensemble = rig.client.post("/generate/ensemble", headers=rig.auth(),
                                json={"query": "What is basalt?", "ensemble_size": 2})
     assert ensemble.status_code == 200, ensemble.text
+    (inbox(rig.settings) / "basalt.txt").write_text("Basalt is a volcanic rock.")
+    job = rig.client.post("/extract/filesystem", headers=rig.auth(), json={"directory": str(inbox(rig.settings))})
+    assert job.status_code == 202 and wait_job(rig.db, job.json()["job_id"]).status == "succeeded"
     text = rig.client.get("/metrics", headers={"Authorization": f"Bearer {SCRAPE_TOKEN}"}).text
 
     queried = dashboard_metrics()

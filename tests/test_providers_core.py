@@ -11,10 +11,10 @@ import pytest
 from rag_ray.errors import ProviderBadRequest, ProviderRateLimited, ProviderServerError
 from rag_ray.llm.base import Usage
 from rag_ray.providers.breaker import BreakerConfig, BreakerState, CircuitBreaker
-from rag_ray.providers.errormap import error_for_status, parse_retry_after
 from rag_ray.providers.pricing import price_for
 from rag_ray.providers.retry import Deadline, RetryPolicy, retry
 from rag_ray.providers.strategies import STRATEGIES, create_strategy
+from rag_ray.sdk.errors import error_for_status, parse_retry_after
 
 
 class FakeClock:

@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from rag_ray.ingest.rdb_sync import RdbSyncRequest
 from rag_ray.ingest.tracking import JobStore
 from rag_ray.metadata import MetadataDB
 from rag_ray.retrieval.service import RetrievalService, ThreadedEmbedder
@@ -23,7 +24,6 @@ from rag_ray.sources.rdb.config import DatabaseConfig
 from rag_ray.sources.rdb.introspect import inspect_tables
 from rag_ray.sources.rdb.reader import ReadSpec, connectorx_rows, connectorx_sql, create_source_engine, keyset_pages
 from rag_ray.sources.rdb.render import render_row, row_doc_id
-from rag_ray.sources.rdb.sync import RdbSyncRequest
 from rag_ray.types import Acl, Principal
 from tests.rdb_helpers import api_client, execute, ingestor, reference_ids, wait_job
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from rag_ray.ingest.rdb_sync import RdbSyncRequest
 from rag_ray.ingest.tracking import JobStore
 from rag_ray.metadata import MetadataDB
 from rag_ray.sources.rdb.config import DatabaseConfig
@@ -15,7 +16,6 @@ from rag_ray.sources.rdb.introspect import inspect_tables
 from rag_ray.sources.rdb.reader import ReadSpec, connectorx_rows, connectorx_sql, create_source_engine, keyset_pages
 from rag_ray.sources.rdb.render import render_row, row_doc_id
 from rag_ray.sources.rdb.state import RdbSource, RdbSyncState, add_source, due_sources, get_source, list_sources
-from rag_ray.sources.rdb.sync import RdbSyncRequest
 from rag_ray.store.filters import literal
 from rag_ray.types import Acl
 from tests.rdb_helpers import E2E_TABLES, api_client, chinook_sqlite, execute, ingestor, reference_ids, wait_job

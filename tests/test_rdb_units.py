@@ -9,6 +9,7 @@ import decimal
 import pytest
 
 from rag_ray.errors import InvalidInput, PermissionDenied
+from rag_ray.ingest.rdb_sync import RdbSyncRequest
 from rag_ray.sources.rdb.config import DatabaseConfig, check_remote_allowed
 from rag_ray.sources.rdb.dialects import (
     compile_sql,
@@ -22,7 +23,6 @@ from rag_ray.sources.rdb.dialects import (
 from rag_ray.sources.rdb.introspect import ColumnInfo, select_table_names
 from rag_ray.sources.rdb.render import format_value, render_row, row_hash, row_source_uri
 from rag_ray.sources.rdb.state import decode_value, encode_value
-from rag_ray.sources.rdb.sync import RdbSyncRequest
 from rag_ray.sources.rdb.validate import check_value
 from rag_ray.types import Acl
 

@@ -8,7 +8,6 @@ import pytest
 
 from rag_ray.errors import InvalidInput
 from rag_ray.retrieval.fusion import FusionConfig, fuse, minmax, rrf, weighted
-from rag_ray.retrieval.korean import has_hangul, korean_terms, lexical_text, light_stem
 from rag_ray.retrieval.rerank import (
     FeatureReranker,
     NoRerank,
@@ -17,6 +16,7 @@ from rag_ray.retrieval.rerank import (
     create_reranker,
     drop_near_duplicates,
 )
+from rag_ray.text.korean import has_hangul, korean_terms, lexical_text, light_stem
 from rag_ray.types import SearchHit
 
 

@@ -19,7 +19,7 @@ import pytest
 
 from rag_ray.embedding.fake import FakeEmbedder
 from rag_ray.errors import InvalidInput
-from rag_ray.store.filters import retrieval_filter
+from rag_ray.retrieval.filters import retrieval_filter
 from rag_ray.store.lite_server import free_port
 from rag_ray.store.milvus import ChunkStore
 from rag_ray.types import Acl, Chunk, Principal

@@ -7,12 +7,12 @@ from typing import Protocol
 
 from rag_ray.access.service import AuthService
 from rag_ray.config import Settings
-from rag_ray.embedding.service import EmbeddingService
 from rag_ray.generation import GenerationService
 from rag_ray.ingest.file_jobs import FileJobService
 from rag_ray.ingest.rdb_jobs import RdbJobService
 from rag_ray.ingest.tracking import JobStore
 from rag_ray.metadata import MetadataDB
+from rag_ray.providers.embeddings import EmbeddingService
 from rag_ray.providers.manager import LLMManager
 from rag_ray.retrieval.service import AsyncEmbedder, RetrievalService
 from rag_ray.store.milvus import ChunkStore

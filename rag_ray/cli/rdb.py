@@ -15,11 +15,11 @@ from rag_ray.cli.context import console_from, settings_from
 from rag_ray.cli.progress import JobProgressBar
 from rag_ray.config import Settings
 from rag_ray.errors import InvalidInput, RagError
+from rag_ray.ingest.rdb_sync import RdbSyncRequest, RdbSyncSummary
 from rag_ray.sources.rdb.config import DatabaseConfig
 from rag_ray.sources.rdb.introspect import TableInfo, inspect_tables
 from rag_ray.sources.rdb.reader import create_source_engine
 from rag_ray.sources.rdb.state import NamedSource, add_source, due_sources, get_source, list_sources, remove_source
-from rag_ray.sources.rdb.sync import RdbSyncRequest, RdbSyncSummary
 from rag_ray.types import Acl
 
 app = typer.Typer(help="Relational database sources: inspect schemas, register sources, sync them into Milvus")

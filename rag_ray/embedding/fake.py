@@ -45,14 +45,14 @@ class ConstantEmbedder(FakeEmbedder):
 
 # Named fakes: ``fake:hash-bow-v2`` is an equally good model with other vectors and another dimension,
 # ``fake:constant`` a worse one (index rebuild / switch tests).
-VARIANTS = {"hash-bow-v2": {"salt": b"v2", "dimension": 96}, "constant": {"dimension": 64}}
+VARIANT_DIMENSIONS = {"hash-bow-v2": 96, "constant": 64}
+VARIANT_SALTS = {"hash-bow-v2": b"v2"}
 
 
 @EMBEDDERS.register("fake")
 def _create(model: str = "hash-bow", **options: object) -> FakeEmbedder:
     model = model or "hash-bow"
-    variant = VARIANTS.get(model, {})
-    dimension = int(options.get("dimension", variant.get("dimension", 64)))  # type: ignore[call-overload]
+    dimension = int(options.get("dimension", VARIANT_DIMENSIONS.get(model, 64)))  # type: ignore[call-overload]
     if model == "constant":
         return ConstantEmbedder(model=model, dimension=dimension)
-    return FakeEmbedder(model=model, dimension=dimension, salt=bytes(variant.get("salt", b"")))  # type: ignore[arg-type]
+    return FakeEmbedder(model=model, dimension=dimension, salt=VARIANT_SALTS.get(model, b""))

@@ -6,9 +6,9 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from rag_ray.embedding.base import EMBEDDERS, RESIZABLE_EMBEDDERS
+from rag_ray.embedding.sdk import SDKEmbedder
 from rag_ray.llm.google import google_client, google_status
-from rag_ray.providers.embedsdk import SDKEmbedder
-from rag_ray.providers.errormap import StatusInfo
+from rag_ray.sdk.errors import StatusInfo
 from rag_ray.types import InputType
 
 DEFAULT_MODEL = "text-embedding-004"

@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from rag_ray.embedding.base import EMBEDDERS
+from rag_ray.embedding.sdk import SDKEmbedder
 from rag_ray.llm.ollama import ollama_status
-from rag_ray.providers.embedsdk import SDKEmbedder
-from rag_ray.providers.errormap import StatusInfo
+from rag_ray.sdk.errors import StatusInfo
 from rag_ray.types import InputType
 
 DEFAULT_MODEL = "nomic-embed-text"

@@ -6,10 +6,10 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from rag_ray.embedding.base import EMBEDDERS, RESIZABLE_EMBEDDERS
+from rag_ray.embedding.sdk import SDKEmbedder
 from rag_ray.llm.openai import config_error, openai_client_kwargs, openai_status
-from rag_ray.providers.embedsdk import SDKEmbedder
-from rag_ray.providers.errormap import StatusInfo
-from rag_ray.providers.sdk import request_id_kw
+from rag_ray.llm.sdk import request_id_kw
+from rag_ray.sdk.errors import StatusInfo
 from rag_ray.types import InputType
 
 DEFAULT_MODEL = "text-embedding-3-small"

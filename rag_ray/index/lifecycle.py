@@ -222,7 +222,7 @@ class IndexLifecycle:
     def live(self) -> IndexEntry:
         return self.ensure_alias()
 
-    def list(self) -> list[IndexStatus]:
+    def statuses(self) -> list[IndexStatus]:
         catalog = self.catalog
         live_name = catalog.live_name()
         present = set(catalog.family())

@@ -7,9 +7,9 @@ from typing import Any
 
 from rag_ray.config import Settings
 from rag_ray.ingest.file_jobs import Launcher
+from rag_ray.ingest.rdb_sync import RdbSyncRequest
 from rag_ray.ingest.tracking import JobStore
 from rag_ray.metadata import MetadataDB
-from rag_ray.sources.rdb.sync import RdbSyncRequest
 from rag_ray.types import Principal
 
 RdbJobRunner = Callable[[Settings, RdbSyncRequest, str], Any]

@@ -10,8 +10,8 @@ from typing import Any
 
 from rag_ray.errors import ConfigError
 from rag_ray.llm.base import LLMS, ChatMessage, GenerationParams, StreamChunk, Usage
-from rag_ray.providers.errormap import StatusInfo
-from rag_ray.providers.sdk import SDKChatLLM, request_id_kw, split_system, timeout_kw
+from rag_ray.llm.sdk import SDKChatLLM, request_id_kw, split_system, timeout_kw
+from rag_ray.sdk.errors import StatusInfo
 
 DEFAULT_MODEL = "claude-3-5-haiku-latest"
 

@@ -9,8 +9,8 @@ from typing import Any
 
 from rag_ray.errors import ConfigError
 from rag_ray.llm.base import LLMS, ChatMessage, GenerationParams, StreamChunk, Usage
-from rag_ray.providers.errormap import StatusInfo, parse_retry_after
-from rag_ray.providers.sdk import SDKChatLLM, split_system
+from rag_ray.llm.sdk import SDKChatLLM, split_system
+from rag_ray.sdk.errors import StatusInfo, parse_retry_after
 
 DEFAULT_MODEL = "gemini-2.0-flash"
 _SECONDS = re.compile(r"^\s*([\d.]+)s\s*$")

@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from rag_ray.llm.base import LLMS, ChatMessage, GenerationParams, StreamChunk, Usage
-from rag_ray.providers.errormap import StatusInfo
-from rag_ray.providers.sdk import SDKChatLLM
+from rag_ray.llm.sdk import SDKChatLLM
+from rag_ray.sdk.errors import StatusInfo
 
 DEFAULT_MODEL = "llama3.2"
 

@@ -9,8 +9,8 @@ from typing import Any
 
 from rag_ray.errors import ConfigError
 from rag_ray.llm.base import LLMS, ChatMessage, GenerationParams, StreamChunk, Usage
-from rag_ray.providers.errormap import StatusInfo
-from rag_ray.providers.sdk import SDKChatLLM, request_id_kw, timeout_kw
+from rag_ray.llm.sdk import SDKChatLLM, request_id_kw, timeout_kw
+from rag_ray.sdk.errors import StatusInfo
 
 
 def openai_status(exc: BaseException) -> StatusInfo | None:

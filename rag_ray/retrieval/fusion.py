@@ -9,7 +9,7 @@ per collection and per query language, and works the same on every server that c
   ``sum_i w_i * norm_i``; a hit missing from a leg scores 0 there (it ranked below that leg's cut).
 
 Language-aware defaults: Korean queries lean on BM25 because the lexical field is morpheme-analysed
-(``rag_ray.retrieval.korean``), and the default English embedder knows no Korean. Numbers behind the
+(``rag_ray.text.korean``), and the default English embedder knows no Korean. Numbers behind the
 defaults are in ``bench/retrieval.py``'s output and the note in ``rag_ray/retrieval/search.py``.
 """
 
@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from rag_ray.errors import InvalidInput
-from rag_ray.retrieval.korean import has_hangul
+from rag_ray.text.korean import has_hangul
 from rag_ray.types import SearchHit
 
 FusionMethod = Literal["rrf", "weighted"]

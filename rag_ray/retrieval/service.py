@@ -19,10 +19,10 @@ import numpy as np
 from rag_ray.embedding.base import Embedder
 from rag_ray.enrich.policy import GovernancePolicy, mask_hit_text, should_mask
 from rag_ray.errors import InvalidInput
+from rag_ray.retrieval.filters import retrieval_filter
 from rag_ray.retrieval.fusion import FusionConfig
 from rag_ray.retrieval.rerank import Reranker
 from rag_ray.retrieval.search import HybridSearcher, SearchOptions
-from rag_ray.store.filters import retrieval_filter
 from rag_ray.store.milvus import ChunkStore, SearchStrategy
 from rag_ray.types import InputType, Principal, SearchHit
 

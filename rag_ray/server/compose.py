@@ -12,12 +12,12 @@ from rag_ray.access.service import AuthService
 from rag_ray.api.app import create_app
 from rag_ray.api.services import Authenticator, Services
 from rag_ray.config import Settings
-from rag_ray.embedding.service import build_embedding_service
 from rag_ray.ingest.file_jobs import FileJobService
 from rag_ray.ingest.rdb_jobs import RdbJobService
 from rag_ray.ingest.tracking import JobStore
 from rag_ray.metadata import MetadataDB
 from rag_ray.providers.config import build_llm_manager
+from rag_ray.providers.embeddings import build_embedding_service
 from rag_ray.providers.manager import LLMManager
 from rag_ray.retrieval.search import fusion_from_settings, options_from_settings, reranker_from_settings
 from rag_ray.retrieval.service import AsyncEmbedder, RetrievalService

@@ -21,10 +21,10 @@ from rag_ray.errors import ConfigError
 from rag_ray.ingest.executor import LocalExecutor
 from rag_ray.ingest.file_ingest import FileIngestor, FileIngestRequest, IngestSummary
 from rag_ray.ingest.notify import callback_listeners
+from rag_ray.ingest.rdb_sync import RdbIngestor, RdbSyncRequest, RdbSyncSummary
 from rag_ray.ingest.tracking import ProgressListener
 from rag_ray.runtime import Runtime, ensure_milvus
 from rag_ray.sources.rdb.state import mark_synced
-from rag_ray.sources.rdb.sync import RdbIngestor, RdbSyncRequest, RdbSyncSummary
 
 log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "rag_ray.platforms"

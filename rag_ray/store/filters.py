@@ -11,13 +11,10 @@ import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from rag_ray.errors import InvalidInput
 from rag_ray.types import Principal
-
-if TYPE_CHECKING:
-    from rag_ray.enrich.policy import GovernancePolicy
 
 MAX_FILTER_CLAUSES = 16
 MAX_IN_VALUES = 256
@@ -230,19 +227,3 @@ def _render_in(target: str, inside: bool, values: list[Any]) -> str:
 
 def user_filter(raw: Any) -> str:
     return and_all(*(render_clause(c) for c in parse_filters(raw)))
-
-
-def retrieval_filter(principal: Principal, raw_filters: Any = None, policy: GovernancePolicy | None = None) -> str:
-    """The one expression every retrieval path uses: access filter AND governance policy AND user filters.
-
-    ``policy`` (``rag_ray.enrich.policy``) narrows the ACL by each chunk's sensitivity label; None: no policy.
-    """
-    return and_all(access_filter(principal), _policy_filter(principal, policy), user_filter(raw_filters))
-
-
-def _policy_filter(principal: Principal, policy: GovernancePolicy | None) -> str:
-    if policy is None:
-        return ""
-    from rag_ray.enrich.policy import policy_filter  # lazy: the policy module builds its rules with literal()
-
-    return policy_filter(principal, policy)

@@ -5,7 +5,7 @@ the BM25 function (Milvus Lite 3.x, Milvus 2.5+); on older servers ``supports_bm
 sparse/hybrid searches raise a clear capability error.
 
 BM25 reads the ``lexical`` field, which holds the text after client-side analysis
-(``rag_ray.retrieval.korean.lexical_text``: Kiwi morphemes for Korean, stop-word-free light-stemmed words
+(``rag_ray.text.korean.lexical_text``: Kiwi morphemes for Korean, stop-word-free light-stemmed words
 otherwise); queries get the same analysis. Collections created before that field existed keep BM25 on
 ``text`` and raw query text (``lexical_field == "text"``).
 """
@@ -263,7 +263,7 @@ class ChunkStore:
         """What BM25 indexes / searches for ``text`` in this collection."""
         if self.lexical_field != LEXICAL_FIELD:
             return text
-        from rag_ray.retrieval.korean import lexical_text  # lazy: rag_ray.retrieval imports this module
+        from rag_ray.text.korean import lexical_text  # lazy: Kiwi loads its model on import
 
         return lexical_text(text)[:_LEXICAL_MAX_CHARS]
 

@@ -1,5 +1,5 @@
 """``POST /embeddings``: vectors for texts through the embedding service (``services.embeddings``:
-``rag_ray.embedding.service``: provider/model selection, load balancing, retries, fallback, cache, dimensions).
+``rag_ray.providers.embeddings``: provider/model selection, load balancing, retries, fallback, cache, dimensions).
 
 Body (the seed's): ``{input: [...] | "text", model?, provider?, dimensions?, normalize?, load_balancing?,
 input_type?}``. ``model`` is a model name or a ``provider:model`` id, ``provider`` a provider name or id;
@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from rag_ray.api.deps import ServicesDep, current_principal
 from rag_ray.api.routes.chat import check_strategy
-from rag_ray.embedding.service import EmbeddingService, EmbedRequest, EmbedResult
+from rag_ray.providers.embeddings import EmbeddingService, EmbedRequest, EmbedResult
 from rag_ray.types import InputType
 
 router = APIRouter(tags=["embeddings"], dependencies=[Depends(current_principal)])

@@ -19,12 +19,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from rag_ray.api.deps import admin_principal, get_services
 from rag_ray.api.services import Services
 from rag_ray.errors import InvalidInput
+from rag_ray.ingest.rdb_sync import RdbSyncRequest
 from rag_ray.sources.rdb.config import DatabaseConfig, admit_remote, require_driver
 from rag_ray.sources.rdb.introspect import inspect_tables
 from rag_ray.sources.rdb.network import Resolver, system_resolver
 from rag_ray.sources.rdb.reader import create_source_engine
 from rag_ray.sources.rdb.state import NamedSource, get_source, list_sources
-from rag_ray.sources.rdb.sync import RdbSyncRequest
 from rag_ray.types import Acl, Principal
 
 router = APIRouter(prefix="/extract/rdb", tags=["extract"])

@@ -50,11 +50,11 @@ from rag_ray.api.routes.embeddings import (
 )
 from rag_ray.api.services import Services
 from rag_ray.api.sse import event_stream, relay, sse_event
-from rag_ray.embedding.service import EmbedRequest
 from rag_ray.errors import InvalidInput, NotFound, RagError
 from rag_ray.generation.rag import RagContext, RagQuestion
 from rag_ray.generation.service import PassagesOut
 from rag_ray.llm.base import ChatMessage, Completion, GenerationParams, StreamChunk, Usage
+from rag_ray.providers.embeddings import EmbedRequest
 from rag_ray.types import Principal
 
 RAG_MODEL = "rag"

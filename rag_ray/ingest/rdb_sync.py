@@ -24,6 +24,7 @@ from sqlalchemy.engine import Engine
 
 from rag_ray.errors import InvalidInput
 from rag_ray.ingest.executor import Executor
+from rag_ray.ingest.rdb_stages import KIND_SKIP, EmbedWriteFactories, PartitionTask, RdbStages
 from rag_ray.ingest.rows import KIND_CHUNK, KIND_ERROR
 from rag_ray.ingest.tracking import JobStore, JobTracker, ProgressListener, run_tracked
 from rag_ray.metadata import DocumentRecord, MetadataDB
@@ -32,7 +33,6 @@ from rag_ray.sources.rdb.dialects import count_rows, max_value, select_keys
 from rag_ray.sources.rdb.introspect import TableInfo, _short, inspect_tables
 from rag_ray.sources.rdb.reader import ReaderKind, create_source_engine
 from rag_ray.sources.rdb.render import SOURCE_TYPE, json_value, row_doc_id, table_prefix
-from rag_ray.sources.rdb.stages import KIND_SKIP, EmbedWriteFactories, PartitionTask, RdbStages
 from rag_ray.sources.rdb.state import NamedSource, decode_value, load_states, save_state
 from rag_ray.store.filters import MAX_IN_VALUES, literal_list
 from rag_ray.store.milvus import ChunkStore

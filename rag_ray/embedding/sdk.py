@@ -9,7 +9,7 @@ from typing import ClassVar
 import numpy as np
 
 from rag_ray.embedding.base import truncate_dimensions
-from rag_ray.providers.errormap import StatusInfo, translate
+from rag_ray.sdk.errors import StatusInfo, translate
 from rag_ray.types import InputType
 
 

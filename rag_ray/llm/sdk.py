@@ -10,7 +10,7 @@ from typing import Any
 
 from rag_ray.llm.base import ChatMessage, Completion, GenerationParams, StreamChunk, Usage
 from rag_ray.observability.context import outgoing_headers
-from rag_ray.providers.errormap import StatusInfo, finish_reason, stream_ended_early, translate
+from rag_ray.sdk.errors import StatusInfo, finish_reason, stream_ended_early, translate
 
 FINISH_REASONS: Mapping[str, str] = {
     "stop": "stop", "end_turn": "stop", "stop_sequence": "stop", "length": "length", "max_tokens": "length",
