@@ -35,8 +35,8 @@ FROM ${BASE_IMAGE} AS runtime
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends tini \
     && rm -rf /var/lib/apt/lists/*
-RUN groupadd --system --gid 10001 rag \
-    && useradd --system --uid 10001 --gid rag --home-dir /home/rag --create-home --shell /usr/sbin/nologin rag \
+RUN groupadd --gid 10001 rag \
+    && useradd --uid 10001 --gid rag --home-dir /home/rag --create-home --shell /usr/sbin/nologin rag \
     && mkdir -p /data && chown rag:rag /data
 COPY --from=build /app/.venv /app/.venv
 COPY docker/entrypoint.sh docker/healthcheck.py /app/docker/

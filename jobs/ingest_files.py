@@ -16,6 +16,7 @@ from rag_ray.config import Settings, load_settings
 from rag_ray.errors import RagError
 from rag_ray.ingest.file_ingest import FileIngestor, FileIngestRequest, IngestSummary
 from rag_ray.ingest.notify import callback_listeners
+from rag_ray.ingest.source_acl import SourceAclMap
 from rag_ray.ingest.supervise import check_reachable, job_lifecycle
 from rag_ray.ingest.tracking import JobLimits, JobStore, ProgressListener
 from rag_ray.runtime import Runtime, ensure_milvus
@@ -26,7 +27,7 @@ def build_ingestor(runtime: Runtime, *, confine: bool) -> FileIngestor:
     settings = runtime.settings
     roots = settings.resolved_allowed_roots if confine else None
     ingestor = FileIngestor(runtime.db, runtime.store, RayDataExecutor.from_settings(settings), runtime.stages(),
-                            allowed_roots=roots)
+                            allowed_roots=roots, source_acl=SourceAclMap.from_settings(settings))
     ingestor.jobs = job_store(runtime)  # admission and time limits from the settings
     return ingestor
 

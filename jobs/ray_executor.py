@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -87,7 +88,7 @@ class RayDataExecutor:
     def run(self, tasks: list[dict[str, Any]], stages: StageFactories, on_results: ResultHandler,
             checkpoint: Callable[[], None]) -> None:
         if self.runs_locally(tasks):
-            LocalExecutor(batch_size=self.embed_batch_size).run(tasks, ReusedModelStages(stages), on_results,
+            LocalExecutor(batch_size=self.embed_batch_size).run(tasks, SharedModelStages(stages), on_results,
                                                                 checkpoint)
             return
         share = self.cpu_share()
@@ -120,13 +121,15 @@ class RayDataExecutor:
         return max(total / max(1, self.max_concurrent_jobs), 0.2)
 
 
-_models: dict[str, EmbedChunks] = {}  # model key → its embedding stage, in this process
-_models_lock = threading.Lock()
+EMBEDDER_NAMESPACE = "rag-ray"
+EMBEDDER_IDLE_S = 600.0  # the shared embedding actor exits after this long without work
 
 
-class ReusedModelStages:
-    """``stages`` whose embedding stage is built once per process and shared by the jobs it runs (a Ray worker
-    runs one job driver after another; a local server runs several at once, hence the lock)."""
+class SharedModelStages:
+    """``stages`` whose embedding runs in the cluster's shared embedding actor for the configured model: one
+    model load for all small jobs, whichever worker drives them, and one embedding at a time (on a small node
+    concurrent encodes only compete for the same cores). Falls back to the job's own model if the actor cannot
+    be reached."""
 
     def __init__(self, stages: StageFactories):
         self.stages = stages
@@ -141,32 +144,68 @@ class ReusedModelStages:
         return self.stages.write()
 
     def embed(self) -> EmbedChunks:
-        key = _model_key(self.stages)
-        if key is None:
+        key = model_key(self.stages)
+        if key is None or not ray.is_initialized():
             return self.stages.embed()
-        with _models_lock:
-            stage = _models.get(key)
-            if stage is None:
-                _models.clear()  # one model per process: the configured one
-                stage = _models[key] = _LockedEmbed(self.stages.embed())
-        return stage
+        return _RemoteEmbed(self.stages, key)
 
 
-class _LockedEmbed(EmbedChunks):
-    def __init__(self, stage: EmbedChunks):  # no super().__init__: wraps a built stage
-        self.embedder = stage.embedder
-        self._stage = stage
-        self._lock = threading.Lock()
+class SharedEmbedder:
+    """One embedding model for the small jobs of a cluster (a detached named actor; exits when idle)."""
+
+    def __init__(self, stages: StageFactories, idle_s: float):
+        self.stage = stages.embed()
+        self.idle_s = idle_s
+        self.last_used = time.monotonic()
+        self.busy = 0
+        self.lock = threading.Lock()  # one encode at a time; the second concurrency slot answers `ready`
+        threading.Thread(target=self._exit_when_idle, daemon=True).start()
+
+    def ready(self) -> bool:
+        return True
+
+    def embed(self, batch: dict[str, Any]) -> dict[str, Any]:
+        with self.lock:
+            self.busy += 1
+            try:
+                return self.stage(batch)
+            finally:
+                self.busy -= 1
+                self.last_used = time.monotonic()
+
+    def _exit_when_idle(self) -> None:
+        while True:
+            time.sleep(min(30.0, self.idle_s / 4))
+            if not self.busy and time.monotonic() - self.last_used > self.idle_s:
+                ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
+                return
+
+
+class _RemoteEmbed(EmbedChunks):
+    def __init__(self, stages: StageFactories, key: str):  # no super().__init__: the model lives in the actor
+        self.stages, self.name = stages, f"rag-embed-{key[:16]}"
+        self.actor = self._actor()
+
+    def _actor(self) -> Any:
+        actor_class: Any = ray.remote(SharedEmbedder)
+        return actor_class.options(
+            name=self.name, namespace=EMBEDDER_NAMESPACE, lifetime="detached", get_if_exists=True, max_restarts=0,
+            num_cpus=0, max_concurrency=2, runtime_env={"env_vars": {"OMP_WAIT_POLICY": "PASSIVE"}},
+        ).remote(self.stages, EMBEDDER_IDLE_S)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        with self._lock:
-            return self._stage(batch)
+        try:
+            result: dict[str, Any] = ray.get(self.actor.embed.remote(batch))
+        except ray.exceptions.RayActorError:  # it exited when idle just now: start it again, once
+            self.actor = self._actor()
+            result = ray.get(self.actor.embed.remote(batch))
+        return result
 
 
-def _model_key(stages: Any) -> str | None:
+def model_key(stages: Any) -> str | None:
     """The embedding model's identity, for stages built from ``Settings`` (``rag_ray.runtime.IngestStages``)."""
     while not hasattr(stages, "settings") and hasattr(stages, "stages"):
-        stages = stages.stages  # LeveledStages, ReusedModelStages
+        stages = stages.stages  # LeveledStages, SharedModelStages
     settings = getattr(stages, "settings", None)
     if not isinstance(settings, Settings):
         return None

@@ -14,11 +14,11 @@ import logging
 import logging.handlers
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
-from ray.data._internal.logging import DEFAULT_CONFIG, SessionFileHandler
 
 MAX_BYTES = 64 * 1024 * 1024
 BACKUP_COUNT = 3
@@ -32,26 +32,55 @@ def _int_env(name: str, default: int) -> int:
         return default
 
 
-class RotatingSessionFileHandler(SessionFileHandler):
-    """Ray Data's session-directory log file, rotated at ``RAY_ROTATION_MAX_BYTES`` (0: never)."""
+def session_log_directory() -> str | None:
+    """``<session>/logs/ray-data`` of the Ray this process belongs to (None before Ray is initialised)."""
+    import ray
 
-    def _try_create_handler(self) -> None:
-        directory = self._get_log_directory()
-        if directory is None:
-            return
-        os.makedirs(directory, exist_ok=True)
-        path = os.path.join(directory, self._filename)
-        handler = logging.handlers.RotatingFileHandler(
-            path, maxBytes=_int_env("RAY_ROTATION_MAX_BYTES", MAX_BYTES),
-            backupCount=_int_env("RAY_ROTATION_BACKUP_COUNT", BACKUP_COUNT), delay=True)
-        if self._formatter is not None:
-            handler.setFormatter(self._formatter)
-        self._path: Any = path
-        self._handler: Any = handler
+    node = ray._private.worker._global_node
+    return None if node is None else os.path.join(node.get_session_dir_path(), "logs", "ray-data")
+
+
+class RotatingSessionFileHandler(logging.Handler):
+    """Ray Data's session-directory log file (as ``ray.data._internal.logging.SessionFileHandler``), rotated at
+    ``RAY_ROTATION_MAX_BYTES`` (0: never). Not a subclass: Ray Data imports this class while ``ray.data`` itself is
+    being imported, so this module must not import ``ray.data``."""
+
+    def __init__(self, filename: str, *, get_log_directory: Callable[[], str | None] = session_log_directory):
+        super().__init__()
+        self._filename = filename
+        self._get_log_directory = get_log_directory
+        self._handler: logging.Handler | None = None
+        self._formatter: logging.Formatter | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._handler is None:
+            directory = self._get_log_directory()
+            if directory is None:
+                return
+            os.makedirs(directory, exist_ok=True)
+            self._handler = logging.handlers.RotatingFileHandler(
+                os.path.join(directory, self._filename), maxBytes=_int_env("RAY_ROTATION_MAX_BYTES", MAX_BYTES),
+                backupCount=_int_env("RAY_ROTATION_BACKUP_COUNT", BACKUP_COUNT), delay=True)
+            if self._formatter is not None:
+                self._handler.setFormatter(self._formatter)
+        self._handler.emit(record)
+
+    def setFormatter(self, fmt: logging.Formatter | None) -> None:  # logging's API
+        if self._handler is not None:
+            self._handler.setFormatter(fmt)
+        self._formatter = fmt
+
+    def close(self) -> None:
+        if self._handler is not None:
+            self._handler.close()
+            self._handler = None
+        super().close()
 
 
 def data_logging_config() -> dict[str, Any]:
     """Ray Data's default logging config with the rotating file handler."""
+    from ray.data._internal.logging import DEFAULT_CONFIG
+
     config: dict[str, Any] = yaml.safe_load(yaml.safe_dump(DEFAULT_CONFIG))  # a deep copy
     rotating = f"{RotatingSessionFileHandler.__module__}.{RotatingSessionFileHandler.__name__}"
     for name in ("file", "file_json"):

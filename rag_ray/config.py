@@ -201,6 +201,21 @@ class Settings(BaseSettings):
     # seconds the server keeps its view of which collection the alias points at (0: look it up on every search)
     index_refresh_s: float = Field(1.0, ge=0.0, validation_alias="RAG_INDEX_REFRESH_S")
 
+    # --- Guardrails: limits and budgets, login protection (rag_ray.guard), permissions from the source ---
+    # seconds a replica keeps the limit rules (set with /admin/limits or `rag-cli limits set`) before re-reading them
+    limits_cache_s: float = Field(5.0, ge=0.0, validation_alias="RAG_LIMITS_CACHE_S")
+    # failed logins per username (case-folded) / per client address within the window before a lockout; the address
+    # limit also counts invalid API keys and invalid refresh tokens (each on its own)
+    login_max_failures: int = Field(5, ge=1, validation_alias="RAG_LOGIN_MAX_FAILURES")
+    login_address_max_failures: int = Field(20, ge=1, validation_alias="RAG_LOGIN_ADDRESS_MAX_FAILURES")
+    login_failure_window_s: float = Field(900.0, gt=0, validation_alias="RAG_LOGIN_FAILURE_WINDOW_S")
+    login_lockout_s: float = Field(900.0, gt=0, validation_alias="RAG_LOGIN_LOCKOUT_S")
+    # requests per minute one client address may make to /auth/token and /auth/refresh (0: unlimited)
+    auth_rpm_per_address: int = Field(60, ge=0, validation_alias="RAG_AUTH_RPM_PER_ADDRESS")
+    # file owner / group / mode → chunk ACL for filesystem ingest (rag_ray.ingest.source_acl), JSON:
+    # {"unix_users": {"alice": "alice"}, "unix_groups": {"eng": "g-eng"}, "world_readable": "public"}; {}: off
+    source_acl_map: dict[str, Any] = Field(default_factory=dict, validation_alias="RAG_SOURCE_ACL_MAP")
+
     # --- Operations: logs, metrics, connection pools (rag_ray.observability, rag_ray.metadata.db) ---
     # JSON (or text) lines with the request id, to stderr and to <data dir>/logs/app.log (rotated by size)
     log_level: str = Field("INFO", validation_alias="RAG_LOG_LEVEL")

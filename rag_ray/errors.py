@@ -108,6 +108,17 @@ class RequestTimeout(RagError):
     code = "timeout"
 
 
+class RateLimited(RagError):
+    """The caller went over one of its limits (requests per minute, a token/cost budget, a login lockout). The
+    message names the limit; ``retry_after``: seconds until it admits the caller again."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: float = 1.0, **kw: Any):
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
+
+
 # ---- provider errors (LLM / embedding backends) ----
 class ProviderError(RagError):
     """A model provider failed. ``retriable`` tells the manager whether another try may help."""

@@ -49,11 +49,13 @@ def compose(settings: Settings, *, embedder: Any = None, engine: Any = None, aut
 
 
 def build_rig(settings: Settings, store: ChunkStore, embedder: Any = None, llm: Any = None,
-              policy: GovernancePolicy | None = None) -> ApiRig:
-    """``policy``: the governance policy retrieval enforces (None: ACL only, nothing masked)."""
+              policy: GovernancePolicy | None = None, manager: Any = None) -> ApiRig:
+    """``policy``: the governance policy retrieval enforces (None: ACL only, nothing masked); ``llm``: the engine of
+    the configured LLM; ``manager``: a whole ``LLMManager`` instead of the configured providers."""
     embedder = embedder or FakeEmbedder()
     settings = settings if policy is not None else settings.model_copy(update={"mask_pii": False})
-    services = compose(settings, embedder=embedder, engine=llm, store=store)
+    extra = {"llm": manager} if manager is not None else {}
+    services = compose(settings, embedder=embedder, engine=llm, store=store, **extra)
     return ApiRig(TestClient(create_app(services)), settings, services.db, store, embedder)
 
 

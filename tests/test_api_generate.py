@@ -45,13 +45,11 @@ def generation_rig(make_settings: Any, store: ChunkStore) -> ApiRig:
     """``build_rig`` with three providers: one grounded, one hallucinating, one echoing its prompt (which shows
     exactly which chunks reached it)."""
     seed_chunks(store)
-    rig = build_rig(make_settings(), store)
-    rig.client.app.state.services.llm = LLMManager([  # type: ignore[attr-defined]
+    return build_rig(make_settings(), store, manager=LLMManager([
         LLMEntry.of(FakeLLM("m", provider="good", responder=fixed(GROUNDED))),
         LLMEntry.of(FakeLLM("m", provider="bad", responder=fixed(HALLUCINATED))),
         LLMEntry.of(FakeLLM("gpt-4", provider="fake")),  # echo; serves the seed's "model": "gpt-4"
-    ])
-    return rig
+    ]))
 
 
 @pytest.fixture

@@ -180,3 +180,13 @@ def test_dashboard_is_a_grafana_dashboard() -> None:
         assert {"x", "y", "w", "h"} <= set(panel["gridPos"])
         for target in panel.get("targets", []):
             assert target["expr"].count("(") == target["expr"].count(")"), target["expr"]
+
+
+def test_the_operations_settings_are_documented() -> None:
+    names = ("RAG_LOG_LEVEL", "RAG_LOG_JSON", "RAG_LOG_FILE", "RAG_LOG_MAX_BYTES", "RAG_LOG_BACKUP_COUNT",
+             "RAG_METRICS_TOKEN", "RAG_DB_POOL_SIZE", "RAG_DB_MAX_OVERFLOW", "RAG_DB_POOL_TIMEOUT_S",
+             "RAG_DB_POOL_RECYCLE_S", "RAG_MILVUS_TIMEOUT_S")
+    aliases = {str(f.validation_alias) for f in Settings.model_fields.values()}
+    example, readme = (ROOT / ".env.example").read_text(), (ROOT / "README.md").read_text()
+    for name in names:
+        assert name in aliases and f"\n{name}=" in example and f"`{name}`" in readme, name

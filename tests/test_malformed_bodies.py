@@ -218,6 +218,7 @@ def rig(make_settings: Any, fake_store: Any) -> ApiRig:
     return build_rig(make_settings(), fake_store)
 
 
+@pytest.mark.slow  # ~2,700 requests: 100 s on the shared 2-core box (/query's searches, /admin/users' hashing)
 def test_no_5xx_for_malformed_bodies_on_any_route(rig: ApiRig) -> None:
     spec = rig.client.get("/openapi.json").json()
     routes = body_routes(spec)

@@ -20,7 +20,14 @@ from rag_ray.access import users
 from rag_ray.config import Settings
 from rag_ray.ingest.tracking import JobStore
 from rag_ray.metadata import Base, MetadataDB
-from rag_ray.metadata.db import PoolConfig, downgrade_schema, head_revision, make_engine, schema_revision, upgrade_schema
+from rag_ray.metadata.db import (
+    PoolConfig,
+    downgrade_schema,
+    head_revision,
+    make_engine,
+    schema_revision,
+    upgrade_schema,
+)
 from tests.access_fixtures import postgres_schema
 
 POSTGRES_ENV, MARIADB_ENV = "RAG_TEST_POSTGRES_URL", "RAG_TEST_MYSQL_URL"
@@ -107,10 +114,10 @@ def test_migrations_up_down_and_up_match_the_models(fresh_url: str) -> None:
 def test_the_migrated_schema_serves_the_application(fresh_url: str) -> None:
     db = MetadataDB(fresh_url)
     try:
-        user = users.create_user(db, "ünïcode-user", "a-long-password-1", email="u@example.com", role="admin")
+        user = users.create_user(db, "root.admin", "a-long-password-1", email="u@example.com", role="admin")
         users.create_api_key(db, user.user_id, name="ci")
         assert [k.name for k in users.list_api_keys(db, user.user_id)] == ["ci"]
-        users.create_group(db, "엔지니어링", group_id="eng")
+        assert users.create_group(db, "eng", description="엔지니어링 팀").description == "엔지니어링 팀"
         assert users.add_member(db, user.user_id, "eng").member_ids == (user.user_id,)
         jobs = JobStore(db)
         job_id = jobs.create("files", {"path": "/tmp/x", "tags": ["한국어"]}, created_by=user.user_id)

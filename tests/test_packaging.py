@@ -9,6 +9,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import time
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -338,14 +339,18 @@ def _podman(*args: str, timeout: float = 600, check: bool = True) -> subprocess.
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("podman") is None, reason="podman is not installed (apt-get install podman)")
 def test_the_image_builds_runs_healthy_as_non_root_and_stops_on_sigterm():
-    """Builds the Dockerfile (layers are cached between runs), runs it on the local platform with the fake models,
-    waits for the image's HEALTHCHECK to pass, then `podman stop` (SIGTERM) must end it by itself with status 0.
-    RAG_TEST_IMAGE_BUILD_ARGS / RAG_TEST_PODMAN_RUN_ARGS adapt it to a machine (base image, ulimits)."""
-    tag = "localhost/rag-ray:test"
-    build_args = shlex.split(os.environ.get("RAG_TEST_IMAGE_BUILD_ARGS", ""))
+    """Builds the Dockerfile (layers are cached between runs; or takes the image RAG_TEST_IMAGE names), runs it on the
+    local platform with the fake models, waits for the image's HEALTHCHECK to pass, then `podman stop` (SIGTERM) must
+    end it by itself with status 0. RAG_TEST_IMAGE_BUILD_ARGS / RAG_TEST_PODMAN_RUN_ARGS / RAG_TEST_PODMAN_GLOBAL_ARGS
+    adapt it to a machine (base image, ulimits, OCI runtime)."""
+    tag = os.environ.get("RAG_TEST_IMAGE", "")
+    if not tag:
+        tag = "localhost/rag-ray:test"
+        build_args = shlex.split(os.environ.get("RAG_TEST_IMAGE_BUILD_ARGS", ""))
+        # --format docker: the OCI image format has no HEALTHCHECK, podman would drop it
+        built = _podman("build", "--format", "docker", *build_args, "-t", tag, str(ROOT), timeout=3600, check=False)
+        assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
     run_args = shlex.split(os.environ.get("RAG_TEST_PODMAN_RUN_ARGS", ""))
-    built = _podman("build", *build_args, "-t", tag, str(ROOT), timeout=3600, check=False)
-    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
     assert _podman("image", "inspect", tag, "--format", "{{.Config.User}}").stdout.strip().split(":")[0] != "0"
     name = f"rag-ray-test-{os.getpid()}"
     env = ["-e", "RAG_PLATFORM=local", "-e", "EMBEDDING_PROVIDER=fake", "-e", "EMBEDDING_MODEL=hash-bow",
@@ -353,8 +358,6 @@ def test_the_image_builds_runs_healthy_as_non_root_and_stops_on_sigterm():
     started = _podman("run", "-d", "--name", name, *run_args, *env, tag, check=False)
     assert started.returncode == 0, started.stderr
     try:
-        import time
-
         deadline = time.monotonic() + 300
         while _podman("healthcheck", "run", name, check=False).returncode != 0:
             state = _podman("inspect", name, "--format", "{{.State.Status}}").stdout.strip()

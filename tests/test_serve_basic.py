@@ -21,8 +21,10 @@ def _seed(serve_app, texts: dict[str, str]) -> None:
 
 
 def test_health_needs_no_auth(serve_app):
-    body = httpx.get(f"{serve_app.url}/health", timeout=30).json()
-    assert body["status"] == "ok" and body["components"]["vector_store"] == "ok"
+    response = httpx.get(f"{serve_app.url}/health", headers={"X-Request-ID": "serve-req-1"}, timeout=30)
+    body = response.json()
+    assert body["status"] == "ok" and body["components"]["milvus"]["status"] == "ok"
+    assert response.headers.get_list("x-request-id") == ["serve-req-1"]  # Serve's proxy sets it once, our id
 
 
 def test_query_requires_a_token(serve_app):

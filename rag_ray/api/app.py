@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from rag_ray.api.errors import install_error_handlers
+from rag_ray.api.guard import include_guarded
 from rag_ray.api.limits import BodyGuard, BodyRule
 from rag_ray.api.metrics import Metrics, RequestMetrics
 from rag_ray.api.middleware import RequestContext
@@ -17,7 +18,9 @@ from rag_ray.api.routes import (
     extract,
     files,
     generate,
+    guardrails,
     health,
+    index,
     jobs,
     metrics,
     openai_compat,
@@ -26,8 +29,8 @@ from rag_ray.api.routes import (
 )
 from rag_ray.api.services import Services
 
-ROUTE_MODULES = (health, query, auth, admin, chat, embeddings, generate, extract, files, jobs, documents,
-                 openai_compat, metrics, providers)
+ROUTE_MODULES = (health, query, auth, admin, chat, embeddings, generate, extract, files, jobs, documents, index,
+                 openai_compat, metrics, providers, guardrails)
 
 DESCRIPTION = """rag-ray: retrieval-augmented generation on Ray.
 
@@ -42,8 +45,8 @@ def create_app(services: Services) -> FastAPI:
     app = FastAPI(title="rag-ray", version="0.1.0", description=DESCRIPTION)
     app.state.services = services
     install_error_handlers(app)
-    for module in ROUTE_MODULES:
-        app.include_router(module.router)
+    for module in ROUTE_MODULES:  # with limits, budgets and the audit actor on every route
+        include_guarded(app, module.router)
     app.state.metrics = Metrics()
     app.add_middleware(RequestMetrics, metrics=app.state.metrics)
     settings = services.settings

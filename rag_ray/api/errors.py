@@ -23,6 +23,7 @@ STATUS: list[tuple[type[e.RagError], int]] = [  # most specific first
     (e.NotFound, 404),
     (e.Conflict, 409),
     (e.Overloaded, 503),
+    (e.RateLimited, 429),
     (e.RequestTimeout, 504),
     (e.ProviderRateLimited, 429),
     (e.ProviderTimeout, 504),

@@ -6,6 +6,9 @@ one. It is bound (a contextvar) while the request runs, so every log line writte
 token is bound as a request secret, masked in any log line. One access line per request is logged at the end
 (``rag_ray.access``: method, route, status, duration, user), ERROR for a 5xx.
 
+Behind Ray Serve's HTTP proxy the proxy has already chosen the id (the caller's ``X-Request-ID`` or its own) and adds
+the response header itself: the middleware takes that id and leaves the header to the proxy (no duplicate header).
+
 It also answers the unexpected exceptions itself (``rag_ray.api.errors.unexpected_response``): Starlette's
 catch-all handler runs outside the user middleware, where the id and the response header would be lost.
 """
@@ -13,6 +16,7 @@ catch-all handler runs outside the user middleware, where the id and the respons
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from typing import Any
 
@@ -51,6 +55,7 @@ class RequestContext:
             return
         headers = Headers(scope=scope)
         request_id = accept_request_id(headers.get(REQUEST_ID_HEADER))
+        behind_serve = serve_request_id(headers) is not None  # Serve's proxy adds the response header itself
         scope.setdefault("state", {})["request_id"] = request_id
         outcome: dict[str, Any] = {"status": 500, "started": False}
         start = time.perf_counter()
@@ -58,7 +63,8 @@ class RequestContext:
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 outcome.update(status=message["status"], started=True)
-                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
+                if not behind_serve:
+                    MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
             await send(message)
 
         with log_context(request_id=request_id, secrets=request_credentials(headers)):
@@ -70,6 +76,22 @@ class RequestContext:
                 await unexpected_response(Request(scope), exc)(scope, receive, send_with_id)
             finally:
                 _log_access(scope, outcome["status"], (time.perf_counter() - start) * 1000)
+
+
+def serve_request_id(headers: Headers) -> str | None:
+    """The id Ray Serve's proxy gave this HTTP request, when this app runs in a Serve replica: the proxy puts it in the
+    request's ``x-request-id`` and the replica in its request context (Ray is never imported here: only a process
+    that already runs Serve has the module)."""
+    context = sys.modules.get("ray.serve.context")
+    getter = getattr(context, "_get_serve_request_context", None)
+    if getter is None:
+        return None
+    try:
+        current = getter()
+    except Exception:  # a Ray version without it: act as a plain ASGI app
+        return None
+    request_id = getattr(current, "request_id", "")
+    return str(request_id) if request_id and request_id == headers.get(REQUEST_ID_HEADER) else None
 
 
 def _log_access(scope: Scope, status: int, duration_ms: float) -> None:

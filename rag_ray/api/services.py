@@ -6,8 +6,12 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from rag_ray.access.service import AuthService
+from rag_ray.audit import AuditLog
 from rag_ray.config import Settings
 from rag_ray.generation import GenerationService
+from rag_ray.generation.rag import RagPipeline
+from rag_ray.guard.service import GuardService
+from rag_ray.index.lifecycle import IndexService
 from rag_ray.ingest.file_jobs import FileJobService
 from rag_ray.ingest.rdb_jobs import RdbJobService
 from rag_ray.ingest.tracking import JobStore
@@ -30,6 +34,8 @@ class Services:
     settings: Settings
     auth: Authenticator  # bearer tokens (JWT or API key) → the caller
     accounts: AuthService  # login, refresh, logout over the metadata DB
+    guard: GuardService  # requests-per-period limits, LLM token/cost budgets, usage (per user, key, group)
+    audit: AuditLog  # the append-only audit log
     db: MetadataDB
     store: ChunkStore
     embedder: AsyncEmbedder  # the collection's embedder: ingest and retrieval
@@ -37,6 +43,8 @@ class Services:
     llm: LLMManager  # every LLM call goes through the manager (strategies, retries, breakers, fallback)
     retrieval: RetrievalService
     generation: GenerationService
+    rag: RagPipeline  # retrieve → fit to the model's window → prompt → generate → mask → cite, for every RAG route
     jobs: JobStore
     file_jobs: FileJobService
     rdb_jobs: RdbJobService
+    index: IndexService  # the collections behind the RAG_COLLECTION alias: rebuild, gate, switch, rollback

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -65,11 +66,16 @@ async def _direct_report(settings: Settings, names: list[str]) -> dict[str, dict
 
 
 async def _database(settings: Settings) -> Health:
+    from sqlalchemy.engine import make_url
+
     from rag_ray.metadata import MetadataDB
 
     try:
+        url = make_url(settings.metadata_url)
+        if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).is_file():
+            return Health("error", error=f"no metadata DB at {url.database} (`rag-cli database init` creates it)")
         db = MetadataDB.from_settings(settings, migrate=False)
-    except Exception as exc:  # an unusable URL
+    except Exception as exc:  # an unusable URL or DB_TYPE
         return Health("error", error=f"{type(exc).__name__}: {exc}")
     try:
         result = await run_check("database", database_probe(db))

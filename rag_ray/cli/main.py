@@ -8,8 +8,12 @@ from pathlib import Path
 
 import typer
 
-from rag_ray.cli import config_cmd, data, database, model, rdb, user
+from rag_ray.audit import bind_actor, cli_actor
+from rag_ray.cli import audit as audit_cmd
+from rag_ray.cli import config_cmd, data, database, eval_cmd, index, model, rdb, user
 from rag_ray.cli import health as health_cmd
+from rag_ray.cli import limits as limits_cmd
+from rag_ray.cli import usage as usage_cmd
 from rag_ray.cli.context import CliContext, console_from, settings_from
 from rag_ray.config import Settings, load_settings
 from rag_ray.errors import RagError
@@ -34,9 +38,11 @@ def main_options(ctx: typer.Context,
         typer.echo(f"configuration error: {exc.message}", err=True)
         raise typer.Exit(2) from None
     _configure_logging(ctx, settings, debug=debug, verbose=verbose)
-    logging.getLogger("rag_ray.cli").info("rag-cli %s (settings: %s)", ctx.invoked_subcommand,
-                                          env_file or "environment")
+    log = logging.getLogger("rag_ray.cli")
+    log.info("rag-cli %s (settings: %s)", ctx.invoked_subcommand, env_file or "environment")
+    log.debug("effective settings (secrets masked): %s", settings.masked())
     ctx.obj = CliContext(settings=settings, debug=debug, verbose=verbose)
+    bind_actor(cli_actor())  # audit entries written by this command name the operator
 
 
 def _configure_logging(ctx: typer.Context, settings: Settings, *, debug: bool, verbose: bool) -> None:
@@ -70,7 +76,9 @@ app.command("health")(health_cmd.health)
 
 
 for group, module in (("data", data), ("config", config_cmd), ("model", model), ("user", user),
-                      ("database", database), ("rdb", rdb)):
+                      ("database", database), ("rdb", rdb), ("index", index), ("eval", eval_cmd)):
+    app.add_typer(module.app, name=group)
+for group, module in (("limits", limits_cmd), ("usage", usage_cmd), ("audit", audit_cmd)):  # guardrails
     app.add_typer(module.app, name=group)
 
 

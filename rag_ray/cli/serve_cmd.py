@@ -12,6 +12,7 @@ Shutdown contract (what `docker stop` and Kubernetes rely on):
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -92,6 +93,8 @@ def serve_off_the_main_thread(serve: Callable[[], None], keep_handlers: Callable
     ``keep_handlers`` puts ours back on every tick, so the grace period holds on every platform.
     """
     failure: list[BaseException] = []
+    # ray.init off the main thread warns that it set no SIGTERM handler: by design, ours is the one that counts
+    logging.getLogger("ray._private.worker").addFilter(lambda r: "SIGTERM handler is not set" not in r.getMessage())
 
     def run() -> None:
         try:

@@ -110,7 +110,7 @@ class PromptFitter:
         while budget > 0 and refits <= MAX_REFITS:
             prompt = self._build(window, budget)
             tokens = await window.count(prompt.messages)
-            if tokens + answer <= room + bare_tokens:
+            if tokens + answer + window.margin <= window.tokens:
                 return self._fitted(prompt, tokens, answer, window, refits, calibrations)
             budget = int(budget * (room - answer) / (tokens - bare_tokens) * 0.95)
             refits += 1

@@ -16,8 +16,9 @@
   (``generate``, through ``GenerationService.generate_rag``).
 - **mask**: generated text goes through ``RetrievalService.answer_masker`` (PII, per the governance policy); streams
   are masked a sentence at a time (``StreamMasker``).
-- **cite**: the ``[n]`` markers that point at passages in the prompt (``formats.build_citations``); every result
-  says which passages were used and which dropped (``FittedPrompt.used_ids`` / ``dropped_ids``).
+- **cite**: the ``[n]`` markers that point at passages in the prompt (``formats.build_citations``; a complete
+  answer loses markers that point nowhere); every result says which passages were used and which dropped
+  (``FittedPrompt.used_ids`` / ``dropped_ids``).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import Any
 
 from rag_ray.generation.context import ContextChunk
 from rag_ray.generation.fitting import FittedPrompt, PromptFitter, Target, fitted_call
-from rag_ray.generation.formats import Citation, build_citations
+from rag_ray.generation.formats import Citation, build_citations, remove_invalid_citations, tidy
 from rag_ray.generation.prompts import PromptRequest
 from rag_ray.generation.service import GenerationResponse, GenerationService, RagGenerateRequest
 from rag_ray.llm.base import Completion, StreamChunk
@@ -131,7 +132,8 @@ class RagPipeline:
             return await self.llm.generate(fitted.prompt.messages, params, provider=target.provider)
 
         fitted, completion = await fitted_call(self._fitter(question, hits), self._targets(question), call)
-        text = self._mask(principal)(completion.text)
+        numbers = {u.number for u in fitted.prompt.context.used}
+        text = self._mask(principal)(tidy(remove_invalid_citations(completion.text, numbers)))
         context = RagContext(hits, fitted)
         done = time.perf_counter()
         return RagAnswer(text, context, completion, context.citations(text),

@@ -7,6 +7,7 @@ model, recorded by ``ChunkStore``, and the chunking). Moving the alias is one Mi
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,13 +53,13 @@ class IndexCatalog:
     # ---- reading ----
     def live_name(self) -> str | None:
         """The collection the alias points at; None when there is no alias of that name (a collection called
-        ``RAG_COLLECTION`` from before aliases, or nothing yet)."""
-        try:
-            found = self.client.describe_alias(self.alias)
-        except Exception:  # pymilvus raises for a missing alias
-            return None
-        name = found.get("collection_name") if isinstance(found, dict) else None
-        return str(name) if name else None
+        ``RAG_COLLECTION`` from before aliases, or nothing yet). ``describe_collection`` of an alias names its
+        collection (``describe_alias`` would raise, and pymilvus log, for a missing alias on every refresh)."""
+        with mapped_errors(f"resolving the alias {self.alias!r}"):
+            if not self.client.has_collection(self.alias):
+                return None
+            name = str(self.client.describe_collection(self.alias).get("collection_name") or "")
+        return name if name and name != self.alias else None
 
     def exists(self, name: str) -> bool:
         with mapped_errors(f"looking up collection {name!r}"):
@@ -76,23 +77,26 @@ class IndexCatalog:
             names = [str(n) for n in self.client.list_collections()]
         return sorted(n for n in names if n == self.alias or n.startswith(f"{self.alias}__"))
 
-    def info(self, name: str) -> CollectionInfo:
+    def info(self, name: str, *, rows: bool = True) -> CollectionInfo:
+        """What ``name`` holds; ``rows=False``: without counting its rows (0)."""
         with mapped_errors(f"describing collection {name!r}"):
             described = self.client.describe_collection(name)
-            rows = self.client.query(name, filter="", output_fields=["count(*)"])
+            counted = self.client.query(name, filter="", output_fields=["count(*)"]) if rows else []
         vector = next(f for f in described.get("fields", []) if f.get("name") == "vector")
         props = described.get("properties") or {}
         return CollectionInfo(name, str(props[EMBEDDING_MODEL_PROPERTY]) if props.get(EMBEDDING_MODEL_PROPERTY) else
                               None, int(vector.get("params", {})["dim"]), _int(props.get(CHUNK_SIZE_PROPERTY)),
-                              _int(props.get(CHUNK_OVERLAP_PROPERTY)), int(rows[0]["count(*)"]) if rows else 0)
+                              _int(props.get(CHUNK_OVERLAP_PROPERTY)), int(counted[0]["count(*)"]) if counted else 0)
 
     def fields(self, name: str) -> list[str]:
         with mapped_errors(f"describing collection {name!r}"):
             return [str(f.get("name")) for f in self.client.describe_collection(name).get("fields", [])]
 
-    def next_name(self, model_id: str) -> str:
-        """``<alias>__<slug>__<n>``: ``n`` one more than any collection of the alias has."""
-        numbers = [int(m.group(1)) for n in self.family() if (m := re.search(r"__(\d+)$", n))]
+    def next_name(self, model_id: str, taken: Iterable[str] = ()) -> str:
+        """``<alias>__<slug>__<n>``: ``n`` one more than any collection of the alias has or had (``taken``: names
+        used before, dropped since: a name never comes back with another model)."""
+        names = [*self.family(), *taken]
+        numbers = [int(m.group(1)) for n in names if (m := re.search(r"__(\d+)$", n))]
         suffix = f"__{max(numbers, default=0) + 1}"
         return f"{self.alias}__{model_slug(model_id)}"[:_MAX_NAME - len(suffix)] + suffix
 

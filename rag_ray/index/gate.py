@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from rag_ray.config import Settings
-from rag_ray.errors import ConfigError, Conflict
+from rag_ray.errors import Conflict, InvalidInput
 from rag_ray.evaluation import Dataset, EvalReport, evaluate, load_eval_set
 from rag_ray.evaluation.runner import DEFAULT_FETCH_K
 from rag_ray.retrieval.service import RetrievalService
@@ -41,11 +41,11 @@ class EvalGate:
     def configured(cls, settings: Settings, queries: Path | None = None, qrels: Path | None = None,
                    tolerance: float | None = None) -> EvalGate:
         """The gate over ``queries``/``qrels``, else the configured eval set (``RAG_EVAL_QUERIES``/``RAG_EVAL_QRELS``);
-        a ConfigError when neither is there."""
+        InvalidInput (naming ``queries``) when there is neither: the caller can give one, or force."""
         queries = queries or settings.eval_queries
         qrels = qrels or settings.eval_qrels
         if queries is None or qrels is None:
-            raise ConfigError("the switch gate needs an eval set: pass --queries and --qrels, set RAG_EVAL_QUERIES "
+            raise InvalidInput("the switch gate needs an eval set: pass --queries and --qrels, set RAG_EVAL_QUERIES "
                               "and RAG_EVAL_QRELS, or --force to switch without evaluating", field="queries")
         tolerance = settings.eval_tolerance if tolerance is None else tolerance
         return cls.from_files(Path(queries), Path(qrels), tolerance=tolerance,

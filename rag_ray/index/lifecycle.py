@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import select
 
 from rag_ray.config import Settings
-from rag_ray.embedding import create_embedder
+from rag_ray.embedding import EMBEDDERS, create_embedder, load_providers
 from rag_ray.embedding.base import Embedder
 from rag_ray.errors import Conflict, InvalidInput, NotFound
 from rag_ray.index.catalog import IndexCatalog, connect_client
@@ -61,10 +61,16 @@ EmbedderFactory = Callable[[str, str], Embedder]  # (provider, model) → embedd
 
 
 def split_model_id(model_id: str) -> tuple[str, str]:
+    """``provider:model`` of a registered embedding provider → (provider, model); InvalidInput naming ``embedding``."""
     provider, sep, model = model_id.partition(":")
-    if not sep or not provider.strip() or not model.strip():
+    provider = provider.strip().lower()
+    if not sep or not provider or not model.strip():
         raise InvalidInput(f"expected PROVIDER:MODEL, got {model_id!r}", field="embedding")
-    return provider.strip().lower(), model.strip()
+    load_providers()
+    if provider not in EMBEDDERS.names():
+        raise InvalidInput(f"unknown embedding provider {provider!r} (known: {', '.join(EMBEDDERS.names())})",
+                           field="embedding")
+    return provider, model.strip()
 
 
 @dataclass
@@ -191,7 +197,7 @@ class IndexLifecycle:
     def _adopt(self, catalog: IndexCatalog) -> str:
         info = catalog.info(self.alias)
         model = info.embedding_model or self._configured_model(info.dimension)
-        name = catalog.next_name(model or "legacy")
+        name = catalog.next_name(model or "legacy", [e.name for e in self.registry.list(self.alias)])
         if info.embedding_model is None and model is not None:  # what the startup check would record anyway
             catalog.open(self.alias, info.dimension).record_embedding_model(model)
         catalog.record_chunking(self.alias, self.settings.chunk_size, self.settings.chunk_overlap)
@@ -200,11 +206,16 @@ class IndexLifecycle:
         return name
 
     def _configured_model(self, dimension: int) -> str | None:
-        configured = f"{self.settings.embedding_provider.lower()}:{self.settings.embedding_model}"
+        """The configured model's id when it has ``dimension`` (what the server's startup check would record)."""
+        from rag_ray.runtime import embedding_dimension
+
         try:
-            return self.canonical(configured) if self.embedder(configured).dimension == dimension else None
+            configured_dimension = embedding_dimension(self.settings)  # known models: without loading them
         except Exception:  # the configured model cannot be built here: leave the collection's model unrecorded
             return None
+        settings = self.settings
+        return f"{settings.embedding_provider.lower()}:{settings.embedding_model}" \
+            if configured_dimension == dimension else None
 
     def _register_live(self, name: str) -> IndexEntry:
         info = self.catalog.info(name)
@@ -246,7 +257,7 @@ class IndexLifecycle:
     # ---- rebuild ----
     def submit(self, request: RebuildRequest, created_by: str = "system") -> str:
         """Check the request, record the job (queued); ``rebuild(request, job_id)`` runs it."""
-        self._recipe(request, self.ensure_alias())
+        self._recipe(request, self.ensure_alias(), canonical=False)  # the job loads the model
         return self.jobs.create(JOB_KIND, request.describe(), created_by=created_by)
 
     def rebuild(self, request: RebuildRequest, job_id: str | None = None,
@@ -277,15 +288,20 @@ class IndexLifecycle:
         live_store, target_store = self.store(live), self.store(target)
         plan = plan_sync(live_store, self.registry.doc_states(target.name))
         summary.docs_live = plan.live_docs
-        tracker.start(plan.items, skipped=plan.live_docs - len(plan.changed))
+        tracker.start(plan.live_docs + len(plan.removed), skipped=plan.live_docs - len(plan.changed))
         stats = apply_sync(plan, self._materializer(target, live_store, target_store), self.registry, target.name,
                            progress=lambda docs, chunks: tracker.add(items=docs, chunks=chunks),
                            checkpoint=tracker.checkpoint)
         self.registry.update(target.name, synced_at=utcnow())
         _fill(summary, stats)
 
-    def _recipe(self, request: RebuildRequest, live: IndexEntry) -> tuple[str, int, int]:
-        model = self.canonical(request.embedding or live.embedding_model)
+    def _recipe(self, request: RebuildRequest, live: IndexEntry, *, canonical: bool = True) -> tuple[str, int, int]:
+        """(model id, chunk size, overlap) of the collection ``request`` asks for; ``canonical``: the model id as its
+        embedder names itself (loads the model)."""
+        model = request.embedding or live.embedding_model
+        split_model_id(model)
+        if canonical:
+            model = self.canonical(model)
         chunk_size = request.chunk_size or live.chunk_size or self.settings.chunk_size
         default_overlap = live.chunk_overlap if chunk_size == live.chunk_size else self.settings.chunk_overlap
         overlap = request.chunk_overlap if request.chunk_overlap is not None else default_overlap
@@ -304,7 +320,8 @@ class IndexLifecycle:
             if entry.status == BUILDING and entry.job_id and entry.job_id != job_id and self._job_open(entry.job_id):
                 raise Conflict(f"collection {entry.name!r} is being built by job {entry.job_id}", field="embedding")
         reusable = [e for e in same if e.status in (*REUSABLE, BUILDING) and self.catalog.exists(e.name)]
-        name = reusable[-1].name if reusable else self.catalog.next_name(model)
+        taken = [e.name for e in self.registry.list(self.alias)]
+        name = reusable[-1].name if reusable else self.catalog.next_name(model, taken)
         if not reusable:
             self.registry.replace_doc_states(name, {})
         dimension = self.embedder(model).dimension
@@ -429,11 +446,16 @@ class IndexLifecycle:
 
     # ---- evaluation ----
     def retrieval(self, entry: IndexEntry) -> RetrievalService:
-        """The server's retrieval pipeline over collection ``entry`` with its own model (no governance policy)."""
-        settings = self.settings
-        return RetrievalService(self.store(entry), ThreadedEmbedder(self.embedder(entry.embedding_model)),
-                                max_k=settings.max_k, fusion=fusion_from_settings(settings),
-                                reranker=reranker_from_settings(settings), options=options_from_settings(settings))
+        """The server's retrieval pipeline over collection ``entry`` with its own model."""
+        return eval_retrieval(self.settings, self.store(entry), self.embedder(entry.embedding_model))
+
+
+def eval_retrieval(settings: Settings, store: ChunkStore, embedder: Embedder) -> RetrievalService:
+    """What evaluations search through: the server's pipeline (fusion, reranker, search options) over ``store`` with
+    ``embedder``, without the governance policy (evaluations search as an admin: the whole collection)."""
+    return RetrievalService(store, ThreadedEmbedder(embedder), max_k=settings.max_k,
+                            fusion=fusion_from_settings(settings), reranker=reranker_from_settings(settings),
+                            options=options_from_settings(settings))
 
 
 def _fill(summary: RebuildSummary, stats: SyncStats) -> None:

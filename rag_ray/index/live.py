@@ -4,11 +4,13 @@ mixes one model's query vector with another model's index.
 
 The alias is looked up at most every ``refresh_s`` seconds (``RAG_INDEX_REFRESH_S``; 0: on every search). The
 concrete collection is searched by its own name, so a query that started before a switch finishes on the collection
-it embedded for; a search that fails right after a switch is retried once on the new live collection.
+it embedded for; a search that fails because the live collection moved (a switch, the adoption of a collection from
+before aliases, a dropped standby) is retried once on the new live collection.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +24,8 @@ from rag_ray.store.milvus import ChunkStore
 from rag_ray.types import Principal, SearchHit
 
 EmbedderFor = Callable[[str], AsyncEmbedder]  # "provider:model" → an embedder for it
+MOVE_WAIT_S = 0.5  # how long a failed search looks for the live collection to have moved
+MOVE_POLL_S = 0.02
 
 
 @dataclass(frozen=True)
@@ -71,7 +75,7 @@ class LiveIndex:
             found = self._serving.get(name)
         if found is not None:
             return found
-        info = self.catalog.info(name)
+        info = self.catalog.info(name, rows=False)
         model = info.embedding_model
         store = self.catalog.open(name, info.dimension, model)
         serving = Serving(name, store, self._embedder(model, info.dimension))
@@ -106,14 +110,32 @@ class FollowingRetrieval(RetrievalService):
                                 fusion=searcher.fusion, reranker=searcher.reranker, options=searcher.options)
 
     async def search(self, principal: Principal, query: str, **options: Any) -> list[SearchHit]:
-        serving = self.live.current()
+        serving = await asyncio.to_thread(self.live.current)  # a Milvus call when the view is due a refresh
+        try:
+            return await self._search(serving, principal, query, options)
+        except StoreError:
+            moved, now = await self._moved_from(serving)
+            if not moved:
+                raise
+            return await self._search(now, principal, query, options)
+
+    async def _search(self, serving: Serving | None, principal: Principal, query: str,
+                      options: dict[str, Any]) -> list[SearchHit]:
         if serving is None:
             return await super().search(principal, query, **options)
-        try:
-            return await self.on(serving).search(principal, query, **options)
-        except StoreError:
-            self.live.invalidate()  # a switch under way, or a collection dropped since: once more, on the live one
-            again = self.live.current()
-            if again is None or again.collection == serving.collection:
-                raise
-            return await self.on(again).search(principal, query, **options)
+        return await self.on(serving).search(principal, query, **options)
+
+    async def _moved_from(self, failed: Serving | None) -> tuple[bool, Serving | None]:
+        """After a failed search: (True, what to search) when the live collection is another one now — a switch,
+        or the adoption of a pre-alias collection (renamed, then aliased: for a few milliseconds neither name
+        answers), waited for up to ``MOVE_WAIT_S``; (False, None) when nothing moved."""
+        failed_name = failed.collection if failed is not None else None
+        deadline = time.monotonic() + MOVE_WAIT_S
+        while True:
+            self.live.invalidate()
+            now = await asyncio.to_thread(self.live.current)
+            if (now.collection if now is not None else None) != failed_name:
+                return True, now
+            if time.monotonic() >= deadline:
+                return False, None
+            await asyncio.sleep(MOVE_POLL_S)

@@ -1,5 +1,5 @@
-"""The index registry in the metadata DB (tables of migration 0005): the collections behind an alias and, for
-each collection that is not live, which version of every document it holds."""
+"""The index registry in the metadata DB (``IndexCollectionRecord``/``IndexDocStateRecord``, migration 0005): the
+collections behind an alias and, for each collection that is not live, which version of every document it holds."""
 
 from __future__ import annotations
 
@@ -8,12 +8,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Integer, String, Text, delete, select
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import delete, select
 
 from rag_ray.errors import NotFound
 from rag_ray.metadata import MetadataDB
-from rag_ray.metadata.models import Base
+from rag_ray.metadata.models import IndexCollectionRecord, IndexDocStateRecord
 
 # building → ready (or failed | cancelled) → live ⇄ standby; dropped at the operator's request
 BUILDING, READY, FAILED, CANCELLED, LIVE, STANDBY, DROPPED = (
@@ -24,34 +23,6 @@ _DOC_BATCH = 500
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-class IndexCollectionRecord(Base):
-    __tablename__ = "index_collections"
-
-    name: Mapped[str] = mapped_column(String(255), primary_key=True)
-    alias: Mapped[str] = mapped_column(String(255), index=True)
-    embedding_model: Mapped[str] = mapped_column(String(255))
-    dimension: Mapped[int] = mapped_column(Integer)
-    chunk_size: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    chunk_overlap: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    mode: Mapped[str] = mapped_column(String(16))
-    status: Mapped[str] = mapped_column(String(16))
-    job_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    previous: Mapped[str | None] = mapped_column(String(255), nullable=True)  # live before this one went live
-    message: Mapped[str] = mapped_column(Text, default="")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
-    synced_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    switched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-
-
-class IndexDocStateRecord(Base):
-    __tablename__ = "index_doc_states"
-
-    collection: Mapped[str] = mapped_column(String(255), primary_key=True)
-    doc_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    fingerprint: Mapped[str] = mapped_column(String(64))
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +71,8 @@ class Fingerprints:
 
 def scan_fingerprints(store: ChunkStore) -> dict[str, str]:
     """Fingerprint of every document in ``store`` (scalar fields only, paged)."""
+    # pymilvus' iterator warns on every call against Milvus Lite (no mvcc timestamp): harmless
+    logging.getLogger("pymilvus.client.iterator.query_iterator").setLevel(logging.ERROR)
     prints = Fingerprints()
     with mapped_errors(f"scanning collection {store.collection!r}"):
         iterator = store.client.query_iterator(store.collection, batch_size=_SCAN_BATCH, filter="",

@@ -6,6 +6,10 @@ gone from disk (within the same selection) loses its chunks and its manifest row
 
 A bad entry (a symlink out of the allowed roots, a broken symlink, an unreadable or special file) is a
 per-file error on the job; the other files are ingested and whatever was stored for the bad one is kept.
+
+With a source ACL map (``RAG_SOURCE_ACL_MAP``, ``rag_ray.ingest.source_acl``) each file's ACL comes from its owner,
+group and mode. A file whose content is unchanged but whose ACL is not (a chmod/chgrp, a new map or request ACL) is
+re-stamped: its chunks' ACL fields are rewritten, nothing is parsed or embedded again.
 """
 
 from __future__ import annotations
@@ -20,10 +24,12 @@ from typing import Any
 
 from sqlalchemy import select
 
+from rag_ray.access.sharing import set_document_acl
 from rag_ray.errors import InvalidInput
 from rag_ray.ingest.executor import Executor, LeveledStages, ResultHandler, StageFactories
 from rag_ray.ingest.rows import KIND_CHUNK, KIND_ERROR
 from rag_ray.ingest.scan import FileEntry, FileSelection, Rejected, file_sha256, make_selection, scan_files
+from rag_ray.ingest.source_acl import SourceAclMap
 from rag_ray.ingest.stages import check_enrichment_level
 from rag_ray.ingest.tracking import JobStore, JobTracker, ProgressListener, run_tracked
 from rag_ray.metadata import DocumentRecord, MetadataDB
@@ -45,13 +51,14 @@ class FileIngestRequest:
     metadata: dict[str, Any] = field(default_factory=dict)
     callback_url: str | None = None
     enrichment_level: str | None = None  # off | basic | standard | comprehensive; None: the configured level
+    acl_from_source: bool = True  # the ingestor's source ACL map applies (uploads: False, they are the uploader's)
 
     def describe(self) -> dict[str, Any]:
         return {"path": str(self.path), "recursive": self.recursive, "file_types": list(self.file_types or []),
                 "include": list(self.include), "exclude": list(self.exclude), "owner_id": self.acl.owner_id,
                 "group_ids": list(self.acl.group_ids), "visibility": self.acl.visibility,
                 "only_changed": self.only_changed, "callback": bool(self.callback_url),
-                "enrichment_level": self.enrichment_level}
+                "enrichment_level": self.enrichment_level, "acl_from_source": self.acl_from_source}
 
 
 @dataclass
@@ -62,6 +69,7 @@ class IngestSummary:
     files_processed: int = 0
     files_skipped: int = 0
     files_deleted: int = 0
+    files_restamped: int = 0  # content unchanged, ACL changed: only the ACL fields rewritten
     chunks_written: int = 0
     chunks_deleted: int = 0
     errors: list[dict[str, str]] = field(default_factory=list)
@@ -79,6 +87,8 @@ class _Plan:
     deleted: list[DocumentRecord]
     replaced: set[str] = field(default_factory=set)  # doc ids already in the manifest: may leave stale chunks
     failed: list[Rejected] = field(default_factory=list)  # per-file errors: not ingested, nothing deleted
+    acls: dict[str, Acl] = field(default_factory=dict)  # path → the ACL its chunks get
+    restamp: list[tuple[str, Acl]] = field(default_factory=list)  # (doc id, new ACL) of unchanged content
 
 
 @dataclass
@@ -91,12 +101,13 @@ class _DocResult:
 
 class FileIngestor:
     def __init__(self, db: MetadataDB, store: ChunkStore, executor: Executor, stages: StageFactories, *,
-                 allowed_roots: Sequence[Path] | None = None):
+                 allowed_roots: Sequence[Path] | None = None, source_acl: SourceAclMap | None = None):
         self.db = db
         self.store = store
         self.executor = executor
         self.stages = stages
         self.allowed_roots = allowed_roots
+        self.source_acl = source_acl  # files' ACLs from their owner/group/mode (RAG_SOURCE_ACL_MAP)
         self.jobs = JobStore(db)
 
     def submit(self, request: FileIngestRequest, created_by: str = "system") -> str:
@@ -134,8 +145,10 @@ class FileIngestor:
         summary.files_deleted, summary.chunks_deleted = self._delete_docs(plan.deleted)
         tracker.progress.items_deleted = summary.files_deleted
         self._touch(plan.touched)
+        summary.files_restamped = self._restamp(plan.restamp)
         if plan.process:
-            tasks = [self._task(entry, digest, request) for entry, digest in plan.process]
+            tasks = [self._task(entry, digest, request, plan.acls.get(str(entry.path))) for entry, digest in
+                     plan.process]
             results = self._execute(tasks, request, tracker)
             self._finalise(plan, results, request, tracker, summary)
 
@@ -149,24 +162,35 @@ class FileIngestor:
               rejected: list[Rejected]) -> _Plan:
         known = {r.source_uri: r for r in self._in_scope(selection)}
         plan = _Plan([], [], [], [], failed=list(rejected))
+        mapping = self.source_acl.resolved(self.db) if self.source_acl and request.acl_from_source else None
         for bad in rejected:  # still on disk, just unusable now: keep what was stored for it
             for key in _manifest_keys(bad.path):
                 known.pop(key, None)
         for entry in entries:
             record = known.pop(str(entry.path), None)
-            same_acl = record is not None and _acl_of(record) == request.acl
-            if request.only_changed and record and same_acl and (record.size_bytes, record.mtime_ns) == (
+            try:
+                acl = mapping.acl_for(entry.path, request.acl) if mapping else request.acl
+            except OSError as exc:  # gone since the scan
+                plan.failed.append(Rejected(entry.path, exc.strerror or type(exc).__name__))
+                continue
+            plan.acls[str(entry.path)] = acl
+            same_acl = record is not None and _acl_of(record) == acl
+            if request.only_changed and record and (record.size_bytes, record.mtime_ns) == (
                     entry.size, entry.mtime_ns) and record.content_hash:
                 plan.skipped.append(entry)
+                if not same_acl:
+                    plan.restamp.append((record.doc_id, acl))
                 continue
             try:
                 digest = file_sha256(entry.path)
             except OSError as exc:  # unreadable, or gone since the scan
                 plan.failed.append(Rejected(entry.path, exc.strerror or type(exc).__name__))
                 continue
-            if request.only_changed and record and same_acl and record.content_hash == digest:
+            if request.only_changed and record and record.content_hash == digest:
                 plan.skipped.append(entry)
                 plan.touched.append((entry, digest))
+                if not same_acl:
+                    plan.restamp.append((record.doc_id, acl))
             else:
                 plan.process.append((entry, digest))
                 if record is not None:
@@ -174,11 +198,18 @@ class FileIngestor:
         plan.deleted = list(known.values())
         return plan
 
-    def _task(self, entry: FileEntry, digest: str, request: FileIngestRequest) -> dict[str, Any]:
-        uri = str(entry.path)
+    def _task(self, entry: FileEntry, digest: str, request: FileIngestRequest, acl: Acl | None = None
+              ) -> dict[str, Any]:
+        uri, acl = str(entry.path), acl or request.acl
         return {"path": uri, "doc_id": make_doc_id(uri), "source_uri": uri, "content_hash": digest,
-                "owner_id": request.acl.owner_id, "group_ids_json": json.dumps(list(request.acl.group_ids)),
-                "visibility": request.acl.visibility, "metadata_json": json.dumps(request.metadata, default=str)}
+                "owner_id": acl.owner_id, "group_ids_json": json.dumps(list(acl.group_ids)),
+                "visibility": acl.visibility, "metadata_json": json.dumps(request.metadata, default=str)}
+
+    def _restamp(self, changes: list[tuple[str, Acl]]) -> int:
+        """Rewrite the ACL of documents whose content did not change (manifest and chunks; no re-embedding)."""
+        for doc_id, acl in changes:
+            set_document_acl(self.db, self.store, doc_id, acl)
+        return len(changes)
 
     # ---- execution ----
     def _execute(self, tasks: list[dict[str, Any]], request: FileIngestRequest, tracker: JobTracker
@@ -225,7 +256,7 @@ class FileIngestor:
             summary.chunks_written += len(result.ids)
             summary.files_processed += 1
             done.append((entry, digest, doc_id, len(result.ids)))
-        self._save_records(done, request, tracker.job_id)
+        self._save_records(done, request, tracker.job_id, plan.acls)
 
     def _delete_stale(self, doc_id: str, keep: set[str]) -> int:
         stale = self.store.ids_where(f"doc_id == {literal(doc_id)}") - keep
@@ -257,7 +288,7 @@ class FileIngestor:
                     rec.mtime_ns, rec.size_bytes = entry.mtime_ns, entry.size
 
     def _save_records(self, done: list[tuple[FileEntry, str, str, int]], request: FileIngestRequest,
-                      job_id: str) -> None:
+                      job_id: str, acls: dict[str, Acl] | None = None) -> None:
         """One transaction for the whole manifest update (a commit per file dominated large ingests)."""
         with self.db.session() as s:
             for entry, digest, doc_id, n_chunks in done:
@@ -266,8 +297,8 @@ class FileIngestor:
                 rec.source_name = str(request.metadata.get("source_name", ""))
                 rec.content_hash, rec.size_bytes, rec.mtime_ns = digest, entry.size, entry.mtime_ns
                 rec.chunk_count, rec.job_id = n_chunks, job_id
-                rec.owner_id, rec.group_ids, rec.visibility = (request.acl.owner_id, list(request.acl.group_ids),
-                                                               request.acl.visibility)
+                acl = (acls or {}).get(str(entry.path), request.acl)
+                rec.owner_id, rec.group_ids, rec.visibility = acl.owner_id, list(acl.group_ids), acl.visibility
                 rec.metadata_json = {"file_name": entry.path.name}
                 s.add(rec)
 

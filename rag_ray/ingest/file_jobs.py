@@ -119,7 +119,8 @@ class FileJobService:
 
 def upload_request(path: Path, principal: Principal, group_ids: tuple[str, ...], visibility: str) -> FileIngestRequest:
     return FileIngestRequest(path=path, recursive=False, acl=Acl(principal.user_id, group_ids, visibility),  # type: ignore[arg-type]
-                             metadata={"uploaded_by": principal.user_id})
+                             metadata={"uploaded_by": principal.user_id},
+                             acl_from_source=False)  # the uploader's ACL, never the stored file's owner/mode
 
 
 def _doc_dict(record: DocumentRecord) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """RDB ingest stages: read one key-range partition → render rows → chunk (skipping unchanged rows), and a
-writer that reports each row's hash and key back to the driver. Embedding reuses ``EmbedChunks``."""
+writer that reports each row's hash, key and ACL back to the driver. Embedding reuses ``EmbedChunks``. With owner /
+group columns (``RowAcl``) each row's chunks carry the ACL its columns name."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from sqlalchemy.engine import Engine
 from rag_ray.errors import RagError
 from rag_ray.ingest.executor import enrich_stage
 from rag_ray.ingest.rows import KIND_CHUNK, KIND_EMPTY, KIND_ERROR, chunk_row, marker_row
+from rag_ray.ingest.source_acl import RowAcl
 from rag_ray.ingest.stages import EmbedChunks, EnrichChunks, ParseAndChunk, WriteChunks, chunk_document
 from rag_ray.sources.rdb.config import DatabaseConfig
 from rag_ray.sources.rdb.introspect import TableInfo
@@ -94,9 +96,10 @@ class ReadRenderChunk(ParseAndChunk):
     """Partition task → chunk rows for new/changed rows, markers for empty/invalid rows, one skip counter."""
 
     def __init__(self, config: DatabaseConfig, chunk_size: int, chunk_overlap: int, *, reader: ReaderKind = "auto",
-                 page_size: int = 1000, partition_num: int = 1):
+                 page_size: int = 1000, partition_num: int = 1, row_acl: RowAcl | None = None):
         super().__init__(chunk_size, chunk_overlap)
         self.config, self.reader, self.page_size, self.partition_num = config, reader, page_size, partition_num
+        self.row_acl = row_acl
         self._engine: Engine | None = None
 
     @property
@@ -139,11 +142,12 @@ class ReadRenderChunk(ParseAndChunk):
             return [marker_row(KIND_ERROR, _marker_task(task, doc_id, uri), error="; ".join(problems),
                                metadata=meta)]
         text = render_row(table.name, record, task.content_columns or table.column_names)
-        digest = row_hash(text, meta, task.acl)
+        acl = self.row_acl.acl_for(record, task.acl) if self.row_acl else task.acl
+        digest = row_hash(text, meta, acl)  # covers the ACL: a row whose owner or group changed is written again
         if task.known.get(doc_id) == digest:
             return []
         meta["row_hash"] = digest
-        chunks = chunk_document(ParsedDocument(uri, text, meta), self.chunker, task.acl, doc_id=doc_id)
+        chunks = chunk_document(ParsedDocument(uri, text, meta), self.chunker, acl, doc_id=doc_id)
         if not chunks:
             return [marker_row(KIND_EMPTY, _marker_task(task, doc_id, uri), metadata=meta)]
         return [chunk_row(c, len(chunks)) for c in chunks]
@@ -159,21 +163,24 @@ def _marker_task(task: PartitionTask, doc_id: str, uri: str) -> dict[str, Any]:
 
 
 class WriteRowChunks(WriteChunks):
-    """``WriteChunks`` plus a ``row_json`` result column (table, key, row hash) for the driver's manifest."""
+    """``WriteChunks`` plus a ``row_json`` result column (table, key, row hash, ACL) for the driver's manifest."""
 
     def __init__(self, inner: WriteChunks):
         self.store = inner.store
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
-        infos = [_row_info(m) for m in batch["metadata_json"]]
+        infos = [_row_info(*row) for row in zip(batch["metadata_json"], batch["owner_id"], batch["group_ids_json"],
+                                                batch["visibility"], strict=True)]
         out = super().__call__(batch)
         out["row_json"] = infos
         return out
 
 
-def _row_info(metadata_json: Any) -> str:
+def _row_info(metadata_json: Any, owner_id: Any, group_ids_json: Any, visibility: Any) -> str:
     meta = json.loads(str(metadata_json) or "{}")
-    return json.dumps({k: meta[k] for k in ROW_INFO_KEYS if k in meta}, default=str)
+    info = {k: meta[k] for k in ROW_INFO_KEYS if k in meta}
+    info["acl"] = [str(owner_id), json.loads(str(group_ids_json) or "[]"), str(visibility)]
+    return json.dumps(info, default=str)
 
 
 class EmbedWriteFactories(Protocol):
@@ -195,10 +202,11 @@ class RdbStages:
     reader: ReaderKind = "auto"
     page_size: int = 1000
     partition_num: int = 1
+    row_acl: RowAcl | None = None  # ACLs from owner/group columns (None: the request's ACL on every row)
 
     def parse(self) -> ParseAndChunk:
         return ReadRenderChunk(self.config, self.chunk_size, self.chunk_overlap, reader=self.reader,
-                               page_size=self.page_size, partition_num=self.partition_num)
+                               page_size=self.page_size, partition_num=self.partition_num, row_acl=self.row_acl)
 
     def enrich(self, level: str | None = None) -> EnrichChunks:
         """The base's labelling stage (language / PII / sensitivity), as for files."""

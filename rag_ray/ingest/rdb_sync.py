@@ -26,6 +26,7 @@ from rag_ray.errors import InvalidInput
 from rag_ray.ingest.executor import Executor
 from rag_ray.ingest.rdb_stages import KIND_SKIP, EmbedWriteFactories, PartitionTask, RdbStages
 from rag_ray.ingest.rows import KIND_CHUNK, KIND_ERROR
+from rag_ray.ingest.source_acl import RowAcl
 from rag_ray.ingest.tracking import JobStore, JobTracker, ProgressListener, run_tracked
 from rag_ray.metadata import DocumentRecord, MetadataDB
 from rag_ray.sources.rdb.config import DatabaseConfig
@@ -41,7 +42,8 @@ from rag_ray.types import Acl
 Mode = Literal["full", "incremental"]
 # request fields a named source may store
 SOURCE_OPTIONS = ("mode", "include_tables", "exclude_tables", "incremental_column", "batch_size", "max_rows",
-                  "validate_data", "content_columns", "metadata_columns", "key_columns", "reader")
+                  "validate_data", "content_columns", "metadata_columns", "key_columns", "reader", "owner_column",
+                  "group_column")
 MAX_BATCH_SIZE = 100_000
 
 
@@ -63,6 +65,10 @@ class RdbSyncRequest:
     reader: ReaderKind = "auto"
     partition_num: int = 1  # connectorx partitions inside one task
     force: bool = False  # re-embed unchanged rows too
+    # columns naming a row's owner (user id or username) and groups (ids or names, comma separated): each row's
+    # chunks get that ACL in tables having them (rag_ray.ingest.source_acl.RowAcl); None: ``acl`` on every row
+    owner_column: str | None = None
+    group_column: str | None = None
 
     @property
     def source(self) -> str:
@@ -92,7 +98,8 @@ class RdbSyncRequest:
                 "include_tables": list(self.include_tables), "exclude_tables": list(self.exclude_tables),
                 "incremental_column": self.incremental_column, "batch_size": self.batch_size,
                 "max_rows": self.max_rows, "validate_data": self.validate_data, "owner_id": self.acl.owner_id,
-                "group_ids": list(self.acl.group_ids), "visibility": self.acl.visibility, "force": self.force}
+                "group_ids": list(self.acl.group_ids), "visibility": self.acl.visibility, "force": self.force,
+                "owner_column": self.owner_column, "group_column": self.group_column}
 
 
 @dataclass
@@ -149,6 +156,7 @@ class _DocResult:
     row_hash: str = ""
     key: dict[str, Any] = field(default_factory=dict)
     uri: str = ""
+    acl: Acl | None = None  # what its chunks were stamped with (None: the request's)
 
 
 @dataclass
@@ -206,7 +214,8 @@ class RdbIngestor:
     def _stages(self, request: RdbSyncRequest) -> RdbStages:
         return RdbStages(request.database, self.base_stages, self.chunk_size, self.chunk_overlap,
                          reader=request.reader, page_size=min(request.batch_size, 10_000),
-                         partition_num=request.partition_num)
+                         partition_num=request.partition_num,
+                         row_acl=RowAcl.build(self.db, request.owner_column, request.group_column))
 
     # ---- planning ----
     def _plan_table(self, engine: Engine, request: RdbSyncRequest, table: TableInfo,
@@ -351,7 +360,6 @@ class RdbIngestor:
         return len(doc_ids), chunks
 
     def _save_records(self, docs: list[tuple[str, _DocResult]], request: RdbSyncRequest, job_id: str) -> None:
-        acl = request.acl
         for part in _batches(docs, 500):
             with self.db.session() as s:
                 existing = {r.doc_id: r for r in s.scalars(select(DocumentRecord).where(
@@ -361,6 +369,7 @@ class RdbIngestor:
                     rec.source_uri, rec.source_type, rec.file_type = r.uri, SOURCE_TYPE, SOURCE_TYPE
                     rec.source_name, rec.content_hash = request.source[:255], r.row_hash
                     rec.size_bytes, rec.mtime_ns, rec.chunk_count, rec.job_id = 0, 0, len(r.ids), job_id
+                    acl = r.acl or request.acl
                     rec.owner_id, rec.group_ids, rec.visibility = acl.owner_id, list(acl.group_ids), acl.visibility
                     rec.metadata_json = {"table": r.table, "primary_key": r.key}
                     s.add(rec)
@@ -420,6 +429,9 @@ def _doc(results: _Results, doc_id: str, kind: str, uri: str, info: dict[str, An
     doc = results.docs[doc_id]
     doc.kind, doc.uri, doc.table = kind, uri, info.get("table", "")
     doc.row_hash, doc.key = info.get("row_hash", ""), info.get("primary_key", {})
+    if info.get("acl"):
+        owner, groups, visibility = info["acl"]
+        doc.acl = Acl(owner, tuple(groups), visibility)
     return doc
 
 

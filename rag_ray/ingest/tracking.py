@@ -191,10 +191,13 @@ class JobStore:
     def get(self, job_id: str, *, with_errors: bool = True) -> JobProgress:
         with self.db.session() as s:
             rec = self._record(s, job_id)
-            errors = list(s.scalars(select(JobErrorRecord).where(JobErrorRecord.job_id == job_id)
-                                    .order_by(JobErrorRecord.id).limit(200))) if with_errors else []
-            position = self._positions(s).get(job_id) if rec.status == QUEUED else None
-            return record_to_progress(rec, errors, position)
+            if self._dead_reason(rec, utcnow()) is None:
+                errors = list(s.scalars(select(JobErrorRecord).where(JobErrorRecord.job_id == job_id)
+                                        .order_by(JobErrorRecord.id).limit(200))) if with_errors else []
+                position = self._positions(s).get(job_id) if rec.status == QUEUED else None
+                return record_to_progress(rec, errors, position)
+        self.sweep()  # nobody may be admitting jobs now: a dead job is failed when someone looks at it
+        return self.get(job_id, with_errors=with_errors)
 
     def owner(self, job_id: str) -> str:
         with self.db.session() as s:
@@ -206,8 +209,16 @@ class JobStore:
             if created_by:
                 query = query.where(JobRecord.created_by == created_by)
             records = list(s.scalars(query))
-            positions = self._positions(s) if any(r.status == QUEUED for r in records) else {}
-            return [record_to_progress(r, queue_position=positions.get(r.job_id)) for r in records]
+            now = utcnow()
+            if not any(self._dead_reason(r, now) for r in records):
+                positions = self._positions(s) if any(r.status == QUEUED for r in records) else {}
+                return [record_to_progress(r, queue_position=positions.get(r.job_id)) for r in records]
+        self.sweep()
+        return self.list(limit, created_by)
+
+    def sweep(self) -> None:
+        """Fail the jobs whose holder is gone or that are far past their deadline (what every admission does)."""
+        self.admit([])
 
     def status(self, job_id: str) -> str:
         with self.db.session() as s:
@@ -319,17 +330,23 @@ class JobStore:
 
     def _sweep(self, rec: JobRecord, now: datetime) -> bool:
         """Fail ``rec`` if its holder is gone or it is far past its deadline; True when it was failed."""
+        reason = self._dead_reason(rec, now)
+        if reason is None:
+            return False
+        rec.status, rec.message, rec.finished_at = "failed", reason, now
+        return True
+
+    def _dead_reason(self, rec: JobRecord, now: datetime) -> str | None:
+        if rec.status not in OPEN:
+            return None
         seen = rec.heartbeat_at or rec.updated_at or rec.created_at
         if seen is not None and now - _aware(seen) > timedelta(seconds=self.limits.lease_s):
-            rec.message = ("abandoned: the process holding the queued job stopped" if rec.status == QUEUED else
-                           f"the job driver stopped: no heartbeat for {self.limits.lease_s:g} s")
-        elif rec.status in ACTIVE and rec.deadline_at is not None and now > _aware(rec.deadline_at) + timedelta(
+            return ("abandoned: the process holding the queued job stopped" if rec.status == QUEUED else
+                    f"the job driver stopped: no heartbeat for {self.limits.lease_s:g} s")
+        if rec.status in ACTIVE and rec.deadline_at is not None and now > _aware(rec.deadline_at) + timedelta(
                 seconds=4 * self.limits.stop_grace_s + self.limits.heartbeat_s):
-            rec.message = "timed out: the job ran past its deadline and its driver did not stop"
-        else:
-            return False
-        rec.status, rec.finished_at = "failed", now
-        return True
+            return "timed out: the job ran past its deadline and its driver did not stop"
+        return None
 
     @staticmethod
     def _positions(session: Any) -> dict[str, int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -88,6 +88,39 @@ class JobErrorRecord(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+# ---- index lifecycle: the collections behind the RAG_COLLECTION alias (migration 0005; rag_ray.index) ----
+class IndexCollectionRecord(Base):
+    """A collection of an alias: what built it (model, chunking), its lifecycle status, the one live before it."""
+
+    __tablename__ = "index_collections"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    alias: Mapped[str] = mapped_column(String(255), index=True)
+    embedding_model: Mapped[str] = mapped_column(String(255))
+    dimension: Mapped[int] = mapped_column(Integer)
+    chunk_size: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    chunk_overlap: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    mode: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    job_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    previous: Mapped[str | None] = mapped_column(String(255), nullable=True)  # live before this one went live
+    message: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    synced_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    switched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class IndexDocStateRecord(Base):
+    """For a collection that is not live: the fingerprint of each document's live chunks it was last synced from."""
+
+    __tablename__ = "index_doc_states"
+
+    collection: Mapped[str] = mapped_column(String(255), primary_key=True)
+    doc_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+
+
 # ---- identity: users, groups, memberships, API keys, revoked tokens (migration 0002) ----
 class User(Base):
     """A person or service account. ``role`` is 'admin' or a plain role; inactive users cannot authenticate."""
@@ -150,3 +183,88 @@ class RevokedToken(Base):
     user_id: Mapped[str] = mapped_column(String(64), default="")
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     revoked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+# ---- guardrails: limits, counters, usage, login throttling, audit (migration 0006) ----
+# an autoincrement 64-bit key (SQLite only autoincrements an INTEGER PRIMARY KEY)
+_ROW_ID = BigInteger().with_variant(Integer, "sqlite")
+
+
+class LimitRecord(Base):
+    """One limit: ``amount`` per ``period`` of ``metric`` (requests of a route class, LLM tokens, or micro-USD) for a
+    user, an API key or a group (``subject_id`` ``*``: every one without a limit of its own)."""
+
+    __tablename__ = "guard_limits"
+    __table_args__ = (UniqueConstraint("subject_kind", "subject_id", "metric", "route_class", "period",
+                                       name="uq_guard_limits_rule"),)
+
+    limit_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    subject_kind: Mapped[str] = mapped_column(String(16))
+    subject_id: Mapped[str] = mapped_column(String(128))
+    metric: Mapped[str] = mapped_column(String(16))
+    route_class: Mapped[str] = mapped_column(String(16))
+    period: Mapped[str] = mapped_column(String(8))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    updated_by: Mapped[str] = mapped_column(String(128), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class CounterRecord(Base):
+    """What one subject used of one limit in one window; only ever changed by single conditional statements."""
+
+    __tablename__ = "guard_counters"
+
+    counter_key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    window_start: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    used: Mapped[int] = mapped_column(BigInteger, default=0)
+    expires_at: Mapped[int] = mapped_column(BigInteger, index=True)
+
+
+class UsageRecord(Base):
+    """One LLM call made for a caller: tokens and cost (micro-USD) by user, API key, provider and model."""
+
+    __tablename__ = "usage_records"
+
+    id: Mapped[int] = mapped_column(_ROW_ID, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    user_id: Mapped[str] = mapped_column(String(64), index=True)
+    key_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    route_class: Mapped[str] = mapped_column(String(16))
+    provider: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(255))
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cost_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    request_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class LoginThrottleRecord(Base):
+    """Failed credential attempts of one username / client address (``kind``) in the current window, and the
+    instant (epoch seconds) its lockout ends (0: not locked)."""
+
+    __tablename__ = "login_throttle"
+
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    subject: Mapped[str] = mapped_column(String(255), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    window_start: Mapped[int] = mapped_column(BigInteger, default=0)
+    locked_until: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class AuditEvent(Base):
+    """One security-relevant event. Append-only: no API updates or deletes rows, and the database refuses to."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(_ROW_ID, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    actor_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    actor_name: Mapped[str] = mapped_column(String(128), default="")
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    target_type: Mapped[str] = mapped_column(String(32), default="")
+    target_id: Mapped[str] = mapped_column(String(255), default="", index=True)
+    outcome: Mapped[str] = mapped_column(String(16), default="success")
+    request_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    address: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

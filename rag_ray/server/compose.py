@@ -12,6 +12,12 @@ from rag_ray.access.service import AuthService
 from rag_ray.api.app import create_app
 from rag_ray.api.services import Authenticator, Services
 from rag_ray.config import Settings
+from rag_ray.embedding import create_embedder
+from rag_ray.generation.rag import RagPipeline
+from rag_ray.guard.metering import MeteredLLMManager
+from rag_ray.guard.service import GuardService
+from rag_ray.index.lifecycle import IndexService
+from rag_ray.index.live import FollowingRetrieval, LiveIndex
 from rag_ray.ingest.file_jobs import FileJobService
 from rag_ray.ingest.rdb_jobs import RdbJobService
 from rag_ray.ingest.tracking import JobStore
@@ -20,7 +26,7 @@ from rag_ray.providers.config import build_llm_manager
 from rag_ray.providers.embeddings import build_embedding_service
 from rag_ray.providers.manager import LLMManager
 from rag_ray.retrieval.search import fusion_from_settings, options_from_settings, reranker_from_settings
-from rag_ray.retrieval.service import AsyncEmbedder, RetrievalService
+from rag_ray.retrieval.service import AsyncEmbedder, RetrievalService, ThreadedEmbedder
 from rag_ray.runtime import open_store
 from rag_ray.server.backends import Backends
 from rag_ray.server.platform import run_file_ingest, run_rdb_sync
@@ -37,22 +43,35 @@ async def build_services(settings: Settings, backends: Backends, *, auth: Authen
     db = db or MetadataDB.from_settings(settings)
     store = store or open_store(settings, embedder.dimension, model_id)
     check_collection_compatible(store, model_id, embedder.dimension)  # never mix two models' vectors
-    manager = llm or build_llm_manager(settings, create=backends.llm)
+    guard = GuardService.from_settings(settings, db)
+    # every LLM call made for a request is charged to its caller's budgets (rag_ray.guard.metering)
+    manager = MeteredLLMManager(llm or build_llm_manager(settings, create=backends.llm), guard)
     platform = backends.platform
     accounts = accounts or AuthService(db, settings)
+    retrieval = retrieval_service(settings, store, embedder)
+    generation = await backends.generation(manager)
     return Services(
-        settings=settings, auth=auth or accounts, accounts=accounts, db=db, store=store, embedder=embedder,
+        settings=settings, auth=auth or accounts, accounts=accounts, guard=guard, audit=accounts.audit,
+        db=db, store=store, embedder=embedder,
         embeddings=build_embedding_service(settings, embedder),
-        llm=manager, retrieval=retrieval_service(settings, store, embedder),
-        generation=await backends.generation(manager), jobs=JobStore(db),
+        llm=manager, retrieval=retrieval, generation=generation,
+        rag=RagPipeline(retrieval=retrieval, generation=generation, llm=manager), jobs=JobStore(db),
         file_jobs=FileJobService(settings, db, store, partial(run_file_ingest, platform), launcher=platform.launch),
-        rdb_jobs=RdbJobService(settings, db, partial(run_rdb_sync, platform), launcher=platform.launch))
+        rdb_jobs=RdbJobService(settings, db, partial(run_rdb_sync, platform), launcher=platform.launch),
+        index=IndexService(settings, db, platform.launch, client=store.client))
 
 
 def retrieval_service(settings: Settings, store: ChunkStore, embedder: AsyncEmbedder) -> RetrievalService:
-    return RetrievalService(store, embedder, max_k=settings.max_k, policy=settings.governance_policy(),
-                            fusion=fusion_from_settings(settings), reranker=reranker_from_settings(settings),
-                            options=options_from_settings(settings))
+    """Retrieval that follows the ``RAG_COLLECTION`` alias: a switch made by ``rag-cli index switch`` takes effect
+    here within ``RAG_INDEX_REFRESH_S``, with the new collection's model (built here when it is not ``embedder``)."""
+    def embedder_for(model_id: str) -> AsyncEmbedder:
+        provider, _, model = model_id.partition(":")
+        return ThreadedEmbedder(create_embedder(settings, provider=provider, model=model))
+
+    live = LiveIndex(store.client, settings.collection, embedder, embedder_for, refresh_s=settings.index_refresh_s)
+    return FollowingRetrieval(store, embedder, live=live, max_k=settings.max_k, policy=settings.governance_policy(),
+                              fusion=fusion_from_settings(settings), reranker=reranker_from_settings(settings),
+                              options=options_from_settings(settings))
 
 
 async def build_app(settings: Settings, backends: Backends, **overrides: Any) -> FastAPI:

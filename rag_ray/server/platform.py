@@ -22,6 +22,7 @@ from rag_ray.ingest.executor import LocalExecutor
 from rag_ray.ingest.file_ingest import FileIngestor, FileIngestRequest, IngestSummary
 from rag_ray.ingest.notify import callback_listeners
 from rag_ray.ingest.rdb_sync import RdbIngestor, RdbSyncRequest, RdbSyncSummary
+from rag_ray.ingest.source_acl import SourceAclMap
 from rag_ray.ingest.tracking import ProgressListener
 from rag_ray.runtime import Runtime, ensure_milvus
 from rag_ray.sources.rdb.state import mark_synced
@@ -77,7 +78,8 @@ class LocalPlatform:
         roots = settings.resolved_allowed_roots if confine else None
         with vector_store_running(settings), Runtime(settings, embedder=self.embedder) as runtime, \
                 callback_listeners(settings, request) as callbacks:
-            ingestor = FileIngestor(runtime.db, runtime.store, LocalExecutor(), runtime.stages(), allowed_roots=roots)
+            ingestor = FileIngestor(runtime.db, runtime.store, LocalExecutor(), runtime.stages(), allowed_roots=roots,
+                                    source_acl=SourceAclMap.from_settings(settings))
             return ingestor.run(request, job_id=job_id, listeners=[*(listeners or []), *callbacks])
 
     def run_rdb_job(self, settings: Settings, request: RdbSyncRequest, job_id: str | None = None,

@@ -45,6 +45,10 @@ class ExtractionConfig(BaseModel):
     exclude_tables: list[str] = Field(default_factory=list, max_length=1000)
     incremental_column: str | None = Field(default=None, max_length=255)
     validate_data: bool = False
+    owner_column: str | None = Field(default=None, max_length=255,
+                                     description="a row's owner (user id or username): its chunks are its owner's")
+    group_column: str | None = Field(default=None, max_length=255,
+                                     description="a row's groups (ids or names, comma separated)")
 
 
 class AclBody(BaseModel):
