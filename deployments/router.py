@@ -7,11 +7,13 @@ from typing import Any
 from deployments.backends import ServeBackends
 from deployments.platform import RayPlatform
 from rag_ray.config import Settings
+from rag_ray.observability.logs import configure_logging
 from rag_ray.server.compose import build_app
 
 
 class RouterDeployment:
     def __init__(self, settings: Settings, embedder: Any, llms: dict[str, Any], evaluator: Any):
+        configure_logging(settings)  # JSON lines with request ids, to stderr and the data dir's logs/app.log
         self.backends = ServeBackends(settings, RayPlatform(), embedder, llms, evaluator)
         self.settings = settings
 

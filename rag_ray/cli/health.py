@@ -21,7 +21,7 @@ from rich.table import Table
 
 from rag_ray.cli.context import console_from, settings_from
 from rag_ray.config import Settings
-from rag_ray.observability.health import (
+from rag_ray.providers.health import (
     CHECK_TIMEOUT_S,
     Health,
     Probe,

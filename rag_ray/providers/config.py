@@ -111,9 +111,9 @@ def create_llm_backend(spec: ProviderSpec) -> LLM:
 def llm_entry(spec: ProviderSpec, *, breaker: CircuitBreaker | None = None,
               create: Callable[[ProviderSpec], LLM] = create_llm_backend) -> LLMEntry:
     """``spec`` as a manager entry over ``create(spec)`` (the registry's adapter, or a handle to a deployment)."""
-    return LLMEntry.of(create(spec), id=spec.id, weight=spec.weight, priority=spec.priority, max_context=spec.max_context,
-                       price=price_for(spec.id, input_price=spec.input_price, output_price=spec.output_price),
-                       breaker=breaker)
+    return LLMEntry.of(create(spec), id=spec.id, weight=spec.weight, priority=spec.priority,
+                       max_context=spec.max_context, breaker=breaker,
+                       price=price_for(spec.id, input_price=spec.input_price, output_price=spec.output_price))
 
 
 def configured_embedding_specs(settings: Settings, default: ProviderSpec | None = None

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Response
 
 from rag_ray.api.deps import ServicesDep
 from rag_ray.api.services import Services
-from rag_ray.observability.health import (
+from rag_ray.providers.health import (
     Health,
     database_probe,
     overall,

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Query
 
 from rag_ray.api.deps import AdminDep, ServicesDep
-from rag_ray.observability.health import providers_probe, run_check
+from rag_ray.providers.health import providers_probe, run_check
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 CHECK_TIMEOUT_S = 10.0
