@@ -18,6 +18,7 @@ from tests.job_helpers import aware, records, wait_until
 pytestmark = pytest.mark.usefixtures("ray_local")
 
 
+@pytest.mark.slow  # 40-90 s on the shared 2-core machine: six Ray Data pipelines, each starting its actors
 def test_a_burst_of_small_ray_data_ingests_all_finish(make_settings, fake_store):
     # jobs_local_max_files=0: every job takes the Ray Data path (actors), the one that used to deadlock
     settings = make_settings(jobs_max_concurrent=4, jobs_max_per_user=4, jobs_local_max_files=0)

@@ -23,7 +23,7 @@ from rag_ray.api.app import create_app
 from rag_ray.cli.main import app as cli_app
 from rag_ray.config import Settings
 from rag_ray.embedding.fake import _create as fake_model
-from rag_ray.errors import Conflict
+from rag_ray.errors import ConfigError, Conflict
 from rag_ray.index.catalog import IndexCatalog
 from rag_ray.index.gate import EvalGate
 from rag_ray.index.lifecycle import IndexLifecycle, RebuildRequest
@@ -347,4 +347,6 @@ def test_admin_api_rebuild_job_list_and_switch(settings: Settings, live_store: C
                                                      "search_strategy": "dense"}).json()["sources"][0]
     assert hit["doc_id"] == "d2"
     assert client.delete(f"/admin/index/{switched.json()['live']}", headers=admin).status_code == 409
+    with pytest.raises(ConfigError, match=r"fake:hash-bow-v2.*fake:hash-bow \(64-d\)"):
+        compose(settings, store=live_store)  # a server still configured for the old model refuses to start
     assert client.post("/admin/index/rollback", headers=admin).json()["live"] == listed[0]["name"]

@@ -3,7 +3,7 @@
 The token only names the user; role, active flag and group ids are read from the metadata DB on every
 call, so deactivating a user or removing them from a group takes effect on their next request.
 
-Login protection (``rag_ray.guard.lockout``): failed logins are counted per username and client address, invalid API
+Login protection (``rag_ray.access.lockout``): failed logins are counted per username and client address, invalid API
 keys and refresh tokens per address; a locked subject gets 429 with ``Retry-After``. Logins, refreshes, revocations,
 API-key failures, lockouts and unlocks are audited (``rag_ray.audit``); the client address and request id come from
 the actor the HTTP layer binds.
@@ -21,6 +21,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from rag_ray.access.lockout import API_KEY, REFRESH, USER, LockoutPolicy, LoginLockout, Subject, login_subjects
 from rag_ray.access.passwords import hash_password, needs_rehash, verify_password
 from rag_ray.access.tokens import KeyRing, TokenClaims
 from rag_ray.access.users import API_KEY_PREFIX, aware, find_user, group_ids_of, hash_api_key
@@ -28,7 +29,6 @@ from rag_ray.audit import FAILURE, Actor, AuditLog, current_actor
 from rag_ray.audit.orm import SKIP_PASSWORD_CHANGE
 from rag_ray.config import Settings
 from rag_ray.errors import AuthenticationError
-from rag_ray.guard.lockout import API_KEY, REFRESH, USER, LockoutPolicy, LoginLockout, Subject, login_subjects
 from rag_ray.metadata import MetadataDB
 from rag_ray.metadata.models import ApiKey, RevokedToken, User
 from rag_ray.types import Principal

@@ -2,7 +2,7 @@
 module has to remember them:
 
 1. ``bind_client`` (first, before authentication): binds the audit actor with the client address and request id,
-   so API-key and refresh-token failures count against the address (``rag_ray.guard.lockout``).
+   so API-key and refresh-token failures count against the address (``rag_ray.access.lockout``).
 2. Authenticated routes (``GuardCaller``, which reuses the route's own ``current_principal`` result): binds the
    caller (user, API key, groups, route class) for LLM metering, charges the requests-per-period limits of the
    route's class, refuses an LLM route at once when a token/cost budget is spent, audits admin reads of others'
@@ -16,12 +16,15 @@ Route classes come from the path: ``ROUTE_CLASS_PREFIXES`` (the longest matching
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from sqlalchemy import select
+from starlette.routing import BaseRoute
 
 from rag_ray.api.deps import PrincipalDep, ServicesDep, admin_principal, current_principal
 from rag_ray.api.services import Services
@@ -125,15 +128,45 @@ def _calls(dependant: Dependant) -> set[Any]:
     return found
 
 
+@dataclass(frozen=True)
+class _Placed:
+    """A route of a router tree with what the routers it sits in add to it."""
+
+    route: BaseRoute | None
+    prefix: str = ""
+    dependencies: tuple[Any, ...] = ()
+    tags: tuple[Any, ...] = ()
+
+
+def _placed(router: APIRouter, outer: _Placed | None = None) -> Iterator[_Placed]:
+    """Every route of ``router``, nested routers included (FastAPI keeps an included router whole, with the prefix,
+    dependencies and tags of its inclusion, instead of copying its routes)."""
+    outer = outer or _Placed(None)
+    for route in router.routes:
+        nested, context = getattr(route, "original_router", None), getattr(route, "include_context", None)
+        if nested is not None and context is not None:
+            yield from _placed(nested, _Placed(None, outer.prefix + context.prefix,
+                                               (*outer.dependencies, *context.dependencies),
+                                               (*outer.tags, *context.tags)))
+        else:
+            yield _Placed(route, outer.prefix, outer.dependencies, outer.tags)
+
+
 def include_guarded(app: FastAPI, router: APIRouter) -> None:
     """Include ``router``'s routes one by one (their order kept) with the guard dependencies that fit each."""
-    for route in router.routes:
-        part = APIRouter()
-        part.routes.append(route)
-        if not isinstance(route, APIRoute):
-            app.include_router(part)
+    for placed in _placed(router):
+        if placed.route is None:
             continue
-        calls = _calls(route.dependant)
-        klass = route_class(route.path)
-        guard = GuardCaller(klass, admin_principal in calls) if current_principal in calls else GuardAnonymous(klass)
-        app.include_router(part, dependencies=[Depends(bind_client), Depends(guard)])
+        part = APIRouter()
+        part.routes.append(placed.route)
+        options: dict[str, Any] = {"prefix": placed.prefix, "tags": list(placed.tags)}
+        if not isinstance(placed.route, APIRoute):
+            app.include_router(part, **options)
+            continue
+        calls = _calls(placed.route.dependant) | {d.dependency for d in placed.dependencies}
+        klass = route_class(placed.prefix + placed.route.path)
+        admin_only = admin_principal in calls
+        guard: Any = GuardCaller(klass, admin_only) if admin_only or current_principal in calls \
+            else GuardAnonymous(klass)
+        app.include_router(part, dependencies=[Depends(bind_client), Depends(guard), *placed.dependencies],
+                           **options)

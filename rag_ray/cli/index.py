@@ -116,9 +116,11 @@ def switch(ctx: typer.Context,
 
 
 @app.command()
-def rollback(ctx: typer.Context, format: str = typer.Option("table", "--format", help="table|json")) -> None:
+def rollback(ctx: typer.Context,
+             force: bool = typer.Option(False, "--force", help="also while ingest jobs are open"),
+             format: str = typer.Option("table", "--format", help="table|json")) -> None:
     """Move the alias back to the collection that was live before the last switch (brought up to date first)."""
-    _print_switch(ctx, _run(ctx, lambda lifecycle: lifecycle.rollback()), format)
+    _print_switch(ctx, _run(ctx, lambda lifecycle: lifecycle.rollback(force=force)), format)
 
 
 @app.command("list")
@@ -155,7 +157,7 @@ def _print_switch(ctx: typer.Context, result: SwitchResult, format: str) -> None
     console = console_from(ctx)
     if result.gate is not None:
         _print_gate(console, result.gate.to_dict())
-    how = " (forced: no evaluation gate)" if result.forced else ""
+    how = " (forced)" if result.forced else ""
     console.print(f"[green]live:[/green] {result.live} ({result.embedding_model}, {result.dimension}-d); previous: "
                   f"{result.previous}{how}; synced first: {result.synced['docs']} documents, "
                   f"{result.synced['removed']} removed")

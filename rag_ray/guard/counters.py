@@ -11,19 +11,19 @@ cannot overspend on any of them.
 from __future__ import annotations
 
 import calendar
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Executable, Table, delete, insert, select, tuple_, update
-from sqlalchemy.dialects import mysql, postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Table, delete, select, tuple_, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from rag_ray.errors import InvalidInput
 from rag_ray.metadata import MetadataDB
 from rag_ray.metadata.models import CounterRecord
+from rag_ray.metadata.statements import DEADLOCK_RETRIES, insert_if_absent, is_deadlock
 
 COUNTERS: Table = CounterRecord.__table__  # type: ignore[assignment]
 FIXED_PERIODS = {"minute": 60, "hour": 3600}
@@ -63,37 +63,6 @@ class Charge:
         return self.key, self.window_start
 
 
-def _if_absent_sqlite(table: Table, values: dict[str, Any]) -> Executable:
-    return sqlite.insert(table).values(**values).on_conflict_do_nothing()
-
-
-def _if_absent_postgresql(table: Table, values: dict[str, Any]) -> Executable:
-    return postgresql.insert(table).values(**values).on_conflict_do_nothing()
-
-
-def _if_absent_mysql(table: Table, values: dict[str, Any]) -> Executable:
-    return mysql.insert(table).values(**values).prefix_with("IGNORE")
-
-
-# dialect name → "INSERT … unless the row exists", one statement
-INSERT_IF_ABSENT: dict[str, Callable[[Table, dict[str, Any]], Executable]] = {
-    "sqlite": _if_absent_sqlite, "postgresql": _if_absent_postgresql, "mysql": _if_absent_mysql,
-    "mariadb": _if_absent_mysql}
-
-
-def insert_if_absent(session: Session, table: Table, values: dict[str, Any]) -> None:
-    """Insert the row unless its key exists (other dialects: a plain insert in a savepoint, a clash ignored)."""
-    statement = INSERT_IF_ABSENT.get(session.get_bind().dialect.name)
-    if statement is not None:
-        session.execute(statement(table, values))
-        return
-    try:
-        with session.begin_nested():
-            session.execute(insert(table).values(**values))
-    except IntegrityError:
-        pass
-
-
 class CounterStore:
     def __init__(self, db: MetadataDB):
         self.db = db
@@ -102,10 +71,19 @@ class CounterStore:
         """Add every charge, or — when one would pass its limit — none; returns the first that did not fit."""
         if not charges:
             return None
+        for attempt in range(DEADLOCK_RETRIES):
+            try:
+                return self._admit_once(sorted(charges, key=lambda c: c.order))
+            except OperationalError as exc:
+                if not is_deadlock(exc) or attempt == DEADLOCK_RETRIES - 1:
+                    raise
+        return None  # unreachable: the last attempt returns or raises
+
+    def _admit_once(self, ordered: Sequence[Charge]) -> Charge | None:
         refused: list[Charge] = []
         try:
             with self.db.session() as s:
-                for charge in sorted(charges, key=lambda c: c.order):
+                for charge in ordered:
                     self._ensure(s, charge)
                     if not self._add_within_limit(s, charge):
                         refused.append(charge)
@@ -116,13 +94,17 @@ class CounterStore:
 
     def adjust(self, changes: Sequence[tuple[Charge, int]]) -> None:
         """Add ``delta`` (may be negative) to each charge's counter, unconditionally (settling a reservation)."""
-        changes = [(c, d) for c, d in changes if d]
-        if not changes:
-            return
-        with self.db.session() as s:
-            for charge, delta in sorted(changes, key=lambda cd: cd[0].order):
-                self._ensure(s, charge)
-                s.execute(update(COUNTERS).where(*_row(charge)).values(used=COUNTERS.c.used + delta))
+        changes = sorted(((c, d) for c, d in changes if d), key=lambda cd: cd[0].order)
+        for attempt in range(DEADLOCK_RETRIES if changes else 0):
+            try:
+                with self.db.session() as s:
+                    for charge, delta in changes:
+                        self._ensure(s, charge)
+                        s.execute(update(COUNTERS).where(*_row(charge)).values(used=COUNTERS.c.used + delta))
+                return
+            except OperationalError as exc:
+                if not is_deadlock(exc) or attempt == DEADLOCK_RETRIES - 1:
+                    raise
 
     def used(self, charges: Sequence[Charge]) -> dict[tuple[str, int], int]:
         """What each charge's counter holds now (0 for a window nobody used yet)."""

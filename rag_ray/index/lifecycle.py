@@ -384,16 +384,19 @@ class IndexLifecycle:
         self._flip(target, live, record_previous=True)
         return _switched(target, live, synced, result, force)
 
-    def rollback(self) -> SwitchResult:
-        """Move the alias back to the collection that was live before the current one (synced first)."""
+    def rollback(self, *, force: bool = False) -> SwitchResult:
+        """Move the alias back to the collection that was live before the current one (synced first); refused while
+        ingest jobs are open unless ``force``."""
         live = self.live()
         if not live.previous:
             raise NotFound(f"nothing to roll back to: {live.name!r} has no previous collection", field="previous")
         target = self.registry.require(live.previous)
         self._check_switchable(target, live)
+        if not force:
+            self._check_no_writers()
         synced = self.sync(target.name)
         self._flip(target, live, record_previous=False)
-        return _switched(target, live, synced, None, False)
+        return _switched(target, live, synced, None, force)
 
     def _check_switchable(self, target: IndexEntry, live: IndexEntry) -> None:
         if target.name == live.name:

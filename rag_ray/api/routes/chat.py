@@ -25,7 +25,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from rag_ray.api.deps import current_principal, get_services
+from rag_ray.api.deps import ServicesDep, current_principal
 from rag_ray.api.services import Services
 from rag_ray.api.sse import event_stream, prime, relay, sse_event
 from rag_ray.errors import InvalidInput, RagError
@@ -132,7 +132,7 @@ async def open_stream(services: Services, messages: list[ChatMessage], params: G
 
 # ---------------------------------------------------------------------------------------------------- routes
 @router.post("/chat", summary="Chat with the configured LLMs (manager: strategies, retries, fallback)")
-async def chat(body: ChatRequest, request: Request, services: Services = Depends(get_services)) -> Any:
+async def chat(body: ChatRequest, request: Request, services: ServicesDep) -> Any:
     if body.stream:
         return await chat_stream(body, request, services)
     provider, model = resolve_llm(services.llm, body.provider, body.model)
@@ -145,7 +145,7 @@ async def chat(body: ChatRequest, request: Request, services: Services = Depends
 
 @router.post("/chat/stream", summary="Chat, streamed as server-sent events (token…, done | error)")
 async def chat_stream(body: ChatRequest, request: Request,
-                      services: Services = Depends(get_services)) -> StreamingResponse:
+                      services: ServicesDep) -> StreamingResponse:
     started = time.perf_counter()
     provider, model = resolve_llm(services.llm, body.provider, body.model)
     first, stream, entry = await open_stream(services, body.chat_messages(), body.params(), provider=provider,

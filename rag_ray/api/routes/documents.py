@@ -9,21 +9,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
+from fastapi import APIRouter, File, Form, Query, UploadFile
 
-from rag_ray.api.deps import current_principal, get_services
-from rag_ray.api.services import Services
+from rag_ray.api.deps import PrincipalDep, ServicesDep
 from rag_ray.errors import InvalidInput, PayloadTooLarge, PermissionDenied
 from rag_ray.ingest.file_jobs import upload_request
-from rag_ray.types import Principal
 
 router = APIRouter(prefix="/documents", tags=["documents"])
 
 
 @router.post("/upload", status_code=202, summary="Upload a file; it is ingested for the caller in the background")
-async def upload(file: UploadFile = File(...), visibility: str = Form("private"), group_ids: str = Form(""),
-                 principal: Principal = Depends(current_principal),
-                 services: Services = Depends(get_services)) -> dict[str, Any]:
+async def upload(principal: PrincipalDep, services: ServicesDep, file: UploadFile = File(...),
+                 visibility: str = Form("private"), group_ids: str = Form("")) -> dict[str, Any]:
     if visibility not in ("private", "group", "public"):
         raise InvalidInput("visibility must be private, group or public", field="visibility")
     groups = tuple(g.strip() for g in group_ids.split(",") if g.strip())
@@ -40,20 +37,17 @@ async def upload(file: UploadFile = File(...), visibility: str = Form("private")
 
 
 @router.get("", summary="The caller's documents (admins: all)")
-async def list_documents(limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0),
-                         principal: Principal = Depends(current_principal),
-                         services: Services = Depends(get_services)) -> dict[str, Any]:
+async def list_documents(principal: PrincipalDep, services: ServicesDep, limit: int = Query(100, ge=1, le=1000),
+                         offset: int = Query(0, ge=0)) -> dict[str, Any]:
     return {"documents": services.file_jobs.list_documents(principal, limit, offset)}
 
 
 @router.get("/{doc_id}", summary="One document of the caller")
-async def get_document(doc_id: str, principal: Principal = Depends(current_principal),
-                       services: Services = Depends(get_services)) -> dict[str, Any]:
+async def get_document(doc_id: str, principal: PrincipalDep, services: ServicesDep) -> dict[str, Any]:
     return services.file_jobs.get_document(principal, doc_id)
 
 
 @router.delete("/{doc_id}", summary="Delete a document and its chunks")
-async def delete_document(doc_id: str, principal: Principal = Depends(current_principal),
-                          services: Services = Depends(get_services)) -> dict[str, Any]:
+async def delete_document(doc_id: str, principal: PrincipalDep, services: ServicesDep) -> dict[str, Any]:
     removed = services.file_jobs.delete_document(principal, doc_id)
     return {"doc_id": doc_id, "deleted": True, "chunks_deleted": removed}

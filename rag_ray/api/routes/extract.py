@@ -11,12 +11,12 @@ request without its password.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
-from rag_ray.api.deps import admin_principal, get_services
+from rag_ray.api.deps import AdminDep, ServicesDep
 from rag_ray.api.services import Services
 from rag_ray.errors import InvalidInput
 from rag_ray.ingest.rdb_sync import RdbSyncRequest
@@ -79,6 +79,9 @@ def host_resolver() -> Resolver:
     return system_resolver
 
 
+ResolverDep = Annotated[Resolver, Depends(host_resolver)]
+
+
 def _remote(config: DatabaseConfig, services: Services, resolve: Resolver) -> DatabaseConfig:
     """A submitted connection: admitted (driver installed, resolved address allow-listed and pinned), and
     bounded by the connect timeout."""
@@ -117,30 +120,26 @@ def _override(request: RdbSyncRequest, config: ExtractionConfig | None) -> RdbSy
 
 
 @router.post("", status_code=202, summary="Sync database tables into the store (admin; returns a job id)")
-def extract_rdb(body: ExtractRdbBody, principal: Principal = Depends(admin_principal),
-                services: Services = Depends(get_services),
-                resolve: Resolver = Depends(host_resolver)) -> dict[str, Any]:
+def extract_rdb(body: ExtractRdbBody, principal: AdminDep, services: ServicesDep, resolve: ResolverDep
+                ) -> dict[str, Any]:
     request = _request(body, services, principal, resolve)
     job_id = services.rdb_jobs.submit(request, principal)
     return {"job_id": job_id, "status": "pending", "source": request.source}
 
 
 @router.post("/inspect", summary="Tables, columns, keys and row counts of a database (admin)")
-def inspect_rdb(body: InspectBody, _: Principal = Depends(admin_principal),
-                services: Services = Depends(get_services),
-                resolve: Resolver = Depends(host_resolver)) -> dict[str, Any]:
+def inspect_rdb(body: InspectBody, _: AdminDep, services: ServicesDep, resolve: ResolverDep) -> dict[str, Any]:
     return _inspect(_remote(body.database_config, services, resolve), body.include_tables, body.row_counts)
 
 
 @router.get("/inspect", summary="Schema of a named source (admin)")
-def inspect_source(source: str, row_counts: bool = True, _: Principal = Depends(admin_principal),
-                   services: Services = Depends(get_services)) -> dict[str, Any]:
+def inspect_source(source: str, _: AdminDep, services: ServicesDep, row_counts: bool = True) -> dict[str, Any]:
     named = _named(services, source)
     return {"source": source, **_inspect(named.config, list(named.options.get("include_tables") or []), row_counts)}
 
 
 @router.get("/sources", summary="Named database sources (URLs masked; admin)")
-def rdb_sources(_: Principal = Depends(admin_principal), services: Services = Depends(get_services)) -> dict[str, Any]:
+def rdb_sources(_: AdminDep, services: ServicesDep) -> dict[str, Any]:
     found = list_sources(services.db, services.settings.jwt_secret())
     return {"sources": [s.to_dict() for s in found], "count": len(found)}
 

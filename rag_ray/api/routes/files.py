@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from rag_ray.api.deps import admin_principal, get_services
-from rag_ray.api.services import Services
+from rag_ray.api.deps import AdminDep, ServicesDep
 from rag_ray.ingest.file_ingest import FileIngestRequest
 from rag_ray.ingest.notify import check_callback_url
 from rag_ray.ingest.scan import check_path
-from rag_ray.types import Acl, Principal
+from rag_ray.types import Acl
 
 router = APIRouter(tags=["ingest"])
 
@@ -45,8 +44,8 @@ class FilesystemExtractRequest(BaseModel):
 
 
 @router.post("/extract/filesystem", status_code=202, summary="Ingest a directory (admin; returns a job id)")
-async def extract_filesystem(body: FilesystemExtractRequest, principal: Principal = Depends(admin_principal),
-                             services: Services = Depends(get_services)) -> dict[str, Any]:
+async def extract_filesystem(body: FilesystemExtractRequest, principal: AdminDep,
+                             services: ServicesDep) -> dict[str, Any]:
     if body.progress_callback_url:
         check_callback_url(services.settings, body.progress_callback_url)
     groups = tuple(body.group_ids)

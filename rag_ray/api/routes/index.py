@@ -55,9 +55,14 @@ def switch(body: SwitchBody, _: AdminDep, services: ServicesDep) -> dict[str, An
     return {**result.to_dict(), "configure": result.config_hint()}
 
 
+class RollbackBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    force: bool = Field(False, description="roll back also while ingest jobs are open")
+
+
 @router.post("/rollback", summary="Point the alias back at the collection live before the last switch")
-def rollback(_: AdminDep, services: ServicesDep) -> dict[str, Any]:
-    result = services.index.lifecycle.rollback()
+def rollback(_: AdminDep, services: ServicesDep, body: RollbackBody | None = None) -> dict[str, Any]:
+    result = services.index.lifecycle.rollback(force=body.force if body else False)
     return {**result.to_dict(), "configure": result.config_hint()}
 
 

@@ -23,9 +23,9 @@ from sqlalchemy import Table, and_, case, delete, or_, select, update
 
 from rag_ray.config import Settings
 from rag_ray.errors import RateLimited
-from rag_ray.guard.counters import insert_if_absent
 from rag_ray.metadata import MetadataDB
 from rag_ray.metadata.models import LoginThrottleRecord
+from rag_ray.metadata.statements import insert_if_absent
 
 THROTTLE: Table = LoginThrottleRecord.__table__  # type: ignore[assignment]
 Clock = Callable[[], float]
