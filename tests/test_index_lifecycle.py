@@ -321,6 +321,10 @@ def test_rechunk_rebuild_cancel_and_resume(settings: Settings, live_store: Chunk
     assert all(r["sensitivity"] for r in rows)  # labelled again by the enricher
     with pytest.raises(Conflict):
         lifecycle.drop(lifecycle.live().name)  # never the live collection
+    ingest_job = lifecycle.jobs.create("files", {"path": str(source)})
+    with pytest.raises(Conflict, match="ingest jobs are open"):  # they embed with the live model
+        lifecycle.switch(entry.name)
+    lifecycle.jobs.cancel(ingest_job)
 
 
 def test_admin_api_rebuild_job_list_and_switch(settings: Settings, live_store: ChunkStore) -> None:
