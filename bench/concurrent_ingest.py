@@ -70,18 +70,22 @@ def run_round(service: Any, docs: list[tuple[str, bytes]], tag: str, *, at_once:
             wait(job_ids[-1:])
     elapsed = time.perf_counter() - started
     jobs = [service.jobs.get(j, with_errors=False) for j in job_ids]
+    spans = job_spans(service, job_ids)
     return {"seconds": round(elapsed, 2), "succeeded": sum(j.status == "succeeded" for j in jobs),
-            "chunks": sum(j.chunks_done for j in jobs), "max_running": max_overlap(service, job_ids),
+            "chunks": sum(j.chunks_done for j in jobs),
+            "max_running": max((sum(1 for _, a, b in spans if a <= start < b) for _, start, _ in spans), default=0),
+            "mean_wait_s": round(sum((a - c).total_seconds() for c, a, _ in spans) / max(1, len(spans)), 2),
+            "mean_run_s": round(sum((b - a).total_seconds() for _, a, b in spans) / max(1, len(spans)), 2),
             "failures": [j.message for j in jobs if j.status != "succeeded"][:3]}
 
 
-def max_overlap(service: Any, job_ids: list[str]) -> int:
+def job_spans(service: Any, job_ids: list[str]) -> list[tuple[Any, Any, Any]]:
+    """(created, started, finished) of each job: waiting = queued + launched, running = started to finished."""
     from rag_ray.metadata import JobRecord
 
     with service.db.session() as s:
-        spans = [(r.started_at, r.finished_at) for r in (s.get(JobRecord, j) for j in job_ids)
-                 if r is not None and r.started_at and r.finished_at]
-    return max((sum(1 for a, b in spans if a <= start < b) for start, _ in spans), default=0)
+        return [(r.created_at, r.started_at, r.finished_at) for r in (s.get(JobRecord, j) for j in job_ids)
+                if r is not None and r.started_at and r.finished_at]
 
 
 def main() -> None:
@@ -125,6 +129,8 @@ def main() -> None:
                       "ratio": round(concurrent["seconds"] / sequential["seconds"], 2),
                       "succeeded": {"sequential": sequential["succeeded"], "concurrent": concurrent["succeeded"]},
                       "max_running": {"sequential": sequential["max_running"], "concurrent": concurrent["max_running"]},
+                      "mean_wait_s": {"sequential": sequential["mean_wait_s"], "concurrent": concurrent["mean_wait_s"]},
+                      "mean_run_s": {"sequential": sequential["mean_run_s"], "concurrent": concurrent["mean_run_s"]},
                       "failures": sequential["failures"] + concurrent["failures"]}))
 
 

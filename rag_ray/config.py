@@ -214,7 +214,8 @@ class Settings(BaseSettings):
     auth_rpm_per_address: int = Field(60, ge=0, validation_alias="RAG_AUTH_RPM_PER_ADDRESS")
     # file owner / group / mode → chunk ACL for filesystem ingest (rag_ray.ingest.source_acl), JSON:
     # {"unix_users": {"alice": "alice"}, "unix_groups": {"eng": "g-eng"}, "world_readable": "public"}; {}: off
-    source_acl_map: dict[str, Any] = Field(default_factory=dict, validation_alias="RAG_SOURCE_ACL_MAP")
+    source_acl_map: Annotated[dict[str, Any], NoDecode] = Field(default_factory=dict,
+                                                                validation_alias="RAG_SOURCE_ACL_MAP")
 
     # --- Operations: logs, metrics, connection pools (rag_ray.observability, rag_ray.metadata.db) ---
     # JSON (or text) lines with the request id, to stderr and to <data dir>/logs/app.log (rotated by size)
@@ -270,6 +271,16 @@ class Settings(BaseSettings):
                 return json.loads(value)
             return [h.strip() for h in value.split(",") if h.strip()]
         return value
+
+    @field_validator("source_acl_map", mode="before")
+    @classmethod
+    def _parse_acl_map(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        try:
+            return json.loads(value) if value.strip() else {}
+        except ValueError:
+            raise ConfigError("RAG_SOURCE_ACL_MAP must be a JSON object", field="RAG_SOURCE_ACL_MAP") from None
 
     @field_validator("governance_owner_only", "governance_group_only", mode="before")
     @classmethod

@@ -91,6 +91,7 @@ def test_full_user_lifecycle_is_audited_without_secrets(rig: Rig, identity_db: M
     ]
     assert about_carl[2]["details"] == {"username": "carl", "from": "user", "to": "admin"}
     assert about_carl[3]["details"] == {"username": "carl", "reason": "wrong_password"}
+    assert [e["details"]["kind"] for e in about_carl if e["action"] == "auth.revoke"] == ["access", "refresh"]
     assert {e["address"] for e in about_carl} == {"testclient"}
     assert all(datetime.fromisoformat(e["at"]) == datetime.fromtimestamp(START, UTC)
                for e in about_carl if e["action"].startswith("auth."))  # the injected clock

@@ -107,6 +107,9 @@ def test_token_and_cost_budgets_per_day_and_month(rig: Rig) -> None:
                    retry_after=int(midnight - START))
     assert refused.json()["details"]["used"] == 2 * R
     assert rig.llm.calls == calls  # refused before any provider was asked
+    rag = rig.client.post("/query", headers=rig.headers("alice"), json={"query": "numbers?", "mode": "rag"})
+    assert_limited(rag, "token budget")  # every LLM-backed route: the RAG pipeline's call is refused too
+    assert rig.llm.calls == calls
 
     # cost: one USD per token (RAG_LLM_PROVIDERS prices); sales may spend 1.5 calls' worth per month
     set_limit(rig, subject_kind="group", subject="sales", metric="cost_usd", period="month", limit=1.5 * R)

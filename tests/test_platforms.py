@@ -22,7 +22,7 @@ def test_platforms_are_found_by_name_without_the_library_importing_them():
 
     assert isinstance(load_platform("local"), LocalPlatform)
     assert isinstance(load_platform("ray"), RayPlatform)
-    with pytest.raises(ConfigError, match="unknown platform 'nope'.*local.*ray"):
+    with pytest.raises(ConfigError, match=r"unknown platform 'nope'.*local.*ray"):
         load_platform("nope")
 
 

@@ -14,7 +14,7 @@ from rag_ray.errors import ConfigError
 from rag_ray.ingest.file_ingest import FileIngestRequest
 from rag_ray.ingest.file_jobs import upload_request
 from rag_ray.ingest.source_acl import SourceAclMap
-from rag_ray.metadata import DocumentRecord, MetadataDB
+from rag_ray.metadata import DocumentRecord, JobRecord, MetadataDB
 from rag_ray.sources.rdb.config import DatabaseConfig
 from rag_ray.sources.rdb.state import NamedSource, add_source
 from rag_ray.store.filters import literal
@@ -160,9 +160,9 @@ def test_rows_take_owner_and_group_columns_and_are_restamped_when_they_change(
     assert chunk_acls(fake_store, docs[1]) == {(ROW_JOB_ACL.owner_id, (), "public")}
 
 
-def test_extract_rdb_takes_owner_and_group_columns(tmp_path: Path, make_settings: Any, identity_db: MetadataDB,
-                                                   fake_store: ChunkStore) -> None:
+def test_extract_rdb_takes_owner_and_group_columns(tmp_path: Path, make_settings: Any, fake_store: ChunkStore) -> None:
     settings = make_settings(enrichment_level="off")
+    identity_db = MetadataDB(settings.metadata_url)  # the background job opens the settings' metadata DB
     rig = build_rig(settings, identity_db, fake_store)
     try:
         url = make_source_db(tmp_path / "crm.sqlite")
@@ -173,7 +173,9 @@ def test_extract_rdb_takes_owner_and_group_columns(tmp_path: Path, make_settings
         assert response.status_code == 202, response.text
         job = wait_job(identity_db, response.json()["job_id"])
         assert job.status == "succeeded", job.message
-        assert job.params["owner_column"] == "owner" and job.params["group_column"] == "team"
+        with identity_db.session() as s:
+            params = s.get(JobRecord, response.json()["job_id"]).params  # type: ignore[union-attr]
+        assert (params["owner_column"], params["group_column"]) == ("owner", "team")
         carol_eng = doc_id_of(identity_db, "/notes/id=2")
         assert chunk_acls(fake_store, carol_eng) == {(rig.user_ids["carol"], ("eng",), "group")}
         search = {"query": "quarterly report secret code", "mode": "search", "k": 20}
@@ -186,3 +188,4 @@ def test_extract_rdb_takes_owner_and_group_columns(tmp_path: Path, make_settings
         assert MEMO.replace("_", "") in seen["erin"]  # the memos table: the job's public ACL
     finally:
         rig.close()
+        identity_db.dispose()

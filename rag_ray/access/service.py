@@ -179,7 +179,7 @@ class AuthService:
         except IntegrityError:  # revoked twice at once: the goal is reached either way
             return
         self.audit.record("auth.revoke", target_type="user", target_id=claims.sub,
-                          details={"token_type": claims.typ, "jti": claims.jti})
+                          details={"kind": claims.typ, "jti": claims.jti})
 
     def _revoke_api_key(self, key: str) -> None:
         with self.db.session() as s:

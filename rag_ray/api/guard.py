@@ -26,6 +26,7 @@ from fastapi.routing import APIRoute
 from sqlalchemy import select
 from starlette.routing import BaseRoute
 
+from rag_ray.access.users import API_KEY_PREFIX
 from rag_ray.api.deps import PrincipalDep, ServicesDep, admin_principal, current_principal
 from rag_ray.api.services import Services
 from rag_ray.audit import DENIED, Actor, bind_actor
@@ -73,7 +74,8 @@ class GuardCaller:
         self.admin_only = admin_only
 
     async def __call__(self, request: Request, principal: PrincipalDep, services: ServicesDep) -> None:
-        key_id = await asyncio.to_thread(services.guard.key_id, bearer_of(request))
+        bearer = bearer_of(request)
+        key_id = await asyncio.to_thread(services.guard.key_id, bearer) if bearer.startswith(API_KEY_PREFIX) else None
         bind_actor(Actor(principal.user_id, principal.username, client_address(request), _request_id(request)))
         caller = Caller(principal, key_id, self.route_class)
         bind_caller(caller)

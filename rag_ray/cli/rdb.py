@@ -107,6 +107,10 @@ def sources_add(ctx: typer.Context, name: str = typer.Argument(..., help="source
                 batch_size: int = typer.Option(1000, "--batch-size"),
                 max_rows: int | None = typer.Option(None, "--max-rows"),
                 validate: bool = typer.Option(False, "--validate"),
+                owner_column: str | None = typer.Option(None, "--owner-column",
+                                                        help="a row's owner (user id or username) is its chunks'"),
+                group_column: str | None = typer.Option(None, "--group-column",
+                                                        help="a row's groups (ids or names, comma separated)"),
                 replace: bool = typer.Option(False, "--replace", help="overwrite an existing source")) -> None:
     """Register a named source: its connection, sync options, refresh interval and the ACL of its chunks."""
     from rag_ray.runtime import Runtime
@@ -117,7 +121,7 @@ def sources_add(ctx: typer.Context, name: str = typer.Argument(..., help="source
     options: dict[str, Any] = {"mode": mode, "include_tables": _split(include_tables),
                                "exclude_tables": _split(exclude_tables), "incremental_column": incremental_column,
                                "batch_size": batch_size, "max_rows": max_rows, "validate_data": validate,
-                               "schema": schema}
+                               "schema": schema, "owner_column": owner_column, "group_column": group_column}
     try:
         if vis not in ("private", "group", "public"):
             raise InvalidInput("visibility must be private, group or public", field="visibility")

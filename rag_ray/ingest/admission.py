@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -71,13 +72,22 @@ class JobQueue:
                                    finished=True)
 
     def _run(self) -> None:
+        """Admission (a write) runs when a job of this process ends, when the DB's job counts change (another
+        process's job ended or was cancelled: one read every ``poll_s``) and every ``heartbeat_s`` (heartbeats)."""
+        seen, pumped = None, time.monotonic()
         while True:
             with self._lock:
                 if not self._waiting:
                     self._thread = None
                     return
-            wait_for_slot(self.jobs.limits.poll_s)  # woken at once when a job of this process ends
-            self.pump()
+            woken = wait_for_slot(self.jobs.limits.poll_s)
+            try:
+                now = self.jobs.occupancy()
+            except Exception:  # the DB is briefly unavailable: the next round retries
+                continue
+            if woken or now != seen or time.monotonic() - pumped >= self.jobs.limits.heartbeat_s:
+                self.pump()
+                seen, pumped = self.jobs.occupancy(), time.monotonic()
 
 
 def run_admitted(settings: Any, job_id: str, fn: Callable[..., Any], *args: Any) -> Any:

@@ -57,14 +57,20 @@ class Supervisor:
         self._watcher: threading.Thread | None = None
 
     def wait_admitted(self) -> None:
-        """Block while the job is queued (heartbeating it); raise if it ends before it is admitted."""
+        """Block while the job is queued (heartbeating it); raise if it ends before it is admitted. Admission (a
+        write) is tried when the DB's job counts change and every ``heartbeat_s``; the counts are read every
+        ``poll_s``."""
+        seen, tried = None, 0.0
         while True:
             status, message, _ = self.jobs.state(self.job_id)
             if status in ACTIVE:
                 return
             if status == QUEUED:
-                if self.jobs.admit([self.job_id]).admitted:
-                    return
+                now = self.jobs.occupancy()
+                if now != seen or time.monotonic() - tried >= self.limits.heartbeat_s:
+                    if self.jobs.admit([self.job_id]).admitted:
+                        return
+                    seen, tried = self.jobs.occupancy(), time.monotonic()
                 wait_for_slot(self.limits.poll_s)
                 continue
             if status == "cancelled":

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from rag_ray.errors import Conflict, JobError, NotFound, RagError
 from rag_ray.metadata import JobAdmission, JobErrorRecord, JobRecord, MetadataDB
@@ -57,7 +57,7 @@ class JobLimits:
     lease_s: float = 120.0  # a job whose holder has not refreshed its heartbeat for this long is dead
     heartbeat_s: float = 5.0
     stop_grace_s: float = 10.0  # after a stop (timeout, cancel): wait for the driver's checkpoint, then interrupt it
-    poll_s: float = 1.0  # how often a queued job re-checks for a slot freed in another process
+    poll_s: float = 0.2  # how often a queued job looks (one read) for a slot freed in another process
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> JobLimits:
@@ -152,9 +152,10 @@ def notify_slot_freed() -> None:
         _slot_freed.notify_all()
 
 
-def wait_for_slot(timeout_s: float) -> None:
+def wait_for_slot(timeout_s: float) -> bool:
+    """Wait until a job of this process ends (True) or ``timeout_s`` passes (False)."""
     with _slot_freed:
-        _slot_freed.wait(timeout_s)
+        return _slot_freed.wait(timeout_s)
 
 
 @dataclass
@@ -323,6 +324,14 @@ class JobStore:
                     rec.heartbeat_at = now
             result.gone = [j for j in mine if j not in still_queued and j not in result.admitted]
         return result
+
+    def occupancy(self) -> tuple[int, int]:
+        """(admitted, queued) job counts: one cheap read, polled by waiting jobs; admission runs when it changes."""
+        with self.db.session() as s:
+            rows = s.execute(select(JobRecord.status, func.count()).where(JobRecord.status.in_(OPEN))
+                             .group_by(JobRecord.status)).all()
+        counts = {status: int(n) for status, n in rows}
+        return sum(counts.get(status, 0) for status in ACTIVE), counts.get(QUEUED, 0)
 
     def queue_position(self, job_id: str) -> int | None:
         with self.db.session() as s:
