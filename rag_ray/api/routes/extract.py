@@ -124,7 +124,7 @@ def extract_rdb(body: ExtractRdbBody, principal: AdminDep, services: ServicesDep
                 ) -> dict[str, Any]:
     request = _request(body, services, principal, resolve)
     job_id = services.rdb_jobs.submit(request, principal)
-    return {"job_id": job_id, "status": "pending", "source": request.source}
+    return {"job_id": job_id, "status": services.jobs.get(job_id, with_errors=False).status, "source": request.source}
 
 
 @router.post("/inspect", summary="Tables, columns, keys and row counts of a database (admin)")

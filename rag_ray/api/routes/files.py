@@ -58,4 +58,5 @@ async def extract_filesystem(body: FilesystemExtractRequest, principal: AdminDep
     job_id = services.file_jobs.submit(request, principal, overrides={
         "embed_concurrency_max": body.batch_config.max_workers,
         "embedding_batch_size": max(1, body.batch_config.batch_size // 4)})
-    return {"job_id": job_id, "status": "pending", "status_url": f"/jobs/{job_id}"}
+    return {"job_id": job_id, "status": services.jobs.get(job_id, with_errors=False).status,
+            "status_url": f"/jobs/{job_id}"}
