@@ -18,8 +18,9 @@ from rag_ray.ingest.executor import LeveledStages, enrich_stage
 from rag_ray.ingest.file_ingest import FileIngestRequest
 from rag_ray.ingest.stages import EnrichChunks
 from rag_ray.metadata import MetadataDB
+from rag_ray.retrieval.filters import retrieval_filter
 from rag_ray.runtime import IngestStages
-from rag_ray.store.filters import FilterClause, literal, render_clause, retrieval_filter, user_filter
+from rag_ray.store.filters import FilterClause, literal, render_clause, user_filter
 from rag_ray.store.milvus import ChunkStore
 from rag_ray.types import Acl, Principal
 from tests.governance_fixtures import CARD, RRN, write_fixtures
