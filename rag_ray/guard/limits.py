@@ -163,6 +163,11 @@ class LimitStore:
         with self._lock:
             self._cached = None
 
+    def known_empty(self) -> bool:
+        """True when the cached rules are fresh and there are none (nothing to check, no DB round trip)."""
+        with self._lock:
+            return self._cached is not None and not self._cached[1] and self.clock() - self._cached[0] < self.cache_s
+
     def _by_subject(self) -> dict[tuple[str, str], list[LimitRule]]:
         with self._lock:
             if self._cached is not None and self.clock() - self._cached[0] < self.cache_s:

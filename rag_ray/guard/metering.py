@@ -43,6 +43,8 @@ class MeteredLLMManager(LLMManager):
     async def _reserve(self, caller: Caller, messages: Sequence[ChatMessage], params: GenerationParams,
                        provider: str | None, model: str | None) -> Reservation:
         tokens, cost = self._estimate(messages, params, provider, model)
+        if self.guard.limits.known_empty():
+            return Reservation(caller, tokens, cost)  # no budgets anywhere: nothing to hold
         return await asyncio.to_thread(self.guard.reserve, caller, tokens, cost)
 
     async def generate(self, messages: Sequence[ChatMessage], params: GenerationParams | None = None, *,
