@@ -5,7 +5,7 @@ mixes one model's query vector with another model's index.
 The alias is looked up at most every ``refresh_s`` seconds (``RAG_INDEX_REFRESH_S``; 0: on every search). The
 concrete collection is searched by its own name, so a query that started before a switch finishes on the collection
 it embedded for; a search that fails because the live collection moved (a switch, the adoption of a collection from
-before aliases, a dropped standby) is retried once on the new live collection.
+before aliases, a dropped standby) is retried once on the new live collection, waiting up to ``MOVE_WAIT_S`` for it.
 """
 
 from __future__ import annotations
@@ -78,12 +78,12 @@ class LiveIndex:
         info = self.catalog.info(name, rows=False)
         model = info.embedding_model
         store = self.catalog.open(name, info.dimension, model)
-        serving = Serving(name, store, self._embedder(model, info.dimension))
+        serving = Serving(name, store, self._embedder(model))
         with self._lock:
             self._serving[name] = serving
         return serving
 
-    def _embedder(self, model: str | None, dimension: int) -> AsyncEmbedder:
+    def _embedder(self, model: str | None) -> AsyncEmbedder:
         base = self.base_embedder
         if model is None or model.lower() == f"{base.provider}:{base.model}".lower():
             return base
@@ -110,11 +110,16 @@ class FollowingRetrieval(RetrievalService):
                                 fusion=searcher.fusion, reranker=searcher.reranker, options=searcher.options)
 
     async def search(self, principal: Principal, query: str, **options: Any) -> list[SearchHit]:
-        serving = await asyncio.to_thread(self.live.current)  # a Milvus call when the view is due a refresh
+        try:
+            serving = await asyncio.to_thread(self.live.current)  # a Milvus call when the view is due a refresh
+        except StoreError:  # the alias is changing hands (an adoption: renamed, not yet aliased)
+            found, serving = await self._next_live(None, lookup_failed=True)
+            if not found:
+                raise
         try:
             return await self._search(serving, principal, query, options)
         except StoreError:
-            moved, now = await self._moved_from(serving)
+            moved, now = await self._next_live(serving, lookup_failed=False)
             if not moved:
                 raise
             return await self._search(now, principal, query, options)
@@ -125,17 +130,22 @@ class FollowingRetrieval(RetrievalService):
             return await super().search(principal, query, **options)
         return await self.on(serving).search(principal, query, **options)
 
-    async def _moved_from(self, failed: Serving | None) -> tuple[bool, Serving | None]:
-        """After a failed search: (True, what to search) when the live collection is another one now — a switch,
-        or the adoption of a pre-alias collection (renamed, then aliased: for a few milliseconds neither name
-        answers), waited for up to ``MOVE_WAIT_S``; (False, None) when nothing moved."""
+    async def _next_live(self, failed: Serving | None, *, lookup_failed: bool) -> tuple[bool, Serving | None]:
+        """What to search after a failure, waiting up to ``MOVE_WAIT_S``: after a failed lookup, the first live
+        collection that resolves; after a failed search, a live collection other than ``failed`` (a switch, the
+        adoption of a pre-alias collection — for a few milliseconds neither name answers — or a dropped standby).
+        (False, None) when nothing moved."""
         failed_name = failed.collection if failed is not None else None
         deadline = time.monotonic() + MOVE_WAIT_S
         while True:
             self.live.invalidate()
-            now = await asyncio.to_thread(self.live.current)
-            if (now.collection if now is not None else None) != failed_name:
-                return True, now
+            try:
+                now = await asyncio.to_thread(self.live.current)
+            except StoreError:
+                pass  # still changing hands
+            else:
+                if lookup_failed or (now.collection if now is not None else None) != failed_name:
+                    return True, now
             if time.monotonic() >= deadline:
                 return False, None
             await asyncio.sleep(MOVE_POLL_S)
