@@ -99,10 +99,26 @@ def small_deployment_options(**overrides: object):  # type: ignore[no-untyped-de
 
 
 class ServeApp:
-    """A running Serve app: base URL, its settings, and an admin token."""
+    """A running Serve app: base URL, its settings, and an admin token that outlives the access-token TTL (the app
+    serves a whole session, which can run longer than 30 minutes on a loaded machine)."""
 
-    def __init__(self, url: str, settings: Settings, admin_token: str):
-        self.url, self.settings, self.admin_token = url, settings, admin_token
+    TOKEN_REFRESH_S = 10 * 60
+
+    def __init__(self, url: str, settings: Settings, admin_password: str):
+        self.url, self.settings, self.admin_password = url, settings, admin_password
+        self._token, self._issued = "", float("-inf")
+
+    @property
+    def admin_token(self) -> str:
+        import time
+
+        import httpx
+
+        if time.monotonic() - self._issued > self.TOKEN_REFRESH_S:
+            self._token = httpx.post(f"{self.url}/auth/token", json={"username": "admin",
+                                     "password": self.admin_password}, timeout=60).json()["access_token"]
+            self._issued = time.monotonic()
+        return self._token
 
     def headers(self, token: str | None = None) -> dict[str, str]:
         return {"Authorization": f"Bearer {token or self.admin_token}"}
@@ -126,7 +142,6 @@ def _start_serve(port: int) -> None:
 @pytest.fixture(scope="session")
 def serve_app(ray_local: None, milvus_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeApp]:
     """The real deployment graph (router, batched embedder, LLM deployment) with fake providers, once."""
-    import httpx
     from ray import serve
 
     from deployments.app import build_app
@@ -144,7 +159,5 @@ def serve_app(ray_local: None, milvus_uri: str, tmp_path_factory: pytest.TempPat
     _start_serve(settings.api_port)
     serve.run(build_app(settings, small_deployment_options()), name="rag", route_prefix="/", blocking=False)
     url = f"http://127.0.0.1:{settings.api_port}"
-    token = httpx.post(f"{url}/auth/token", json={"username": "admin", "password": "admin-pass-123"},
-                       timeout=60).json()["access_token"]
-    yield ServeApp(url, settings, token)
+    yield ServeApp(url, settings, "admin-pass-123")
     serve.delete("rag")

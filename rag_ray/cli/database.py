@@ -39,7 +39,10 @@ console = Console()
 
 BACKUP_FORMAT = 1
 PAGE = 1000
-SKIP_TABLES = {"alembic_version"}
+# Schema state, not data: the migration version and the job-admission lock row the migrations seed.
+SKIP_TABLES = {"alembic_version", "job_admission"}
+# The database refuses to delete their rows (the audit log): a restore appends the backup's rows with new ids.
+APPEND_ONLY_TABLES = {"audit_events"}
 
 
 # ---- helpers ----
@@ -252,15 +255,17 @@ def _member(tar: tarfile.TarFile, name: str) -> Any:
 
 def load_metadata(engine: Engine, tables: dict[str, list[dict[str, Any]]], replace: bool) -> int:
     live = reflect(engine)
+    replaceable = [t for t in live if t.name not in APPEND_ONLY_TABLES]
     with engine.begin() as conn:
-        if any(conn.execute(select(func.count()).select_from(t)).scalar() for t in live):
+        if any(conn.execute(select(func.count()).select_from(t)).scalar() for t in replaceable):
             if not replace:
                 raise StoreError("the metadata DB is not empty; restore into an empty one or pass --replace")
-            for table in reversed(live):
+            for table in reversed(replaceable):
                 conn.execute(table.delete())
         restored = 0
         for table in live:
-            rows = [{k: _from_json(table.c[k].type, v) for k, v in row.items() if k in table.c}
+            rows = [{k: _from_json(table.c[k].type, v) for k, v in row.items() if k in table.c and
+                     not (table.name in APPEND_ONLY_TABLES and k in table.primary_key.columns)}
                     for row in tables.get(table.name, [])]
             if rows:
                 conn.execute(table.insert(), rows)
