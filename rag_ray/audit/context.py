@@ -5,12 +5,11 @@ runs sync route handlers."""
 from __future__ import annotations
 
 import getpass
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-from rag_ray.observability.context import current_job_id, current_request_id
+from rag_ray.observability.context import bound, current_job_id, current_request_id
 
 
 @dataclass(frozen=True)
@@ -40,13 +39,8 @@ def bind_actor(actor: Actor) -> None:
     actor_var.set(actor)
 
 
-@contextmanager
-def acting_as(actor: Actor) -> Iterator[Actor]:
-    token = actor_var.set(actor)
-    try:
-        yield actor
-    finally:
-        actor_var.reset(token)
+def acting_as(actor: Actor) -> AbstractContextManager[Actor]:
+    return bound(actor_var, actor)
 
 
 def cli_actor() -> Actor:

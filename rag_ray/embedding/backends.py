@@ -50,21 +50,19 @@ class ThreadedBackend:
         return await asyncio.to_thread(self.inner.embed, list(texts), input_type=input_type)
 
 
-class ResizingBackend:
+class ResizingBackend(ThreadedBackend):
+    """A ``ThreadedBackend`` whose provider shortens vectors itself (the API's ``dimensions`` parameter)."""
+
     resizes = True
+    inner: ResizableEmbedder
 
     def __init__(self, embedder: ResizableEmbedder):
-        self.inner = embedder
-        self.provider, self.model = embedder.provider, embedder.model
-
-    @property
-    def dimension(self) -> int:
-        return self.inner.dimension
+        super().__init__(embedder)
 
     async def embed(self, texts: Sequence[str], *, input_type: InputType = "document",
                     dimensions: int | None = None) -> np.ndarray:
         if dimensions is None:
-            return await asyncio.to_thread(self.inner.embed, list(texts), input_type=input_type)
+            return await super().embed(texts, input_type=input_type)
         return await asyncio.to_thread(self.inner.embed_resized, list(texts), dimensions, input_type=input_type)
 
 

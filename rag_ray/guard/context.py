@@ -4,11 +4,11 @@ metered."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
+from rag_ray.observability.context import bound
 from rag_ray.types import Principal
 
 # route classes: what a requests-per-period limit counts (``all``: every route together)
@@ -42,10 +42,5 @@ def bind_caller(caller: Caller) -> None:
     caller_var.set(caller)
 
 
-@contextmanager
-def calling_as(caller: Caller) -> Iterator[Caller]:
-    token = caller_var.set(caller)
-    try:
-        yield caller
-    finally:
-        caller_var.reset(token)
+def calling_as(caller: Caller) -> AbstractContextManager[Caller]:
+    return bound(caller_var, caller)

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from functools import partial
+from typing import TypeVar
 
 from rag_ray.generation.textutil import estimate_tokens
 from rag_ray.guard.context import Caller, current_caller
@@ -19,6 +21,8 @@ from rag_ray.guard.limits import MICROS
 from rag_ray.guard.service import GuardService, Reservation
 from rag_ray.llm.base import ChatMessage, Completion, GenerationParams, StreamChunk, Usage
 from rag_ray.providers.manager import LLMManager, ManagedStream
+
+T = TypeVar("T")
 
 PER_MESSAGE_TOKENS = 4  # role and framing tokens chat formats add per message
 
@@ -47,21 +51,27 @@ class MeteredLLMManager(LLMManager):
             return Reservation(caller, tokens, cost)  # no budgets anywhere: nothing to hold
         return await asyncio.to_thread(self.guard.reserve, caller, tokens, cost)
 
+    async def _reserved(self, caller: Caller, messages: Sequence[ChatMessage], params: GenerationParams,
+                        provider: str | None, model: str | None, call: Callable[[], Awaitable[T]]
+                        ) -> tuple[Reservation, T]:
+        """``call()`` under a reservation of its worst case; the reservation is released if the call fails."""
+        reservation = await self._reserve(caller, messages, params, provider, model)
+        try:
+            return reservation, await call()
+        except BaseException:
+            await asyncio.to_thread(self.guard.release, reservation)
+            raise
+
     async def generate(self, messages: Sequence[ChatMessage], params: GenerationParams | None = None, *,
                        strategy: str | None = None, provider: str | None = None, model: str | None = None,
                        deadline_s: float | None = None) -> Completion:
         caller = current_caller()
         params = params or GenerationParams()
+        call = partial(super().generate, messages, params, strategy=strategy, provider=provider, model=model,
+                       deadline_s=deadline_s)
         if caller is None:
-            return await super().generate(messages, params, strategy=strategy, provider=provider, model=model,
-                                          deadline_s=deadline_s)
-        reservation = await self._reserve(caller, messages, params, provider, model)
-        try:
-            completion = await super().generate(messages, params, strategy=strategy, provider=provider, model=model,
-                                                deadline_s=deadline_s)
-        except BaseException:
-            await asyncio.to_thread(self.guard.release, reservation)
-            raise
+            return await call()
+        reservation, completion = await self._reserved(caller, messages, params, provider, model, call)
         await asyncio.to_thread(self.guard.settle, reservation, provider=completion.provider, model=completion.model,
                                 prompt_tokens=completion.usage.prompt_tokens,
                                 completion_tokens=completion.usage.completion_tokens, cost_usd=completion.cost_usd)
@@ -72,16 +82,11 @@ class MeteredLLMManager(LLMManager):
                           deadline_s: float | None = None) -> ManagedStream:
         caller = current_caller()
         params = params or GenerationParams()
+        call = partial(super().open_stream, messages, params, strategy=strategy, provider=provider, model=model,
+                       deadline_s=deadline_s)
         if caller is None:
-            return await super().open_stream(messages, params, strategy=strategy, provider=provider, model=model,
-                                             deadline_s=deadline_s)
-        reservation = await self._reserve(caller, messages, params, provider, model)
-        try:
-            opened = await super().open_stream(messages, params, strategy=strategy, provider=provider, model=model,
-                                               deadline_s=deadline_s)
-        except BaseException:
-            await asyncio.to_thread(self.guard.release, reservation)
-            raise
+            return await call()
+        reservation, opened = await self._reserved(caller, messages, params, provider, model, call)
         return ManagedStream(opened.entry, self._settled(opened, reservation, estimate_prompt_tokens(messages)))
 
     async def _settled(self, opened: ManagedStream, reservation: Reservation, prompt_estimate: int

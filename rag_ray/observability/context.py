@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
-from typing import Any
+from typing import Any, TypeVar
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # An incoming id is kept when it is short and made of safe characters (it is echoed in headers and logs);
@@ -63,6 +63,19 @@ def log_context(*, request_id: str | None = None, job_id: str | None = None,
     finally:
         for var, token in reversed(tokens):
             var.reset(token)
+
+
+V = TypeVar("V")
+
+
+@contextmanager
+def bound(var: ContextVar[V | None], value: V) -> Iterator[V]:
+    """``var`` set to ``value`` for the code inside, restored after (the request-scoped binding every context uses)."""
+    token = var.set(value)
+    try:
+        yield value
+    finally:
+        var.reset(token)
 
 
 def outgoing_headers() -> dict[str, str]:
