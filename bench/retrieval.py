@@ -34,13 +34,14 @@ import numpy as np
 
 from rag_ray.config import Settings
 from rag_ray.embedding import create_embedder
+from rag_ray.embedding.backends import ThreadedBackend
 from rag_ray.embedding.base import Embedder
 from rag_ray.evaluation import Dataset, ingest_corpus, load_dataset
 from rag_ray.evaluation import evaluate as evaluate_retrieval
 from rag_ray.retrieval.fusion import FusionConfig
 from rag_ray.retrieval.rerank import FeatureReranker
 from rag_ray.retrieval.search import fusion_from_settings, reranker_from_settings
-from rag_ray.retrieval.service import RetrievalService, ThreadedEmbedder
+from rag_ray.retrieval.service import RetrievalService
 from rag_ray.store.lite_server import MilvusLiteServer, free_port
 from rag_ray.store.milvus import ChunkStore, SearchStrategy
 from rag_ray.types import InputType, Principal
@@ -143,7 +144,7 @@ def run_dataset(name: str, spec: str, args: argparse.Namespace, settings: Settin
         id_map, ingest_s = ingest(dataset, store, cached, settings)
         chunks = store.count()
         fusion = fusion_from_settings(settings)
-        service = RetrievalService(store, ThreadedEmbedder(cached), fusion=fusion,
+        service = RetrievalService(store, ThreadedBackend(cached), fusion=fusion,
                                    reranker=reranker_from_settings(settings) or FeatureReranker())
         principal = Principal("bench-user", "bench", "user")  # non-admin: the access filter is on every leg
         results = {m.name: evaluate(service, dataset, id_map, m, principal)

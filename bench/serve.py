@@ -90,11 +90,12 @@ def http_latencies(url: str, headers: dict[str, str], queries: list[str]) -> lis
 
 
 def inproc_latencies(settings, embedder, queries: list[str]) -> list[float]:  # type: ignore[no-untyped-def]
-    from rag_ray.retrieval.service import RetrievalService, ThreadedEmbedder
+    from rag_ray.embedding.backends import ThreadedBackend
+    from rag_ray.retrieval.service import RetrievalService
     from rag_ray.runtime import open_store
     from rag_ray.types import Principal
 
-    service = RetrievalService(open_store(settings, embedder.dimension), ThreadedEmbedder(embedder))
+    service = RetrievalService(open_store(settings, embedder.dimension), ThreadedBackend(embedder))
     admin = Principal("bench-admin", "admin", "admin")
 
     async def run() -> list[float]:

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 
 from rag_ray.config import Settings
+from rag_ray.embedding.backends import ThreadedBackend
 from rag_ray.embedding.base import l2_normalize
 from rag_ray.embedding.dimensions import matryoshka, model_family
 from rag_ray.embedding.fake import FakeEmbedder
 from rag_ray.errors import ConfigError, InvalidInput, Overloaded, ProviderUnavailable
 from rag_ray.providers.embeddings import EmbeddingService, EmbedRequest, EmbedResult, build_embedding_service
-from rag_ray.retrieval.service import ThreadedEmbedder
 from rag_ray.store.milvus import ChunkStore, check_collection_compatible
 from rag_ray.testing.fake_servers import FakeOllamaServer, FakeOpenAIServer, fake_vector
 
@@ -50,7 +50,7 @@ def seed_settings(oai: FakeOpenAIServer, ollama: FakeOllamaServer, **overrides: 
 
 
 def service_for(settings: Settings, collection: FakeEmbedder) -> EmbeddingService:
-    return build_embedding_service(settings, ThreadedEmbedder(collection))
+    return build_embedding_service(settings, ThreadedBackend(collection))
 
 
 def embed(service: EmbeddingService, **request: Any) -> EmbedResult:

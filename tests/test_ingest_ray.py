@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from jobs.ingest_files import run_file_job
+from rag_ray.embedding.backends import ThreadedBackend
 from rag_ray.ingest.file_ingest import FileIngestRequest
-from rag_ray.retrieval.service import RetrievalService, ThreadedEmbedder
+from rag_ray.retrieval.service import RetrievalService
 from rag_ray.runtime import Runtime
 from rag_ray.types import Acl, Principal
 from tests.ingest_helpers import copy_documents
@@ -39,7 +40,7 @@ def test_ray_job_ingests_documents_and_retrieval_finds_them(tmp_path, shared_dat
         assert (again.files_processed, again.chunks_written) == (0, 0)
         assert runtime.store.ids_where("") == ids_before
 
-        retrieval = RetrievalService(runtime.store, ThreadedEmbedder(local_embedder))
+        retrieval = RetrievalService(runtime.store, ThreadedBackend(local_embedder))
         reader = Principal("reader")
         cases = {"Which teams won the most Stanley Cups?": "en_stanley_cups.xlsx",
                  "a unified toolkit for deep learning based document image analysis": "en_layout_parser_paper_2p.pdf",

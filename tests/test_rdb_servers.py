@@ -16,10 +16,11 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from rag_ray.embedding.backends import ThreadedBackend
 from rag_ray.ingest.rdb_sync import RdbSyncRequest
 from rag_ray.ingest.tracking import JobStore
 from rag_ray.metadata import MetadataDB
-from rag_ray.retrieval.service import RetrievalService, ThreadedEmbedder
+from rag_ray.retrieval.service import RetrievalService
 from rag_ray.sources.rdb.config import DatabaseConfig
 from rag_ray.sources.rdb.introspect import inspect_tables
 from rag_ray.sources.rdb.reader import ReadSpec, connectorx_rows, connectorx_sql, create_source_engine, keyset_pages
@@ -185,7 +186,7 @@ def test_mariadb_rows_are_retrievable_by_question(my_chinook, db, milvus_uri, co
     try:
         summary = ingestor(db, store, local_embedder).run(_request(my_chinook, MY_TABLES))
         assert summary.status == "succeeded"
-        retrieval = RetrievalService(store, ThreadedEmbedder(local_embedder))
+        retrieval = RetrievalService(store, ThreadedBackend(local_embedder))
         cases = {"Which customer lives in Stuttgart, Germany?": ("Customer", {"CustomerId": 2}),
                  "the album titled Let There Be Rock": ("Album", {"AlbumId": 4})}
         for question, (table, key) in cases.items():

@@ -9,13 +9,14 @@ from typing import Any
 import pytest
 
 from rag_ray.config import Settings
+from rag_ray.embedding.backends import ThreadedBackend
 from rag_ray.embedding.fake import FakeEmbedder
 from rag_ray.errors import InvalidInput
 from rag_ray.ingest.stages import chunk_document
 from rag_ray.retrieval.fusion import FusionConfig
 from rag_ray.retrieval.rerank import FeatureReranker
 from rag_ray.retrieval.search import reranker_from_settings
-from rag_ray.retrieval.service import RetrievalService, ThreadedEmbedder
+from rag_ray.retrieval.service import RetrievalService
 from rag_ray.store.milvus import GRPC_OPTIONS, ChunkStore
 from rag_ray.text.chunking import Chunker
 from rag_ray.types import Acl, ParsedDocument, Principal
@@ -43,7 +44,7 @@ def ingest(store: ChunkStore, embedder: FakeEmbedder, docs: list[tuple[str, str,
 @pytest.fixture
 def service(fake_store: ChunkStore, fake_embedder: FakeEmbedder) -> RetrievalService:
     ingest(fake_store, fake_embedder, DOCS)
-    return RetrievalService(fake_store, ThreadedEmbedder(fake_embedder), reranker=FeatureReranker())
+    return RetrievalService(fake_store, ThreadedBackend(fake_embedder), reranker=FeatureReranker())
 
 
 def run(coro: Any) -> Any:
@@ -101,7 +102,7 @@ def test_server_without_bm25_names_search_strategy(milvus_uri: str, collection_n
     try:
         embedder = FakeEmbedder()
         ingest(store, embedder, DOCS[2:4])
-        service = RetrievalService(store, ThreadedEmbedder(embedder))
+        service = RetrievalService(store, ThreadedBackend(embedder))
         for strategy in ("sparse", "hybrid"):
             with pytest.raises(InvalidInput) as err:
                 run(service.search(BOB, "zebra", strategy=strategy))  # type: ignore[arg-type]
@@ -114,7 +115,7 @@ def test_server_without_bm25_names_search_strategy(milvus_uri: str, collection_n
 
 def test_rerank_without_a_reranker_searches_unreranked(fake_store: ChunkStore, fake_embedder: FakeEmbedder) -> None:
     """The seed's `enable_reranking: true` must work on a server with no reranker configured."""
-    service = RetrievalService(fake_store, ThreadedEmbedder(fake_embedder), reranker=None)
+    service = RetrievalService(fake_store, ThreadedBackend(fake_embedder), reranker=None)
     plain = run(service.search(BOB, "zebra", strategy="hybrid"))
     assert run(service.search(BOB, "zebra", strategy="hybrid", rerank=True)) == plain
 
@@ -149,7 +150,7 @@ def test_default_reranker_never_lowers_ndcg_on_the_fixture(fake_store: ChunkStor
                                                           fusion: FusionConfig) -> None:
     ingest(fake_store, fake_embedder, [(u, t, Acl("system", (), "public")) for u, t in FIXTURE_DOCS])
     reranker = reranker_from_settings(Settings())
-    service = RetrievalService(fake_store, ThreadedEmbedder(fake_embedder), fusion=fusion, reranker=reranker)
+    service = RetrievalService(fake_store, ThreadedBackend(fake_embedder), fusion=fusion, reranker=reranker)
     plain, reranked = [], []  # mean nDCG@10 over the queries, as the benchmarks measure it
     for query, relevant in FIXTURE_QUERIES.items():
         hits = run(service.search(BOB, query, k=8, strategy="hybrid", rerank=False))
@@ -162,7 +163,7 @@ def test_default_reranker_never_lowers_ndcg_on_the_fixture(fake_store: ChunkStor
 def test_feature_reranker_rescoring_keeps_the_candidate_set(fake_store: ChunkStore,
                                                             fake_embedder: FakeEmbedder) -> None:
     ingest(fake_store, fake_embedder, [(u, t, Acl("system", (), "public")) for u, t in FIXTURE_DOCS])
-    service = RetrievalService(fake_store, ThreadedEmbedder(fake_embedder), reranker=FeatureReranker())
+    service = RetrievalService(fake_store, ThreadedBackend(fake_embedder), reranker=FeatureReranker())
     plain = run(service.search(BOB, "scurvy sailors lime juice", k=8, strategy="hybrid", rerank=False))
     reranked = run(service.search(BOB, "scurvy sailors lime juice", k=8, strategy="hybrid", rerank=True))
     assert {h.chunk_id for h in reranked} == {h.chunk_id for h in plain}

@@ -8,6 +8,7 @@ from typing import Protocol
 from rag_ray.access.service import AuthService
 from rag_ray.audit import AuditLog
 from rag_ray.config import Settings
+from rag_ray.embedding.base import AsyncEmbedder
 from rag_ray.generation import GenerationService
 from rag_ray.generation.rag import RagPipeline
 from rag_ray.guard.service import GuardService
@@ -18,7 +19,7 @@ from rag_ray.ingest.tracking import JobStore
 from rag_ray.metadata import MetadataDB
 from rag_ray.providers.embeddings import EmbeddingService
 from rag_ray.providers.manager import LLMManager
-from rag_ray.retrieval.service import AsyncEmbedder, RetrievalService
+from rag_ray.retrieval.service import RetrievalService
 from rag_ray.store.milvus import ChunkStore
 from rag_ray.types import Principal
 

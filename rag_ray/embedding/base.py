@@ -29,7 +29,9 @@ class AsyncEmbedder(Protocol):
 
     provider: str
     model: str
-    dimension: int
+
+    @property
+    def dimension(self) -> int: ...
 
     async def embed(self, texts: Sequence[str], *, input_type: InputType = "document") -> np.ndarray: ...
 

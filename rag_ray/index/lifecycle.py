@@ -24,6 +24,7 @@ from sqlalchemy import select
 
 from rag_ray.config import Settings
 from rag_ray.embedding import EMBEDDERS, create_embedder, load_providers
+from rag_ray.embedding.backends import ThreadedBackend
 from rag_ray.embedding.base import Embedder
 from rag_ray.errors import Conflict, InvalidInput, NotFound
 from rag_ray.index.catalog import IndexCatalog, connect_client
@@ -49,7 +50,7 @@ from rag_ray.ingest.file_jobs import Launcher
 from rag_ray.ingest.tracking import OPEN, JobLimits, JobStore, JobTracker, ProgressListener, run_tracked
 from rag_ray.metadata import JobRecord, MetadataDB
 from rag_ray.retrieval.search import fusion_from_settings, options_from_settings, reranker_from_settings
-from rag_ray.retrieval.service import RetrievalService, ThreadedEmbedder
+from rag_ray.retrieval.service import RetrievalService
 from rag_ray.store.milvus import ChunkStore
 from rag_ray.text.chunking import validate_chunking
 
@@ -456,7 +457,7 @@ class IndexLifecycle:
 def eval_retrieval(settings: Settings, store: ChunkStore, embedder: Embedder) -> RetrievalService:
     """What evaluations search through: the server's pipeline (fusion, reranker, search options) over ``store`` with
     ``embedder``, without the governance policy (evaluations search as an admin: the whole collection)."""
-    return RetrievalService(store, ThreadedEmbedder(embedder), max_k=settings.max_k,
+    return RetrievalService(store, ThreadedBackend(embedder), max_k=settings.max_k,
                             fusion=fusion_from_settings(settings), reranker=reranker_from_settings(settings),
                             options=options_from_settings(settings))
 

@@ -17,9 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from rag_ray.embedding.base import AsyncEmbedder
 from rag_ray.errors import StoreError
 from rag_ray.index.catalog import IndexCatalog
-from rag_ray.retrieval.service import AsyncEmbedder, RetrievalService
+from rag_ray.retrieval.service import RetrievalService
 from rag_ray.store.milvus import ChunkStore
 from rag_ray.types import Principal, SearchHit
 

@@ -1,3 +1,3 @@
-from rag_ray.retrieval.service import DEFAULT_K, AsyncEmbedder, RetrievalService, ThreadedEmbedder
+from rag_ray.retrieval.service import DEFAULT_K, RetrievalService
 
-__all__ = ["DEFAULT_K", "AsyncEmbedder", "RetrievalService", "ThreadedEmbedder"]
+__all__ = ["DEFAULT_K", "RetrievalService"]

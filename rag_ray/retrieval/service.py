@@ -9,14 +9,11 @@ by ``rag_ray.generation.rag.RagPipeline``, which masks them with ``answer_masker
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any
 
-import numpy as np
-
-from rag_ray.embedding.base import Embedder
+from rag_ray.embedding.base import AsyncEmbedder
 from rag_ray.enrich.policy import GovernancePolicy, mask_hit_text, should_mask
 from rag_ray.errors import InvalidInput
 from rag_ray.retrieval.filters import retrieval_filter
@@ -24,29 +21,10 @@ from rag_ray.retrieval.fusion import FusionConfig
 from rag_ray.retrieval.rerank import Reranker
 from rag_ray.retrieval.search import HybridSearcher, SearchOptions
 from rag_ray.store.milvus import ChunkStore, SearchStrategy
-from rag_ray.types import InputType, Principal, SearchHit
+from rag_ray.types import Principal, SearchHit
 
 MAX_QUERY_CHARS = 4000
 DEFAULT_K = 5  # passages per question when the caller does not say; every RAG route uses it
-
-
-class AsyncEmbedder(Protocol):
-    provider: str
-    model: str
-    dimension: int
-
-    async def embed(self, texts: Sequence[str], *, input_type: InputType = "document") -> np.ndarray: ...
-
-
-class ThreadedEmbedder:
-    """Runs a synchronous embedder in a worker thread so the event loop stays responsive."""
-
-    def __init__(self, embedder: Embedder):
-        self.inner = embedder
-        self.provider, self.model, self.dimension = embedder.provider, embedder.model, embedder.dimension
-
-    async def embed(self, texts: Sequence[str], *, input_type: InputType = "document") -> np.ndarray:
-        return await asyncio.to_thread(self.inner.embed, list(texts), input_type=input_type)
 
 
 class RetrievalService:

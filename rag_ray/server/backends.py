@@ -12,11 +12,12 @@ from typing import Protocol
 
 from rag_ray.config import Settings
 from rag_ray.embedding import Embedder, create_embedder
+from rag_ray.embedding.backends import ThreadedBackend
+from rag_ray.embedding.base import AsyncEmbedder
 from rag_ray.generation import GenerationService, ProviderQualityTracker, ResponseEvaluator
 from rag_ray.llm.base import LLM
 from rag_ray.providers.config import ProviderSpec, create_llm_backend
 from rag_ray.providers.manager import LLMManager
-from rag_ray.retrieval.service import AsyncEmbedder, ThreadedEmbedder
 from rag_ray.server.platform import LocalPlatform, Platform
 
 
@@ -50,7 +51,7 @@ class LocalBackends:
         return self._embedder
 
     async def embedder(self) -> AsyncEmbedder:
-        return ThreadedEmbedder(self.sync_embedder())
+        return ThreadedBackend(self.sync_embedder())
 
     def llm(self, spec: ProviderSpec) -> LLM:
         return self._llms[spec.id] if spec.id in self._llms else create_llm_backend(spec)

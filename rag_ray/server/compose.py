@@ -13,6 +13,8 @@ from rag_ray.api.app import create_app
 from rag_ray.api.services import Authenticator, Services
 from rag_ray.config import Settings
 from rag_ray.embedding import create_embedder
+from rag_ray.embedding.backends import ThreadedBackend
+from rag_ray.embedding.base import AsyncEmbedder
 from rag_ray.generation.rag import RagPipeline
 from rag_ray.guard.metering import MeteredLLMManager
 from rag_ray.guard.service import GuardService
@@ -26,7 +28,7 @@ from rag_ray.providers.config import build_llm_manager
 from rag_ray.providers.embeddings import build_embedding_service
 from rag_ray.providers.manager import LLMManager
 from rag_ray.retrieval.search import fusion_from_settings, options_from_settings, reranker_from_settings
-from rag_ray.retrieval.service import AsyncEmbedder, RetrievalService, ThreadedEmbedder
+from rag_ray.retrieval.service import RetrievalService
 from rag_ray.runtime import open_store
 from rag_ray.server.backends import Backends
 from rag_ray.server.platform import run_file_ingest, run_rdb_sync
@@ -66,7 +68,7 @@ def retrieval_service(settings: Settings, store: ChunkStore, embedder: AsyncEmbe
     here within ``RAG_INDEX_REFRESH_S``, with the new collection's model (built here when it is not ``embedder``)."""
     def embedder_for(model_id: str) -> AsyncEmbedder:
         provider, _, model = model_id.partition(":")
-        return ThreadedEmbedder(create_embedder(settings, provider=provider, model=model))
+        return ThreadedBackend(create_embedder(settings, provider=provider, model=model))
 
     live = LiveIndex(store.client, settings.collection, embedder, embedder_for, refresh_s=settings.index_refresh_s)
     return FollowingRetrieval(store, embedder, live=live, max_k=settings.max_k, policy=settings.governance_policy(),
