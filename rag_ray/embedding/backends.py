@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 
 from rag_ray.embedding.base import AsyncEmbedder, Embedder, ResizableEmbedder
 from rag_ray.errors import Overloaded, ProviderUnavailable
 from rag_ray.types import InputType
+
+E = TypeVar("E", Embedder, AsyncEmbedder)
 
 
 class EmbedBackend(Protocol):
@@ -34,17 +36,21 @@ class EmbedBackend(Protocol):
                     dimensions: int | None = None) -> np.ndarray: ...
 
 
-class ThreadedBackend:
+class _Wrapping(Generic[E]):
+    """A backend over one embedder: its identity and size are the embedder's."""
+
     resizes = False
 
-    def __init__(self, embedder: Embedder):
-        self.inner = embedder
+    def __init__(self, embedder: E):
+        self.inner: E = embedder
         self.provider, self.model = embedder.provider, embedder.model
 
     @property
     def dimension(self) -> int:
         return self.inner.dimension
 
+
+class ThreadedBackend(_Wrapping[Embedder]):
     async def embed(self, texts: Sequence[str], *, input_type: InputType = "document",
                     dimensions: int | None = None) -> np.ndarray:
         return await asyncio.to_thread(self.inner.embed, list(texts), input_type=input_type)
@@ -66,19 +72,9 @@ class ResizingBackend(ThreadedBackend):
         return await asyncio.to_thread(self.inner.embed_resized, list(texts), dimensions, input_type=input_type)
 
 
-class AsyncBackend:
+class AsyncBackend(_Wrapping[AsyncEmbedder]):
     """A full embedder deployment (``Overloaded``) is this entry being unavailable: the manager falls back without
     retrying it, and the final error keeps its ``retry_after`` (503 + Retry-After)."""
-
-    resizes = False
-
-    def __init__(self, embedder: AsyncEmbedder):
-        self.inner = embedder
-        self.provider, self.model = embedder.provider, embedder.model
-
-    @property
-    def dimension(self) -> int:
-        return self.inner.dimension
 
     async def embed(self, texts: Sequence[str], *, input_type: InputType = "document",
                     dimensions: int | None = None) -> np.ndarray:
