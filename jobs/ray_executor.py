@@ -147,7 +147,7 @@ class SharedModelStages:
         key = model_key(self.stages)
         if key is None or not ray.is_initialized():
             return self.stages.embed()
-        return _RemoteEmbed(self.stages, key)
+        return _RemoteEmbed(model_stages(self.stages), key)  # the actor outlives this job: none of its wrappers
 
 
 class SharedEmbedder:
@@ -202,11 +202,16 @@ class _RemoteEmbed(EmbedChunks):
         return result
 
 
+def model_stages(stages: Any) -> Any:
+    """The innermost stages, built from ``Settings``, under wrappers (LeveledStages, ControlledStages, ...)."""
+    while not hasattr(stages, "settings") and hasattr(stages, "stages"):
+        stages = stages.stages
+    return stages
+
+
 def model_key(stages: Any) -> str | None:
     """The embedding model's identity, for stages built from ``Settings`` (``rag_ray.runtime.IngestStages``)."""
-    while not hasattr(stages, "settings") and hasattr(stages, "stages"):
-        stages = stages.stages  # LeveledStages, SharedModelStages
-    settings = getattr(stages, "settings", None)
+    settings = getattr(model_stages(stages), "settings", None)
     if not isinstance(settings, Settings):
         return None
     api_key = settings.embedding_api_key.get_secret_value() if settings.embedding_api_key else ""

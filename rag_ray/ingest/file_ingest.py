@@ -16,16 +16,18 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from rag_ray.access.sharing import set_document_acl
 from rag_ray.errors import InvalidInput
+from rag_ray.ingest.controls import ControlledStages
 from rag_ray.ingest.executor import Executor, LeveledStages, ResultHandler, StageFactories
 from rag_ray.ingest.rows import KIND_CHUNK, KIND_ERROR
 from rag_ray.ingest.scan import FileEntry, FileSelection, Rejected, file_sha256, make_selection, scan_files
@@ -37,6 +39,8 @@ from rag_ray.sources.files import SUPPORTED_TYPES
 from rag_ray.store.filters import literal
 from rag_ray.store.milvus import ChunkStore
 from rag_ray.types import Acl, make_doc_id
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -149,7 +153,13 @@ class FileIngestor:
         if plan.process:
             tasks = [self._task(entry, digest, request, plan.acls.get(str(entry.path))) for entry, digest in
                      plan.process]
-            results = self._execute(tasks, request, tracker)
+            results: dict[str, _DocResult] = defaultdict(_DocResult)
+            try:
+                self._execute(tasks, request, tracker, results)
+                tracker.raise_if_ended()  # cancelled or stopped: the stages skipped the rest, the pipeline drained
+            except BaseException:
+                self._settle(plan, results, request, tracker, summary)
+                raise
             self._finalise(plan, results, request, tracker, summary)
 
     # ---- planning ----
@@ -212,9 +222,8 @@ class FileIngestor:
         return len(changes)
 
     # ---- execution ----
-    def _execute(self, tasks: list[dict[str, Any]], request: FileIngestRequest, tracker: JobTracker
-                 ) -> dict[str, _DocResult]:
-        results: dict[str, _DocResult] = defaultdict(_DocResult)
+    def _execute(self, tasks: list[dict[str, Any]], request: FileIngestRequest, tracker: JobTracker,
+                 results: dict[str, _DocResult]) -> None:
         uri_of = {t["doc_id"]: t["source_uri"] for t in tasks}
 
         def on_results(batch: dict[str, list[Any]]) -> None:
@@ -236,12 +245,14 @@ class FileIngestor:
             tracker.add(items=done_docs, chunks=chunks)
 
         handler: ResultHandler = on_results
-        stages = LeveledStages(self.stages, request.enrichment_level)
-        self.executor.run(tasks, stages, handler, tracker.checkpoint)
-        return results
+        # pause and cancel are obeyed by the stages themselves, before each file and batch (rag_ray.ingest.controls)
+        stages = ControlledStages(LeveledStages(self.stages, request.enrichment_level), tracker.control())
+        self.executor.run(tasks, stages, handler, tracker.flush)
 
     def _finalise(self, plan: _Plan, results: dict[str, _DocResult], request: FileIngestRequest,
-                  tracker: JobTracker, summary: IngestSummary) -> None:
+                  tracker: JobTracker, summary: IngestSummary, *, ended: bool = False) -> None:
+        """Record the documents written in full (and drop their stale chunks). ``ended``: the job was cancelled or
+        stopped, documents it did not finish are ``_settle``'s, not per-file errors."""
         done: list[tuple[FileEntry, str, str, int]] = []
         for entry, digest in plan.process:
             doc_id = make_doc_id(str(entry.path))
@@ -249,7 +260,8 @@ class FileIngestor:
             if result is None or result.kind == KIND_ERROR:
                 continue  # keep whatever was stored before: a broken new version loses nothing
             if result.kind == KIND_CHUNK and len(result.ids) != result.expected:
-                tracker.error(str(entry.path), f"only {len(result.ids)} of {result.expected} chunks were written")
+                if not ended:
+                    tracker.error(str(entry.path), f"only {len(result.ids)} of {result.expected} chunks were written")
                 continue
             if doc_id in plan.replaced:  # a new document has no stale chunks: skip the per-document query
                 summary.chunks_deleted += self._delete_stale(doc_id, result.ids)
@@ -257,6 +269,27 @@ class FileIngestor:
             summary.files_processed += 1
             done.append((entry, digest, doc_id, len(result.ids)))
         self._save_records(done, request, tracker.job_id, plan.acls)
+
+    def _settle(self, plan: _Plan, results: dict[str, _DocResult], request: FileIngestRequest, tracker: JobTracker,
+                summary: IngestSummary) -> None:
+        """After a cancel or stop: every document fully written or not at all. Documents the job wrote in full are
+        recorded as on success; one it wrote in part loses its chunks and its manifest row (the next ingest writes
+        it again); documents it did not reach keep what was stored before."""
+        try:
+            self._finalise(plan, results, request, tracker, summary, ended=True)
+            partial = [d for d, r in results.items() if r.kind == KIND_CHUNK and r.ids and len(r.ids) != r.expected]
+            self._remove_docs(partial)
+        except Exception as exc:  # the job's own ending is what the caller must see
+            log.warning("job %s: could not settle partly written documents: %s", tracker.job_id,
+                        type(exc).__name__)
+
+    def _remove_docs(self, doc_ids: list[str]) -> None:
+        """All chunks and the manifest rows of ``doc_ids``."""
+        for doc_id in doc_ids:
+            self.store.delete_ids(self.store.ids_where(f"doc_id == {literal(doc_id)}"))
+        if doc_ids:
+            with self.db.session() as s:
+                s.execute(delete(DocumentRecord).where(DocumentRecord.doc_id.in_(doc_ids)))
 
     def _delete_stale(self, doc_id: str, keep: set[str]) -> int:
         stale = self.store.ids_where(f"doc_id == {literal(doc_id)}") - keep

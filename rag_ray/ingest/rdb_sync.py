@@ -12,6 +12,7 @@ manifest → run the read/render → embed → write stages → finalise the man
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -23,6 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from rag_ray.errors import InvalidInput
+from rag_ray.ingest.controls import ControlledStages
 from rag_ray.ingest.executor import Executor
 from rag_ray.ingest.rdb_stages import KIND_SKIP, EmbedWriteFactories, PartitionTask, RdbStages
 from rag_ray.ingest.rows import KIND_CHUNK, KIND_ERROR
@@ -39,6 +41,7 @@ from rag_ray.store.filters import MAX_IN_VALUES, literal_list
 from rag_ray.store.milvus import ChunkStore
 from rag_ray.types import Acl
 
+log = logging.getLogger(__name__)
 Mode = Literal["full", "incremental"]
 # request fields a named source may store
 SOURCE_OPTIONS = ("mode", "include_tables", "exclude_tables", "incremental_column", "batch_size", "max_rows",
@@ -208,7 +211,14 @@ class RdbIngestor:
         summary.rows_deleted = tracker.progress.items_deleted = sum(p.summary.rows_deleted for p in plans)
         summary.chunks_deleted = sum(p.summary.chunks_deleted for p in plans)
         tasks = [t for p in plans for t in p.tasks]
-        results = self._execute(tasks, self._stages(request), tracker) if tasks else _Results()
+        results = _Results()
+        try:
+            if tasks:
+                self._execute(tasks, self._stages(request), tracker, results)
+            tracker.raise_if_ended()  # cancelled or stopped: the stages skipped the rest, the pipeline drained
+        except BaseException:
+            self._settle(plans, results, request, tracker, summary)
+            raise
         self._finalise(plans, results, request, tracker, summary)
 
     def _stages(self, request: RdbSyncRequest) -> RdbStages:
@@ -275,9 +285,7 @@ class RdbIngestor:
             return {doc_id: digest for doc_id, digest in rows}
 
     # ---- execution ----
-    def _execute(self, tasks: list[PartitionTask], stages: RdbStages, tracker: JobTracker) -> _Results:
-        results = _Results()
-
+    def _execute(self, tasks: list[PartitionTask], stages: RdbStages, tracker: JobTracker, results: _Results) -> None:
         def on_results(batch: dict[str, list[Any]]) -> None:
             done = chunks = skipped = 0
             for kind, chunk_id, doc_id, uri, n_chunks, error, info_json in zip(
@@ -302,8 +310,23 @@ class RdbIngestor:
             tracker.progress.items_skipped += skipped
             tracker.add(items=done, chunks=chunks)
 
-        self.executor.run([t.to_row() for t in tasks], stages, on_results, tracker.checkpoint)
-        return results
+        # pause and cancel are obeyed by the stages themselves, before each partition and batch
+        self.executor.run([t.to_row() for t in tasks], ControlledStages(stages, tracker.control()), on_results,
+                          tracker.flush)
+
+    def _settle(self, plans: list[_TablePlan], results: _Results, request: RdbSyncRequest, tracker: JobTracker,
+                summary: RdbSyncSummary) -> None:
+        """After a cancel or stop: every row fully written or not at all, and no watermark moves. Rows written in
+        full are recorded; a row written in part loses its chunks and its manifest row (the next sync writes it)."""
+        try:
+            partial = [d for d, r in results.docs.items() if r.kind == KIND_CHUNK and len(r.ids) != r.expected]
+            for doc_id in partial:
+                results.docs.pop(doc_id)
+            results.failed_tables.update(p.table.name for p in plans)
+            self._finalise(plans, results, request, tracker, summary)
+            self._delete_docs(partial)
+        except Exception as exc:  # the job's own ending is what the caller must see
+            log.warning("job %s: could not settle partly written rows: %s", tracker.job_id, type(exc).__name__)
 
     # ---- finalising ----
     def _finalise(self, plans: list[_TablePlan], results: _Results, request: RdbSyncRequest, tracker: JobTracker,

@@ -28,6 +28,7 @@ from rag_ray.observability.context import current_request_id
 
 if TYPE_CHECKING:
     from rag_ray.config import Settings
+    from rag_ray.ingest.controls import JobControl
 
 log = logging.getLogger(__name__)
 QUEUED = "queued"
@@ -261,6 +262,17 @@ class JobStore:
         notify_slot_freed()
         return True
 
+    def mark_started(self, job_id: str) -> None:
+        """The driver starts its work: ``running``, unless the job was paused before it started (it stays paused:
+        its stages wait for the resume)."""
+        with self.db.session() as s:
+            rec = self._record(s, job_id)
+            if rec.status not in ("pending", "running", "paused"):
+                raise Conflict(f"job {job_id} is {rec.status}; cannot start it", field="status")
+            if rec.status == "pending":
+                rec.status = "running"
+            rec.started_at = rec.started_at or utcnow()
+
     def heartbeat(self, job_ids: Sequence[str]) -> None:
         if not job_ids:
             return
@@ -383,11 +395,13 @@ class JobTracker:
         self._started = time.monotonic()
         self._last_flush = 0.0
         self._lock = threading.Lock()
+        self._trailing: threading.Timer | None = None  # a skipped flush, done later: counters never stay stale
+        self._finished = False
         rec = jobs.get(job_id, with_errors=False)
         self.progress = JobProgress(job_id=job_id, kind=rec.kind, status="running")
 
     def start(self, items_total: int, skipped: int = 0, deleted: int = 0) -> None:
-        self.jobs.set_status(self.job_id, "running", allowed_from=("pending", "running"))
+        self.jobs.mark_started(self.job_id)
         self.progress.items_total = items_total
         self.progress.items_skipped = skipped
         self.progress.items_deleted = deleted
@@ -411,8 +425,11 @@ class JobTracker:
         self.flush()
 
     def flush(self, force: bool = False) -> None:
+        """Write the counters (at most every ``flush_every_s``; a skipped update is written that much later, so a
+        job whose workers stopped — paused — shows what they did)."""
         now = time.monotonic()
         if not force and now - self._last_flush < self.flush_every_s:
+            self._flush_later(self.flush_every_s - (now - self._last_flush))
             return
         self._last_flush = now
         self.progress.elapsed_s = now - self._started
@@ -424,6 +441,39 @@ class JobTracker:
                     setattr(rec, name, getattr(self.progress, name))
         for listener in self.listeners:
             listener(self.progress)
+
+    def _flush_later(self, delay_s: float) -> None:
+        with self._lock:
+            if self._trailing is not None or self._finished:
+                return
+            self._trailing = threading.Timer(delay_s, self._trailing_flush)
+            self._trailing.daemon = True
+            self._trailing.start()
+
+    def _trailing_flush(self) -> None:
+        with self._lock:
+            self._trailing = None
+            if self._finished:
+                return
+        try:
+            self.flush(force=True)
+        except Exception as exc:  # the DB is briefly unavailable: the next update flushes again
+            log.warning("job %s: progress flush failed: %s", self.job_id, type(exc).__name__)
+
+    def control(self) -> JobControl:
+        """What the job's stages check before each file and batch (``rag_ray.ingest.controls``)."""
+        from rag_ray.ingest.controls import JobControl, share_database
+
+        share_database(self.jobs.db)
+        return JobControl(self.jobs.db.url, self.job_id, self.jobs.limits.poll_s)
+
+    def raise_if_ended(self) -> None:
+        """Raise JobCancelled/JobStopped if the job was ended from outside (never blocks: a pause is the stages')."""
+        status, message, _ = self.jobs.state(self.job_id)
+        if status == "cancelled":
+            raise JobCancelled(f"job {self.job_id} was cancelled")
+        if status == "failed":
+            raise JobStopped(message or f"job {self.job_id} was stopped")
 
     def checkpoint(self, poll_s: float = 0.2) -> None:
         """Between batches: raise JobCancelled/JobStopped if the job was ended; block while paused (back-pressure)."""
@@ -441,6 +491,10 @@ class JobTracker:
 
     def finish(self, status: str, message: str = "") -> None:
         """Record the driver's outcome; a job already ended from outside (cancel, time limit) keeps that ending."""
+        with self._lock:
+            self._finished = True
+            if self._trailing is not None:
+                self._trailing.cancel()
         self.progress.status = status
         self.progress.message = message
         self.flush(force=True)
