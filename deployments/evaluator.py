@@ -33,6 +33,7 @@ from rag_ray.generation import (
 )
 from rag_ray.generation.context import ContextChunk, UsedChunk
 from rag_ray.generation.evaluation import Contexts, EvaluationSession, as_passages
+from rag_ray.observability.deadline import check_deadline, remaining_budget
 from rag_ray.types import InputType
 
 Passages = list[tuple[int, str]]  # (citation number, text): all the evaluator needs of a context chunk
@@ -92,6 +93,18 @@ class EvaluatorDeployment:
 
 
 # ---- the router side --------------------------------------------------------------------------------------
+# Every call is bounded by the request's deadline and cancelled with the task awaiting it (``awaited``), so scoring
+# for a request that timed out or whose client left stops too.
+async def awaited(response: Any) -> Any:
+    try:
+        return await response
+    except asyncio.CancelledError:
+        response.cancel()
+        raise
+    except Exception as exc:
+        raise unwrap(exc) from None
+
+
 def unwrap(exc: BaseException) -> BaseException:
     """Our own error back from Ray's wrapper; a full evaluator queue is a 503 with Retry-After, not a 500."""
     if isinstance(exc, BackPressureError):
@@ -111,17 +124,20 @@ class HandleSession:
         self.metrics = list(metrics) if metrics else None
 
     def prepare(self) -> None:
+        """Bounded by the request's deadline (this runs in a worker thread, where cancellation cannot reach)."""
+        response = self.handle.prepare.remote(self.query, self.passages, self.metrics)
         try:
-            self.handle.prepare.remote(self.query, self.passages, self.metrics).result()
+            response.result(timeout_s=remaining_budget())
+        except TimeoutError:
+            response.cancel()
+            check_deadline("embedding the question and its context")
+            raise
         except Exception as exc:
             raise unwrap(exc) from None
 
     async def aevaluate_many(self, answers: Sequence[str]) -> list[Evaluation]:
-        try:
-            result: list[Evaluation] = await self.handle.score.remote(self.query, self.passages, list(answers),
-                                                                      self.metrics)
-        except Exception as exc:
-            raise unwrap(exc) from None
+        result: list[Evaluation] = await awaited(
+            self.handle.score.remote(self.query, self.passages, list(answers), self.metrics))
         return result
 
 
@@ -135,7 +151,7 @@ class HandleSyncEmbedder:
         self.dimension = int(info["dimension"])  # type: ignore[call-overload]
 
     def embed(self, texts: Sequence[str], *, input_type: InputType = "document") -> np.ndarray:
-        result: np.ndarray = self.handle.embed.remote(list(texts), input_type).result()
+        result: np.ndarray = self.handle.embed.remote(list(texts), input_type).result(timeout_s=remaining_budget())
         return result
 
 
@@ -152,7 +168,7 @@ class HandleEvaluator:
         return HandleSession(self.handle, query, contexts, metrics)
 
     async def consensus(self, texts: Sequence[str], threshold: float = 0.7) -> ConsensusResult:
-        result: ConsensusResult = await self.handle.consensus.remote(list(texts), threshold)
+        result: ConsensusResult = await awaited(self.handle.consensus.remote(list(texts), threshold))
         return result
 
 

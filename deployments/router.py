@@ -18,4 +18,5 @@ class RouterDeployment:
         self.settings = settings
 
     async def __serve_build_asgi_app__(self) -> Any:
+        await self.backends.describe_llms()
         return await build_app(self.settings, self.backends)

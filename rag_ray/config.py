@@ -144,6 +144,13 @@ class Settings(BaseSettings):
     llm_providers_json: SecretStr | None = Field(None, validation_alias="RAG_LLM_PROVIDERS")
     embedding_providers_json: SecretStr | None = Field(None, validation_alias="RAG_EMBEDDING_PROVIDERS")
     llm_max_retries: int = Field(3, validation_alias="RAG_LLM_MAX_RETRIES")
+    # --- Request deadlines (seconds; rag_ray.observability.deadline) ---
+    # Each route's default; a request may ask for less or more (X-Request-Timeout header or a timeout_s body field),
+    # up to RAG_MAX_REQUEST_TIMEOUT_S. When it passes, every piece of work for the request stops and it ends in 504.
+    query_timeout_s: float = Field(60.0, gt=0, validation_alias="RAG_QUERY_TIMEOUT_S")  # /query
+    generate_timeout_s: float = Field(120.0, gt=0, validation_alias="RAG_GENERATE_TIMEOUT_S")  # /generate/*
+    chat_timeout_s: float = Field(60.0, gt=0, validation_alias="RAG_CHAT_TIMEOUT_S")  # /chat*, /v1/chat/completions
+    max_request_timeout_s: float = Field(600.0, gt=0, validation_alias="RAG_MAX_REQUEST_TIMEOUT_S")
 
     # --- Ingest ---
     chunk_size: int = Field(800, validation_alias="RAG_CHUNK_SIZE")

@@ -8,7 +8,7 @@ from rag_ray.api.errors import install_error_handlers
 from rag_ray.api.guard import include_guarded
 from rag_ray.api.limits import BodyGuard, BodyRule
 from rag_ray.api.metrics import Metrics, RequestMetrics
-from rag_ray.api.middleware import RequestContext
+from rag_ray.api.middleware import DeadlineRule, RequestContext, RequestDeadlines
 from rag_ray.api.routes import (
     admin,
     auth,
@@ -28,6 +28,7 @@ from rag_ray.api.routes import (
     query,
 )
 from rag_ray.api.services import Services
+from rag_ray.config import Settings
 
 ROUTE_MODULES = (health, query, auth, admin, chat, embeddings, generate, extract, files, jobs, documents, index,
                  openai_compat, metrics, providers, guardrails)
@@ -52,5 +53,15 @@ def create_app(services: Services) -> FastAPI:
     settings = services.settings
     app.add_middleware(BodyGuard, max_bytes=settings.max_request_bytes, max_json_depth=settings.max_json_depth,
                        routes={"/documents/upload": BodyRule.upload(settings.max_upload_bytes)})
+    app.add_middleware(RequestDeadlines, rules=deadline_rules(settings), max_timeout_s=settings.max_request_timeout_s)
     app.add_middleware(RequestContext)  # added last: outermost, so every response and log line has the request id
     return app
+
+
+def deadline_rules(settings: Settings) -> list[DeadlineRule]:
+    """The routes that run under a deadline (and stop when their client goes away), with their defaults."""
+    chat = settings.chat_timeout_s
+    return [DeadlineRule("/query", settings.query_timeout_s, "RAG_QUERY_TIMEOUT_S"),
+            DeadlineRule("/generate", settings.generate_timeout_s, "RAG_GENERATE_TIMEOUT_S"),
+            DeadlineRule("/chat", chat, "RAG_CHAT_TIMEOUT_S"),
+            DeadlineRule("/v1/chat/completions", chat, "RAG_CHAT_TIMEOUT_S")]

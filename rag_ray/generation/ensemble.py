@@ -2,9 +2,14 @@
 compared for consensus, and one selected.
 
 Failures are per candidate: a provider that errors or times out is reported on its ``Candidate`` and the ensemble
-goes on; only when every candidate fails is ``ProviderUnavailable`` raised. The exception is a candidate that refused
-the prompt as too long: all candidates share one prompt, so ``ContextTooLong`` is raised for the caller to refit it
-(``generation.fitting``) and run the ensemble again.
+goes on with what finished (``EnsembleResult.partial`` when some did not, each with its reason). When none finished,
+the request's deadline having passed is a ``RequestTimeout`` (504) and other failures ``ProviderUnavailable``. The
+exception is a candidate that refused the prompt as too long: all candidates share one prompt, so ``ContextTooLong`` is
+raised for the caller to refit it (``generation.fitting``) and run the ensemble again.
+
+Every candidate is budgeted to the request's deadline, less a reserve for scoring and selection, and cancelled when
+that runs out: candidates sampled from one model (which it may serve one after another) never queue past the deadline,
+and a candidate whose turn comes after it is not started.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from rag_ray.errors import ContextTooLong, InvalidInput, ProviderUnavailable
+from rag_ray.errors import ContextTooLong, InvalidInput, ProviderUnavailable, RequestTimeout
 from rag_ray.generation.consensus import SELECTORS, ConsensusResult, analyse, select
 from rag_ray.generation.evaluation import (
     EvaluationSession,
@@ -28,16 +33,22 @@ from rag_ray.generation.evaluation import (
 from rag_ray.generation.prompts import EngineeredPrompt
 from rag_ray.generation.single import Candidate, Timings, as_source, run_candidate
 from rag_ray.llm.base import GenerationParams
+from rag_ray.observability.deadline import current_deadline, remaining_budget
 
 # Repeated samples of one provider use these temperature offsets in turn (clipped to [0, 2]).
 TEMPERATURE_OFFSETS = (0.0, 0.3, -0.3, 0.6, -0.6)
 
 
+SCORING_RESERVE_S = 2.0  # of the request's budget, kept for scoring and selecting what finished
+SCORING_RESERVE_SHARE = 0.25  # … but never more than this share of it
+TIMEOUT_CODES = frozenset({"timeout", "provider_timeout"})
+
+
 @dataclass
 class EnsembleConfig:
     size: int = 3
-    candidate_timeout_s: float = 30.0
-    ensemble_timeout_s: float = 90.0
+    candidate_timeout_s: float | None = None  # None: the request's deadline is the only bound
+    ensemble_timeout_s: float | None = None
     parallel: bool = True
     consensus_threshold: float = 0.7
     selection_method: str = "consensus_weighted"
@@ -57,7 +68,8 @@ class _Run:
     params: GenerationParams
     session: EvaluationSession
     thresholds: QualityThresholds
-    deadline: float
+    deadline: float | None  # perf_counter instant: the candidates' deadline (scoring may use the reserve after it)
+    scoring_deadline: float | None = None
     generated_at: list[float] = field(default_factory=list)
 
 
@@ -72,6 +84,11 @@ class EnsembleResult:
     timings: Timings
     eligible: list[Candidate] = field(default_factory=list)  # the candidates consensus and selection looked at
     warnings: list[str] = field(default_factory=list)
+
+    @property
+    def partial(self) -> bool:
+        """Some candidates did not finish (each says why: ``error``/``error_code``)."""
+        return any(not c.ok for c in self.candidates)
 
     @property
     def consensus_reached(self) -> bool:
@@ -118,8 +135,11 @@ class EnsembleGenerator:
             raise InvalidInput(f"unknown selection method {method!r}", field="selection_method")
         start = time.perf_counter()
         plans = list(plans) if plans else self.plan(size or self.config.size, providers, params.temperature)
+        budget = remaining_budget(self.config.ensemble_timeout_s)
+        reserve = 0.0 if budget is None else min(SCORING_RESERVE_S, budget * SCORING_RESERVE_SHARE)
         run = _Run(prompt, params, self.evaluator.session(query, prompt.context.used, metrics=metrics),
-                   thresholds or self.evaluator.thresholds, start + self.config.ensemble_timeout_s)
+                   thresholds or self.evaluator.thresholds, None if budget is None else start + budget - reserve,
+                   None if budget is None else start + budget)
         prepared = asyncio.create_task(asyncio.to_thread(run.session.prepare))  # embed the context meanwhile
         try:
             candidates = await self._generate_and_score(run, plans, self.config.parallel if parallel is None
@@ -131,9 +151,24 @@ class EnsembleGenerator:
         if too_long:
             raise too_long[0]
         if not ok:
-            raise ProviderUnavailable(f"all {len(candidates)} ensemble candidates failed",
-                                      details={"errors": [f"{c.provider}: {c.error}" for c in candidates]})
-        return await self._select(run, candidates, ok, method, consensus_threshold, start)
+            raise self._none_finished(candidates)
+        result = await self._select(run, candidates, ok, method, consensus_threshold, start)
+        if result.partial:
+            result.warnings.append(f"partial: {len(ok)} of {len(candidates)} candidates finished; the others say why")
+        return result
+
+    @staticmethod
+    def _none_finished(candidates: list[Candidate]) -> Exception:
+        errors = [f"{c.provider or c.source_id or 'provider'}: {c.error}" for c in candidates]
+        if all(c.error_code in TIMEOUT_CODES for c in candidates):
+            deadline = current_deadline()
+            if deadline is not None and deadline.expired:
+                err = deadline.exceeded(f"none of the {len(candidates)} ensemble candidates had finished")
+            else:
+                err = RequestTimeout(f"none of the {len(candidates)} ensemble candidates finished in time")
+            err.details = {**err.details, "errors": errors}
+            return err
+        return ProviderUnavailable(f"all {len(candidates)} ensemble candidates failed", details={"errors": errors})
 
     async def _select(self, run: _Run, candidates: list[Candidate], ok: list[Candidate], method: str,
                       consensus_threshold: float | None, start: float) -> EnsembleResult:
@@ -188,8 +223,15 @@ class EnsembleGenerator:
         return candidate
 
     async def _score(self, run: _Run, candidate: Candidate) -> None:
+        """Score one answer, within the request's deadline: one still unscored then is dropped, saying so."""
         start = time.perf_counter()
-        [evaluation] = await run.session.aevaluate_many([candidate.text])
+        left = None if run.scoring_deadline is None else max(0.0, run.scoring_deadline - start)
+        try:
+            [evaluation] = await asyncio.wait_for(run.session.aevaluate_many([candidate.text]), left)
+        except TimeoutError:
+            candidate.error = "the request deadline passed while scoring this candidate"
+            candidate.error_code = "timeout"
+            return
         candidate.evaluation = evaluation
         candidate.evaluation_ms = (time.perf_counter() - start) * 1000
         candidate.failed_thresholds = run.thresholds.failures(evaluation)

@@ -68,6 +68,7 @@ MAX_SYSTEM_PROMPT_CHARS = 4000
 MAX_INSTRUCTIONS_CHARS = 2000
 MAX_TOKENS_CAP = 4096
 MAX_ENSEMBLE_SIZE = 5
+MAX_TIMEOUT_S = 3600.0  # a body's timeout_s; the server's own cap (RAG_MAX_REQUEST_TIMEOUT_S) is checked at the edge
 
 ResponseFormat = Literal["plain_text", "markdown", "html", "json", "structured"]
 MetricName = Literal["relevance", "accuracy", "completeness", "clarity", "coherence", "llm_judge"]
@@ -106,9 +107,18 @@ class _PromptOptions(_Strict):
         return _known(v, INJECTION_MODES, "context injection mode")
 
 
+TIMEOUT_DESCRIPTION = ("this request's deadline in seconds (default RAG_GENERATE_TIMEOUT_S; at most "
+                       "RAG_MAX_REQUEST_TIMEOUT_S)")
+
+
+def timeout_field() -> Any:
+    return Field(default=None, gt=0, le=MAX_TIMEOUT_S, description=TIMEOUT_DESCRIPTION)
+
+
 class _QueryRequest(_PromptOptions):
     query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
     context: str | None = Field(default=None, max_length=MAX_CONTEXT_CHARS, description="free-text context")
+    timeout_s: float | None = timeout_field()
 
     @field_validator("query")
     @classmethod
@@ -185,6 +195,7 @@ class RagGenerateRequest(_Strict):
     retrieval_config: RetrievalConfig = Field(default_factory=lambda: RetrievalConfig())
     generation_config: RagGenerationConfig = Field(default_factory=lambda: RagGenerationConfig())
     quality_filters: QualityFiltersConfig = Field(default_factory=lambda: QualityFiltersConfig())
+    timeout_s: float | None = timeout_field()
 
     @field_validator("query")
     @classmethod
@@ -312,6 +323,7 @@ class CandidateOut(BaseModel):
 
 
 class EnsembleInfo(BaseModel):
+    partial: bool = False  # some candidates did not finish (their ``error``/``error_code`` say why)
     consensus_score: float
     consensus_reached: bool
     consensus_threshold: float
@@ -335,16 +347,20 @@ class GenerationResponse(BaseModel):
     cost_usd: float
     timings: dict[str, float]
     ensemble: EnsembleInfo | None = None
+    partial: bool = False  # an ensemble answered from fewer candidates than asked (``ensemble.candidates`` say why)
 
 
 # ---- the service --------------------------------------------------------------------------------------------
 @dataclass
 class GenerationSettings:
+    """Caps in seconds (None: none); over HTTP the request's deadline (``RAG_GENERATE_TIMEOUT_S``, ``timeout_s``)
+    bounds every step whatever these say, and a call through the provider manager is bounded by its default."""
+
     context_window: int = DEFAULT_WINDOW  # only for sources that cannot say where a call goes (not RoutedSource)
-    single_timeout_s: float = 30.0
-    request_timeout_s: float | None = 120.0
-    candidate_timeout_s: float = 30.0
-    ensemble_timeout_s: float = 90.0
+    single_timeout_s: float | None = None
+    request_timeout_s: float | None = None
+    candidate_timeout_s: float | None = None
+    ensemble_timeout_s: float | None = None
 
 
 @dataclass
@@ -487,7 +503,7 @@ class GenerationService:
             citations=[CitationOut(**vars(c)) for c in citations], context=_context_info(fitted, job.include_metadata),
             usage=usage.to_dict(), cost_usd=round(sum(c.cost_usd for c in candidates), 6),
             timings={**timings.to_dict(), "postprocess_ms": round((time.perf_counter() - start) * 1000, 2)},
-            ensemble=_ensemble_info(ensemble, mask) if ensemble else None)
+            ensemble=_ensemble_info(ensemble, mask) if ensemble else None, partial=bool(ensemble and ensemble.partial))
 
     @staticmethod
     def _post_process(job: _Job, fitted: FittedPrompt, text: str, evaluation: Evaluation) -> FilterOutcome:
@@ -539,7 +555,8 @@ def _candidate_out(c: Candidate, best: Candidate, mask: Callable[[str], str]) ->
 
 
 def _ensemble_info(result: EnsembleResult, mask: Callable[[str], str]) -> EnsembleInfo:
-    return EnsembleInfo(consensus_score=round(result.consensus_score, 4), consensus_reached=result.consensus_reached,
+    return EnsembleInfo(partial=result.partial,
+                        consensus_score=round(result.consensus_score, 4), consensus_reached=result.consensus_reached,
                         consensus_threshold=result.consensus.threshold, selection_method=result.selection_method,
                         providers_used=result.providers_used, clusters=result.clusters,
                         candidates=[_candidate_out(c, result.best, mask) for c in result.candidates])

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 
 from rag_ray.errors import InvalidInput, ProviderError, ProviderTimeout, RagError, RequestTimeout
@@ -27,6 +27,7 @@ from rag_ray.generation.fitting import Target
 from rag_ray.generation.prompts import EngineeredPrompt
 from rag_ray.llm.base import LLM, ChatMessage, Completion, GenerationParams, Usage
 from rag_ray.llm.windows import resolve_window
+from rag_ray.observability.deadline import check_deadline, remaining_budget
 
 
 @runtime_checkable
@@ -189,22 +190,26 @@ def _as_error(exc: BaseException, provider: str) -> RagError:
 
 
 async def run_candidate(source: CandidateSource, messages: Sequence[ChatMessage], params: GenerationParams, *,
-                        provider: str | None, timeout_s: float, deadline: float | None = None) -> Candidate:
+                        provider: str | None, timeout_s: float | None, deadline: float | None = None) -> Candidate:
     """One generation with a timeout; failures are captured on the candidate, never raised.
 
-    The provider gets ``timeout_s`` (→ ``ProviderTimeout``) unless the request ``deadline`` (a ``perf_counter``
-    instant) comes first (→ ``RequestTimeout``).
+    The provider gets ``timeout_s`` (→ ``ProviderTimeout``) unless the generator's ``deadline`` (a ``perf_counter``
+    instant) or the request's own deadline comes first (→ ``RequestTimeout``); that budget goes to the provider as
+    ``params.timeout_s``, and the call is cancelled when it runs out. A candidate whose budget is already spent is not
+    started.
     """
     start = time.perf_counter()
-    budget = timeout_s if deadline is None else min(timeout_s, deadline - start)
+    cap = _earliest(timeout_s, None if deadline is None else deadline - start)
+    budget = remaining_budget(cap)
     label = provider or ""
     try:
-        if budget <= 0:
-            raise TimeoutError
-        completion = await asyncio.wait_for(source.generate(messages, params, provider=provider), budget)
+        if budget is not None and budget <= 0:
+            raise RequestTimeout("the request deadline passed before this candidate started")
+        call = source.generate(messages, _with_budget(params, budget), provider=provider)
+        completion = await asyncio.wait_for(call, budget)
     except TimeoutError:
         err: RagError = (ProviderTimeout(f"{label or 'provider'} did not answer within {timeout_s:g}s",
-                                         provider=label) if budget >= timeout_s else
+                                         provider=label) if timeout_s is not None and budget == timeout_s else
                          RequestTimeout("the request deadline passed before this candidate finished"))
         return _failed(label, params, err, start)
     except Exception as exc:  # one candidate's failure is data for the caller, not a crash
@@ -212,6 +217,17 @@ async def run_candidate(source: CandidateSource, messages: Sequence[ChatMessage]
     return Candidate(provider=completion.provider, model=completion.model, temperature=params.temperature,
                      text=completion.text, latency_ms=(time.perf_counter() - start) * 1000, usage=completion.usage,
                      cost_usd=completion.cost_usd, source_id=provider)
+
+
+def _earliest(*budgets: float | None) -> float | None:
+    given = [b for b in budgets if b is not None]
+    return min(given) if given else None
+
+
+def _with_budget(params: GenerationParams, budget: float | None) -> GenerationParams:
+    if budget is None:
+        return params
+    return replace(params, timeout_s=min(params.timeout_s or budget, budget))
 
 
 def _failed(provider: str, params: GenerationParams, err: RagError, start: float) -> Candidate:
@@ -232,7 +248,7 @@ class SingleGenerator:
     """Fast mode: one provider, one answer, scored. Provider failures are raised (there is nothing to fall back to
     here — retries and failover belong to the provider manager)."""
 
-    def __init__(self, source: Any, evaluator: ResponseEvaluator, *, timeout_s: float = 30.0,
+    def __init__(self, source: Any, evaluator: ResponseEvaluator, *, timeout_s: float | None = None,
                  request_timeout_s: float | None = None, tracker: ProviderQualityTracker | None = None):
         self.source = as_source(source)
         self.evaluator = evaluator
@@ -244,7 +260,8 @@ class SingleGenerator:
                        provider: str | None = None, metrics: Sequence[str] | None = None,
                        thresholds: QualityThresholds | None = None) -> SingleResult:
         start = time.perf_counter()
-        deadline = start + self.request_timeout_s if self.request_timeout_s else None
+        budget = remaining_budget(self.request_timeout_s)
+        deadline = None if budget is None else start + budget
         session = self.evaluator.session(query, prompt.context.used, metrics=metrics)
         prepared = asyncio.create_task(asyncio.to_thread(session.prepare))  # embed the context while generating
         try:
@@ -253,6 +270,8 @@ class SingleGenerator:
         finally:
             await prepared
         if candidate.exception is not None:
+            if isinstance(candidate.exception, RequestTimeout):
+                check_deadline(f"waiting for {provider or 'the provider'}")  # the request's own 504, saying why
             raise candidate.exception
         generated = time.perf_counter()
         evaluation = await self._evaluate(session, candidate.text, deadline)
@@ -273,4 +292,5 @@ class SingleGenerator:
         try:
             return (await asyncio.wait_for(work, max(0.0, deadline - time.perf_counter())))[0]
         except TimeoutError:
+            check_deadline("scoring the answer")
             raise RequestTimeout("the request deadline passed while scoring the answer") from None

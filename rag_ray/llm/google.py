@@ -73,7 +73,7 @@ class GoogleLLM(SDKChatLLM):
         config = types.GenerateContentConfig(
             system_instruction=system, temperature=params.temperature, max_output_tokens=params.max_tokens,
             stop_sequences=list(params.stop) or None,
-            http_options=types.HttpOptions(timeout=int(params.timeout_s * 1000)) if params.timeout_s else None)
+            http_options=types.HttpOptions(timeout=max(1, int(params.timeout_s * 1000))) if params.timeout_s else None)
         return {"model": self.model, "contents": _contents(turns), "config": config}
 
     @staticmethod

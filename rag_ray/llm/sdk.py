@@ -4,6 +4,7 @@ its final event raises ``ProviderConnectionError``)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
@@ -46,9 +47,13 @@ class SDKChatLLM:
         return translate(exc, provider=self.provider, status_of=self._status_of)
 
     async def generate(self, messages: Sequence[ChatMessage], params: GenerationParams) -> Completion:
+        """``params.timeout_s`` (the caller's remaining budget) bounds the whole call: the SDK gets it as its own
+        timeout and the call is cancelled at it, which aborts the HTTP request (SDKs without a per-request timeout,
+        e.g. Ollama's, are bounded all the same)."""
         start = time.perf_counter()
         try:
-            text, usage, raw_finish = await self._complete(messages, params)
+            async with asyncio.timeout(params.timeout_s):
+                text, usage, raw_finish = await self._complete(messages, params)
         except Exception as exc:
             raise self._error(exc) from exc
         return Completion(text=text, provider=self.provider, model=self.model, usage=usage,

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -30,7 +32,7 @@ from rag_ray.llm.windows import WindowSpec, resolve_window
 from rag_ray.providers.breaker import CircuitBreaker, Clock
 from rag_ray.providers.pool import Entry, Pool
 from rag_ray.providers.pricing import Price, price_for
-from rag_ray.providers.retry import RetryPolicy, Sleep
+from rag_ray.providers.retry import Deadline, RetryPolicy, Sleep
 from rag_ray.types import InputType
 
 
@@ -54,6 +56,16 @@ class LLMEntry(Entry):
     def window(self) -> WindowSpec:
         """This entry's context window: ``max_context`` from its spec, else the adapter's own, else the table."""
         return resolve_window(self.id, self.backend, self.max_context)
+
+    @property
+    def active_generations(self) -> int:
+        """Generations running in the backend: its own count when it keeps one (the local model, the fake), else the
+        calls in flight here. A cancelled call leaves the first only when the backend has really stopped."""
+        own = getattr(self.backend, "active_generations", None)
+        return own if isinstance(own, int) else self.in_flight
+
+    def status(self) -> dict[str, Any]:
+        return {**super().status(), "active_generations": self.active_generations}
 
 
 @dataclass
@@ -102,11 +114,13 @@ class LLMManager:
         params = params or GenerationParams()
         start = time.perf_counter()
 
+        deadline = self.pool.deadline(deadline_s)
+
         async def call(entry: LLMEntry) -> Completion:
-            return await entry.backend.generate(messages, params)
+            return await entry.backend.generate(messages, budgeted(params, deadline))
 
         order = self.pool.plan(strategy, provider, model)
-        entry, completion = await self.pool.run(order, call, self.pool.deadline(deadline_s))
+        entry, completion = await self.pool.run(order, call, deadline)
         self._account(entry, completion.usage)
         completion.cost_usd = entry.price.cost(completion.usage)
         completion.latency_ms = (time.perf_counter() - start) * 1000
@@ -125,9 +139,10 @@ class LLMManager:
                           deadline_s: float | None = None) -> ManagedStream:
         """Open a stream with failover up to its first token; the result says which entry serves it."""
         params = params or GenerationParams()
+        deadline = self.pool.deadline(deadline_s)
 
         async def open_stream(entry: LLMEntry) -> _OpenStream:
-            opened = _OpenStream(entry.backend.stream(messages, params).__aiter__())
+            opened = _OpenStream(entry.backend.stream(messages, budgeted(params, deadline)).__aiter__())
             try:
                 while not (opened.buffered and _is_committed(opened.buffered[-1])):
                     opened.buffered.append(await opened.iterator.__anext__())
@@ -139,7 +154,7 @@ class LLMManager:
             return opened
 
         order = self.pool.plan(strategy, provider, model)
-        entry, opened = await self.pool.run(order, open_stream, self.pool.deadline(deadline_s))
+        entry, opened = await self.pool.run(order, open_stream, deadline)
         return ManagedStream(entry, self._relay(entry, opened))
 
     async def _relay(self, entry: LLMEntry, opened: _OpenStream) -> AsyncIterator[StreamChunk]:
@@ -195,6 +210,15 @@ class LLMManager:
         entries = self.pool.status()
         return {"strategy": self.pool.default_strategy, "entries": entries,
                 "total_cost_usd": round(sum(e["cost_usd"] for e in entries), 6)}
+
+
+def budgeted(params: GenerationParams, deadline: Deadline) -> GenerationParams:
+    """``params`` with ``timeout_s`` no longer than what the call has left: the adapter hands it to its SDK (so the
+    HTTP request is aborted then) or a Serve handle to its deployment."""
+    left = deadline.remaining()
+    if not math.isfinite(left):
+        return params
+    return dataclasses.replace(params, timeout_s=min(params.timeout_s or left, left))
 
 
 async def _close(iterator: AsyncIterator[StreamChunk]) -> None:

@@ -21,6 +21,7 @@ from rag_ray.errors import (
     ProviderTimeout,
     ProviderUnavailable,
 )
+from rag_ray.observability.deadline import check_deadline, current_deadline
 from rag_ray.providers.breaker import BreakerState, CircuitBreaker, Clock
 from rag_ray.providers.pricing import UNKNOWN, Price
 from rag_ray.providers.retry import Deadline, RetryPolicy, Sleep, retry
@@ -127,6 +128,10 @@ class Pool(Generic[E]):
             self._strategies[name] = STRATEGIES.create(name)
         return self._strategies[name]
 
+    def use_strategy(self, strategy: Strategy) -> None:
+        """Serve ``strategy.name`` with this instance (one that reads state from outside, e.g. ``quality``)."""
+        self._strategies[strategy.name] = strategy
+
     def select(self, provider: str | None = None, model: str | None = None) -> list[E]:
         """Entries matching ``provider`` (a provider name or a full ``provider:model`` id) and ``model``."""
         chosen = [e for e in self.entries if provider in (None, e.provider, e.id) and model in (None, e.model)]
@@ -147,7 +152,10 @@ class Pool(Generic[E]):
         return [e for e in ordered if e.breaker.allows()] + [e for e in ordered if not e.breaker.allows()]
 
     def deadline(self, deadline_s: float | None) -> Deadline:
-        return Deadline(self.default_deadline_s if deadline_s is None else deadline_s, self.clock)
+        """``deadline_s`` (None: the pool's default), never past the deadline of the request being served."""
+        seconds = self.default_deadline_s if deadline_s is None else deadline_s
+        request = current_deadline()
+        return Deadline(seconds if request is None else min(seconds, request.remaining()), self.clock)
 
     # ---- the loop ----
     async def run(self, order: list[E], call: Callable[[E], Awaitable[T]], deadline: Deadline) -> tuple[E, T]:
@@ -163,12 +171,14 @@ class Pool(Generic[E]):
                 return entry, result
             except ContextTooLong as err:
                 errors.append(err)
+                check_deadline(f"waiting for {entry.id}")
                 larger = [e for e in order[index + 1:] if _larger_context(e, entry)]
                 if not larger:
                     raise
                 order = [*order[:index + 1], *larger]
             except ProviderError as err:
                 errors.append(err)
+                check_deadline(f"waiting for {entry.id}")  # no fallback outlives the request
             index += 1
         raise self._unavailable(errors)
 
@@ -185,7 +195,9 @@ class Pool(Generic[E]):
         return await self.attempt(entry, call, deadline, others=any(e.breaker.allows() for e in rest))
 
     async def attempt(self, entry: E, call: Callable[[E], Awaitable[T]], deadline: Deadline, *, others: bool) -> T:
-        """One call on one entry: breaker gate, deadline, in-flight and latency accounting."""
+        """One call on one entry: breaker gate, deadline, in-flight and latency accounting. A call cut short by the
+        request's own deadline is the request's 504, not the provider's failure (its breaker is left alone)."""
+        check_deadline(f"waiting for {entry.id}")
         if deadline.expired:
             raise ProviderTimeout(f"{entry.id}: deadline exceeded", provider=entry.id)
         if not entry.breaker.allows():
@@ -199,6 +211,8 @@ class Pool(Generic[E]):
             async with asyncio.timeout(remaining if math.isfinite(remaining) else None):
                 result = await call(entry)
         except Exception as exc:
+            if isinstance(exc, TimeoutError):
+                check_deadline(f"waiting for {entry.id}")
             err = self.as_provider_error(exc, entry)
             self.record_failure(entry, err)
             raise err from exc

@@ -84,6 +84,7 @@ class _Server(ThreadingHTTPServer):
 
 
 Route = tuple[str, re.Pattern[str], Callable[..., None]]
+HOLD_LIMIT_S = 120.0  # a held request is dropped after this long even if its client never closes
 
 
 class FakeModelServer:
@@ -104,6 +105,9 @@ class FakeModelServer:
         self.dimensions = dimensions
         self.models = models
         self.requests: list[RecordedRequest] = []
+        self.holding = False  # accept requests and never answer (``hold``)
+        self.held = 0  # requests held so far
+        self.released = 0  # held requests whose client closed the connection
         self._faults: deque[Fault] = deque()
         self._lock = threading.Lock()
         self._server: _Server | None = None
@@ -167,6 +171,11 @@ class FakeModelServer:
             self.requests.clear()
             self._faults.clear()
 
+    def hold(self, on: bool = True) -> None:
+        """A provider that never answers: requests are read, then held until the client closes the connection
+        (``held`` counts them, ``released`` counts the closed ones)."""
+        self.holding = on
+
     # ---- request plumbing ----
     def _handle(self, handler: _Handler, method: str) -> None:
         parts = urlsplit(handler.path)
@@ -177,6 +186,8 @@ class FakeModelServer:
             self.requests.append(RecordedRequest(method, parts.path, parse_qs(parts.query),
                                                  {k.lower(): v for k, v in handler.headers.items()}, body))
             fault = self._faults.popleft() if self._faults else None
+        if self.holding:
+            return self._hold(handler)
         if self.delay_s:
             time.sleep(self.delay_s)  # a slow upstream, on the server's own thread
         if fault is not None:
@@ -186,6 +197,19 @@ class FakeModelServer:
             if match and route_method == method:
                 return fn(handler, body or {}, match, parse_qs(parts.query))
         self._send_json(handler, 404, self.error_body(404, f"no route {method} {parts.path}", None))
+
+    def _hold(self, handler: _Handler) -> None:
+        with self._lock:
+            self.held += 1
+        handler.close_connection = True
+        handler.connection.settimeout(HOLD_LIMIT_S)
+        try:
+            while handler.connection.recv(4096):  # b"": the client closed its end
+                pass
+        except OSError:
+            return  # gave up after HOLD_LIMIT_S (or the socket broke): not a close seen
+        with self._lock:
+            self.released += 1
 
     def _send_fault(self, handler: _Handler, fault: Fault) -> None:
         headers = dict(fault.headers)

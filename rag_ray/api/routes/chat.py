@@ -26,6 +26,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from rag_ray.api.deps import ServicesDep, current_principal
+from rag_ray.api.middleware import request_timeout_field, use_request_timeout
 from rag_ray.api.services import Services
 from rag_ray.api.sse import event_stream, prime, relay, sse_event
 from rag_ray.errors import InvalidInput, RagError
@@ -75,6 +76,7 @@ class ChatRequest(BaseModel):
     max_tokens: int = Field(512, ge=1, le=MAX_TOKENS)
     load_balancing: str | None = Field(None, max_length=64)
     stream: bool = False
+    timeout_s: float | None = request_timeout_field("RAG_CHAT_TIMEOUT_S")
 
     @field_validator("messages")
     @classmethod
@@ -133,6 +135,7 @@ async def open_stream(services: Services, messages: list[ChatMessage], params: G
 # ---------------------------------------------------------------------------------------------------- routes
 @router.post("/chat", summary="Chat with the configured LLMs (manager: strategies, retries, fallback)")
 async def chat(body: ChatRequest, request: Request, services: ServicesDep) -> Any:
+    use_request_timeout(body.timeout_s, services.settings.max_request_timeout_s)
     if body.stream:
         return await chat_stream(body, request, services)
     provider, model = resolve_llm(services.llm, body.provider, body.model)
@@ -146,6 +149,7 @@ async def chat(body: ChatRequest, request: Request, services: ServicesDep) -> An
 @router.post("/chat/stream", summary="Chat, streamed as server-sent events (token…, done | error)")
 async def chat_stream(body: ChatRequest, request: Request,
                       services: ServicesDep) -> StreamingResponse:
+    use_request_timeout(body.timeout_s, services.settings.max_request_timeout_s)
     started = time.perf_counter()
     provider, model = resolve_llm(services.llm, body.provider, body.model)
     first, stream, entry = await open_stream(services, body.chat_messages(), body.params(), provider=provider,

@@ -20,6 +20,7 @@ from fastapi import APIRouter, Body, Depends, Request
 
 from rag_ray.api.deps import current_principal, get_services
 from rag_ray.api.metrics import SCORE_BUCKETS, Metrics
+from rag_ray.api.middleware import use_request_timeout
 from rag_ray.api.services import Services
 from rag_ray.generation import (
     EnsembleRequest,
@@ -76,6 +77,7 @@ async def generate_single(request: Request, body: dict[str, Any] = Body(examples
                           _: Principal = Depends(current_principal),
                           services: Services = Depends(get_services)) -> GenerationResponse:
     parsed = parse_request(SingleRequest, body)
+    use_request_timeout(parsed.timeout_s, services.settings.max_request_timeout_s)
     return answered(request, "single", await services.generation.generate_single(parsed))
 
 
@@ -84,6 +86,7 @@ async def generate_ensemble(request: Request, body: dict[str, Any] = Body(exampl
                             _: Principal = Depends(current_principal),
                             services: Services = Depends(get_services)) -> GenerationResponse:
     parsed = parse_request(EnsembleRequest, body)
+    use_request_timeout(parsed.timeout_s, services.settings.max_request_timeout_s)
     return answered(request, "ensemble", await services.generation.generate_ensemble(parsed))
 
 
@@ -92,4 +95,5 @@ async def generate_rag(request: Request, body: dict[str, Any] = Body(examples=[R
                        principal: Principal = Depends(current_principal),
                        services: Services = Depends(get_services)) -> GenerationResponse:
     parsed = parse_request(RagGenerateRequest, body)
+    use_request_timeout(parsed.timeout_s, services.settings.max_request_timeout_s)
     return answered(request, "rag", await services.rag.generate(principal, parsed))

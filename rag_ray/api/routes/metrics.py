@@ -21,6 +21,7 @@ Gauges = dict[str, list[tuple[dict[str, str], float]]]
 
 GAUGE_HELP = {
     "rag_llm_in_flight": "LLM calls in flight per provider",
+    "rag_llm_active_generations": "generations running in each LLM backend (its own count when it keeps one)",
     "rag_llm_breaker_state": "LLM provider circuit breaker: 0 closed, 1 half-open, 2 open",
     "rag_llm_healthy": "LLM provider passed its last health check (1) or not (0)",
     "rag_llm_calls": "LLM calls per provider since start",
@@ -50,6 +51,7 @@ def _provider_gauges(services: Services) -> Gauges:
     entries = services.llm.status()["entries"]
     gauges: Gauges = {
         "rag_llm_in_flight": [({"provider": e["id"]}, e["in_flight"]) for e in entries],
+        "rag_llm_active_generations": [({"provider": e["id"]}, e["active_generations"]) for e in entries],
         "rag_llm_breaker_state": [({"provider": e["id"]}, _breaker(e)) for e in entries],
         "rag_llm_healthy": [({"provider": e["id"]}, 1.0 if e["healthy"] else 0.0) for e in entries],
         "rag_llm_calls": [({"provider": e["id"]}, e["calls"]) for e in entries],

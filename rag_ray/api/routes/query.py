@@ -15,6 +15,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from rag_ray.api.deps import PrincipalDep, ServicesDep
+from rag_ray.api.middleware import request_timeout_field, use_request_timeout
 from rag_ray.generation.formats import Citation
 from rag_ray.generation.rag import RagAnswer, RagQuestion, RetrievalOptions
 from rag_ray.generation.service import CitationOut, PassagesOut
@@ -38,6 +39,7 @@ class QueryRequest(BaseModel):
     filters: list[dict[str, Any]] | dict[str, Any] | None = None
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     max_tokens: int = Field(256, ge=1, le=4096)
+    timeout_s: float | None = request_timeout_field("RAG_QUERY_TIMEOUT_S")
 
     def retrieval(self) -> RetrievalOptions:
         return RetrievalOptions(k=self.k, strategy=self.search_strategy, filters=self.filters)
@@ -75,6 +77,7 @@ def citations_out(citations: list[Citation]) -> list[CitationOut]:
 
 @router.post("/query", summary="Retrieve (mode=search) or retrieve and answer (mode=rag)")
 async def query(body: QueryRequest, principal: PrincipalDep, services: ServicesDep) -> QueryResponse:
+    use_request_timeout(body.timeout_s, services.settings.max_request_timeout_s)
     if body.mode == "search":
         hits = await services.rag.retrieve(principal, body.query, body.retrieval())
         return QueryResponse(query=body.query, mode="search", answer=None, sources=[h.to_dict() for h in hits])
