@@ -162,7 +162,8 @@ class EnsembleGenerator:
         errors = [f"{c.provider or c.source_id or 'provider'}: {c.error}" for c in candidates]
         if all(c.error_code in TIMEOUT_CODES for c in candidates):
             deadline = current_deadline()
-            if deadline is not None and deadline.expired:
+            by_request = all(c.error_code == "timeout" for c in candidates)  # not a provider's own time limit
+            if deadline is not None and by_request:  # it was cut a scoring reserve before the request's deadline
                 err = deadline.exceeded(f"none of the {len(candidates)} ensemble candidates had finished")
             else:
                 err = RequestTimeout(f"none of the {len(candidates)} ensemble candidates finished in time")
