@@ -1,13 +1,15 @@
-"""Serve benchmark: /embeddings throughput with @serve.batch on and off, and /query HTTP overhead.
+"""Serve benchmark: /embeddings at the model's limit, and /query HTTP overhead, measured side by side.
 
-    uv run python bench/serve.py [--requests 96] [--query-requests 60] [--docs 300]
+    uv run python bench/serve.py [--rounds 3] [--requests 192] [--ingress proxy|direct|haproxy]
+                                 [--encoding float|base64] [--auth-cache-ttl 5] [--router-batch 1|0]
 
-Runs the real deployment graph (local embedding model, fake LLM) on a local Ray, twice: once with
-request batching, once without. Measures /embeddings requests/s at concurrency 1, 8, 32 (one short text
-per request, like query embedding), and /query (search mode) p50/p95 over HTTP against the same retrieval
-called in-process. For context it also measures, in-process on the same texts, the model's own batching gain
-(encode 32 texts per call vs one per call): no server can batch better than the model does, so
-``batch_efficiency_c32`` = ``batch_speedup_c32`` / ``raw_batch_gain_32``. Last line: one JSON object.
+Runs the real deployment graph (local embedding model, fake LLM) on a local Ray and, in each round, alternates:
+``/embeddings`` texts/s at 32 concurrent clients (one short text per request, like query embedding) ↔ the same
+model in-process on the same texts at its best batch size (the physical limit on this machine, swept once), then
+``/query`` (search mode) over HTTP ↔ the same retrieval called in-process. Best of the rounds on each side, so a
+busy machine lowers both sides alike. ``embed_efficiency_c32`` = served ÷ raw; ``query_overhead_p50_ms`` = HTTP p50
+− in-process p50. The switches select the options being compared (Serve's ingress mode, the response encoding,
+the principal cache, router-side batching into the embedder). Last line: one JSON object.
 """
 
 from __future__ import annotations
@@ -16,23 +18,28 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ["RAY_ENABLE_UV_RUN_RUNTIME_ENV"] = "0"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-SCIFACT = ROOT.parent / "shared" / "data" / "scifact"
-CONCURRENCY = (1, 8, 32)
+SCIFACT = Path(os.environ.get("RAG_BENCH_SCIFACT", ROOT.parent / "shared" / "data" / "scifact"))
+CONCURRENCY = 32
+RAW_BATCH_SIZES = (8, 16, 32, 64)
+INGRESS_ENV = {"proxy": {}, "direct": {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1"},
+               "haproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "1"}}
 
 
 def load_texts(path: Path, field: str, limit: int) -> list[str]:
-    out = []
+    out: list[str] = []
     with path.open() as fh:
         for line in fh:
             if len(out) >= limit:
@@ -42,38 +49,39 @@ def load_texts(path: Path, field: str, limit: int) -> list[str]:
     return out
 
 
-async def rps(url: str, headers: dict[str, str], texts: list[str], concurrency: int, total: int) -> float:
+# ------------------------------------------------------------------------------------------ the two sides
+async def served_rate(url: str, headers: dict[str, str], texts: list[str], encoding: str) -> float:
+    """Texts/s through HTTP: ``CONCURRENCY`` clients, one text per request, every text once."""
     import httpx
 
-    queue = list(range(total))
-    async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=concurrency)) as client:
+    queue = list(range(len(texts)))
+    limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
+    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
         async def worker() -> None:
             while queue:
                 i = queue.pop()
-                r = await client.post(f"{url}/embeddings", headers=headers, json={"input": [texts[i % len(texts)]]})
+                body: dict[str, Any] = {"input": [texts[i]]}
+                if encoding != "float":
+                    body["encoding_format"] = encoding
+                r = await client.post(f"{url}/embeddings", headers=headers, json=body)
                 r.raise_for_status()
 
         start = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return total / (time.perf_counter() - start)
+        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+        return len(texts) / (time.perf_counter() - start)
 
 
-def embed_rates(url: str, headers: dict[str, str], texts: list[str], total: int) -> dict[int, float]:
-    asyncio.run(rps(url, headers, texts, 8, 16))  # warm-up: replicas, connections, model caches
-    return {c: asyncio.run(rps(url, headers, texts, c, total)) for c in CONCURRENCY}
+def raw_rate(embedder: Any, texts: list[str], batch_size: int) -> float:
+    start = time.perf_counter()
+    for i in range(0, len(texts), batch_size):
+        embedder.embed(texts[i:i + batch_size])
+    return len(texts) / (time.perf_counter() - start)
 
 
-def raw_batch_rates(embedder, texts: list[str], total: int) -> dict[str, float]:  # type: ignore[no-untyped-def]
-    """Texts/s of the bare model, one text per call vs 32 per call (same texts as the HTTP run)."""
+def best_raw_batch(embedder: Any, texts: list[str]) -> int:
     embedder.embed(texts[:32])  # warm-up
-    sample = [texts[i % len(texts)] for i in range(total)]
-    rates = {}
-    for size in (1, 32):
-        start = time.perf_counter()
-        for i in range(0, total, size):
-            embedder.embed(sample[i:i + size])
-        rates[f"raw_texts_per_s_batch{size}"] = total / (time.perf_counter() - start)
-    return rates
+    rates = {size: raw_rate(embedder, texts[:128], size) for size in RAW_BATCH_SIZES}
+    return max(rates, key=lambda size: rates[size])
 
 
 def http_latencies(url: str, headers: dict[str, str], queries: list[str]) -> list[float]:
@@ -89,28 +97,30 @@ def http_latencies(url: str, headers: dict[str, str], queries: list[str]) -> lis
     return out
 
 
-def inproc_latencies(settings, embedder, queries: list[str]) -> list[float]:  # type: ignore[no-untyped-def]
-    from rag_ray.embedding.backends import ThreadedBackend
-    from rag_ray.retrieval.service import RetrievalService
-    from rag_ray.runtime import open_store
-    from rag_ray.types import Principal
+class InProcessSearch:
+    """The same retrieval service the router uses, on the same store and model, without HTTP and Serve."""
 
-    service = RetrievalService(open_store(settings, embedder.dimension), ThreadedBackend(embedder))
-    admin = Principal("bench-admin", "admin", "admin")
+    def __init__(self, settings: Any, embedder: Any):
+        from rag_ray.embedding.backends import ThreadedBackend
+        from rag_ray.retrieval.service import RetrievalService
+        from rag_ray.runtime import open_store
+        from rag_ray.types import Principal
 
-    async def run() -> list[float]:
+        self.service = RetrievalService(open_store(settings, embedder.dimension), ThreadedBackend(embedder))
+        self.admin = Principal("bench-admin", "admin", "admin")
+        self.loop = asyncio.new_event_loop()
+
+    def latencies(self, queries: list[str]) -> list[float]:
         out = []
         for q in queries:
             start = time.perf_counter()
-            await service.search(admin, q, k=5)
+            self.loop.run_until_complete(self.service.search(self.admin, q, k=5))
             out.append((time.perf_counter() - start) * 1000)
         return out
 
-    asyncio.run(service.search(admin, "warm up", k=5))
-    return asyncio.run(run())
 
-
-def seed_corpus(settings, embedder, docs: list[str]) -> None:  # type: ignore[no-untyped-def]
+# ------------------------------------------------------------------------------------------------- set-up
+def seed_corpus(settings: Any, embedder: Any, docs: list[str]) -> None:
     from rag_ray.ingest.stages import chunk_document
     from rag_ray.runtime import open_store
     from rag_ray.text.chunking import Chunker
@@ -126,40 +136,62 @@ def seed_corpus(settings, embedder, docs: list[str]) -> None:  # type: ignore[no
     store.flush()
 
 
-def run_app(settings, batched: bool, texts: list[str], queries: list[str], total: int) -> dict:  # type: ignore[no-untyped-def]
+def ingress_url(settings: Any, ingress: str) -> str:
+    """Where clients connect: the proxy's port, or (direct ingress) the router replica's own HTTP port."""
+    if ingress != "direct":
+        return f"http://127.0.0.1:{settings.api_port}"
+    import ray
+    from ray.serve.context import _get_global_client
+
+    client = _get_global_client()
+    assert client is not None, "serve.start() runs first"
+    controller = client._controller
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        groups = ray.get(controller.get_target_groups.remote())
+        ports = [t.port for g in groups if str(g.protocol).upper().endswith("HTTP") for t in g.targets]
+        if ports:
+            return f"http://127.0.0.1:{ports[0]}"
+        time.sleep(1)  # the replica registers its port asynchronously
+    raise RuntimeError("no direct-ingress HTTP target appeared")
+
+
+def admin_headers(url: str) -> dict[str, str]:
     import httpx
-    from ray import serve
 
-    from deployments.app import build_app
-
-    app_settings = settings.model_copy(update={"embed_batching": batched})
-    serve.run(build_app(app_settings), name="bench", route_prefix="/", blocking=False)
-    url = f"http://127.0.0.1:{settings.api_port}"
     token = httpx.post(f"{url}/auth/token", json={"username": "admin", "password": "bench-admin-pw"},
                        timeout=60).json()["access_token"]
-    headers = {"Authorization": f"Bearer {token}"}
-    result = {"embed_rps": embed_rates(url, headers, texts, total)}
-    if batched:
-        http_latencies(url, headers, queries[:5])  # warm-up
-        result["query_ms"] = http_latencies(url, headers, queries)
-    serve.delete("bench")
-    return result
+    return {"Authorization": f"Bearer {token}"}
 
 
-def pct(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=100)[int(q) - 1] if len(values) > 1 else values[0]
+def pct(values: list[float], q: int) -> float:
+    return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else values[0]
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--requests", type=int, default=192, help="texts per /embeddings round (one per request)")
+    parser.add_argument("--query-requests", type=int, default=40)
+    parser.add_argument("--docs", type=int, default=150)
+    parser.add_argument("--ingress", choices=tuple(INGRESS_ENV), default="proxy")
+    parser.add_argument("--encoding", choices=("float", "base64"), default="float")
+    parser.add_argument("--auth-cache-ttl", type=float, default=None, help="RAG_AUTH_CACHE_TTL_S (default: setting)")
+    parser.add_argument("--router-batch", type=int, choices=(0, 1), default=None,
+                        help="RAG_EMBED_ROUTER_BATCHING (default: setting)")
+    return parser.parse_args()
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=96, help="embedding requests per concurrency level")
-    parser.add_argument("--query-requests", type=int, default=60)
-    parser.add_argument("--docs", type=int, default=300)
-    args = parser.parse_args()
+    args = parse_args()
+    os.environ.update(INGRESS_ENV[args.ingress])  # read by Serve's controller and replicas (children of this Ray)
+    if args.ingress == "haproxy" and shutil.which("haproxy"):
+        os.environ.setdefault("RAY_SERVE_HAPROXY_BINARY_PATH", str(shutil.which("haproxy")))
 
     import ray
     from ray import serve
 
+    from deployments.app import DeploymentOptions, build_app
     from jobs.ray_executor import init_ray
     from rag_ray.access.bootstrap import bootstrap_admin
     from rag_ray.config import Settings
@@ -167,33 +199,53 @@ def main() -> None:
     from rag_ray.metadata import MetadataDB
     from rag_ray.store.lite_server import MilvusLiteServer, free_port
 
-    texts = load_texts(SCIFACT / "queries.jsonl", "text", 300)
+    texts = load_texts(SCIFACT / "queries.jsonl", "text", 1000)
+    sample = [texts[i % len(texts)] for i in range(args.requests)]
+    queries = texts[: args.query_requests]
+    switches: dict[str, Any] = {}
+    if args.auth_cache_ttl is not None:
+        switches["auth_cache_ttl_s"] = args.auth_cache_ttl
+    if args.router_batch is not None:
+        switches["embed_router_batching"] = bool(args.router_batch)
     with tempfile.TemporaryDirectory() as tmp, MilvusLiteServer(Path(tmp) / "milvus", free_port()) as milvus:
-        settings = Settings(data_dir=Path(tmp), milvus_uri=milvus.uri, llm_provider="fake", llm_model="echo",  # type: ignore[call-arg]
-                            admin_password="bench-admin-pw", api_port=free_port())
-        embedder = SentenceTransformerEmbedder()  # one model for seeding, in-process retrieval and the raw rates
+        settings = Settings(data_dir=Path(tmp), milvus_uri=milvus.uri, llm_provider="fake", llm_model="echo",
+                            admin_password="bench-admin-pw", api_port=free_port(),
+                            embedding_cache_size=0, **switches)  # every text reaches the model, as on the raw side
+        embedder = SentenceTransformerEmbedder()  # one model for seeding, in-process retrieval and the raw rate
         seed_corpus(settings, embedder, load_texts(SCIFACT / "corpus.jsonl", "text", args.docs))
         bootstrap_admin(settings, MetadataDB(settings.metadata_url))
-        queries = texts[: args.query_requests]
-        inproc = inproc_latencies(settings, embedder, queries)  # same store, same model, no HTTP, no Serve
-        raw = raw_batch_rates(embedder, texts, args.requests)
+        inproc = InProcessSearch(settings, embedder)
+        batch = best_raw_batch(embedder, sample)
         init_ray(settings)
         serve.start(http_options={"host": "127.0.0.1", "port": settings.api_port})
-        batched = run_app(settings, True, texts, queries, args.requests)
-        unbatched = run_app(settings, False, texts, queries, args.requests)
+        # default deployment options, one embedder replica (one model, like the raw side; bench/scaleout_serve.py: 2)
+        serve.run(build_app(settings, DeploymentOptions(embedder_max_replicas=1)), name="bench", route_prefix="/",
+                  blocking=False)
+        url = ingress_url(settings, args.ingress)
+        headers = admin_headers(url)
+        asyncio.run(served_rate(url, headers, sample[:64], args.encoding))  # warm-up: connections, caches
+        http_latencies(url, headers, queries[:5])
+        inproc.latencies(queries[:5])
+        served, raw, http_p50, inproc_p50, http_all, inproc_all = [], [], [], [], [], []
+        for _ in range(args.rounds):  # alternate the sides; best of the rounds on each
+            served.append(asyncio.run(served_rate(url, headers, sample, args.encoding)))
+            raw.append(raw_rate(embedder, sample, batch))
+            http = http_latencies(url, headers, queries)
+            local = inproc.latencies(queries)
+            http_p50.append(pct(http, 50))
+            inproc_p50.append(pct(local, 50))
+            http_all += http
+            inproc_all += local
         serve.shutdown()
         ray.shutdown()
-    http = batched["query_ms"]
-    result = {f"embed_rps_c{c}_{kind}": round(run["embed_rps"][c], 2)
-              for kind, run in (("batched", batched), ("unbatched", unbatched)) for c in CONCURRENCY}
-    result["batch_speedup_c32"] = round(batched["embed_rps"][32] / unbatched["embed_rps"][32], 3)
-    result.update({k: round(v, 2) for k, v in raw.items()})
-    result["raw_batch_gain_32"] = round(raw["raw_texts_per_s_batch32"] / raw["raw_texts_per_s_batch1"], 3)
-    result["batch_efficiency_c32"] = round(result["batch_speedup_c32"] / result["raw_batch_gain_32"], 3)
-    result.update(query_http_p50_ms=round(pct(http, 50), 2), query_http_p95_ms=round(pct(http, 95), 2),
-                  query_inproc_p50_ms=round(pct(inproc, 50), 2), query_inproc_p95_ms=round(pct(inproc, 95), 2))
-    result["http_overhead_p50_ms"] = round(result["query_http_p50_ms"] - result["query_inproc_p50_ms"], 2)
-    result["requests_per_level"] = args.requests
+    result = {"embed_served_texts_per_s_c32": round(max(served), 2), "embed_raw_texts_per_s": round(max(raw), 2),
+              "raw_best_batch": batch, "embed_efficiency_c32": round(max(served) / max(raw), 3),
+              "embed_served_rounds": [round(v, 1) for v in served], "embed_raw_rounds": [round(v, 1) for v in raw],
+              "query_http_p50_ms": round(min(http_p50), 2), "query_inproc_p50_ms": round(min(inproc_p50), 2),
+              "query_overhead_p50_ms": round(min(http_p50) - min(inproc_p50), 2),
+              "query_http_p95_ms": round(pct(http_all, 95), 2), "query_inproc_p95_ms": round(pct(inproc_all, 95), 2),
+              "ingress": args.ingress, "encoding": args.encoding, "rounds": args.rounds,
+              "texts_per_round": args.requests, **{k: v for k, v in switches.items()}}
     print(json.dumps(result))
 
 

@@ -33,6 +33,16 @@ class DeploymentOptions:
     embedder_max_replicas: int = 2
     llm_max_replicas: int = 2
     evaluator_max_replicas: int = 2
+    # Autoscaling: Serve adds a replica while the average ongoing requests per replica stay above the target for
+    # upscale_delay_s, and removes one after downscale_delay_s below it. The router gathers concurrent texts into
+    # at most Gatherer.max_in_flight (4) calls per router, so the embedder's target is small: 4 calls waiting on
+    # one replica is a saturated model.
+    embedder_target_ongoing: float = 2
+    llm_target_ongoing: float = 4
+    evaluator_target_ongoing: float = 8
+    upscale_delay_s: float = 5
+    downscale_delay_s: float = 60
+    look_back_period_s: float = 30  # the window the ongoing requests are averaged over (Serve's default)
     router_max_ongoing_requests: int = 256
     max_ongoing_requests: int = 64
     max_queued_requests: int = 256
@@ -52,9 +62,10 @@ class DeploymentOptions:
         """Full queues answer 503 with Retry-After instead of piling up (and never 500)."""
         return {"status_code": 503, "retry_after_s": self.retry_after_s}
 
-    def autoscaling(self, max_replicas: int) -> dict[str, Any]:
-        return {"min_replicas": 1, "max_replicas": max_replicas, "target_ongoing_requests": 8,
-                "upscale_delay_s": 5, "downscale_delay_s": 60}
+    def autoscaling(self, max_replicas: int, target_ongoing: float) -> dict[str, Any]:
+        return {"min_replicas": 1, "max_replicas": max_replicas, "target_ongoing_requests": target_ongoing,
+                "upscale_delay_s": self.upscale_delay_s, "downscale_delay_s": self.downscale_delay_s,
+                "look_back_period_s": self.look_back_period_s}
 
 
 def llm_deployment_name(spec: ProviderSpec) -> str:
@@ -73,19 +84,19 @@ def build_app(settings: Settings, options: DeploymentOptions | None = None,
     opts = options or DeploymentOptions()
     embedder = _deployment(EmbedderDeployment).options(
         name="embedder", ray_actor_options=opts.model_actor(opts.embedder_cpus),
-        autoscaling_config=opts.autoscaling(opts.embedder_max_replicas),
+        autoscaling_config=opts.autoscaling(opts.embedder_max_replicas, opts.embedder_target_ongoing),
         max_ongoing_requests=opts.max_ongoing_requests, max_queued_requests=opts.max_queued_requests,
         backpressure_config=opts.backpressure(),
     ).bind(settings, opts.embed_max_batch_size, opts.embed_batch_wait_s)
     evaluator = _deployment(EvaluatorDeployment).options(
         name="evaluator", ray_actor_options=opts.model_actor(opts.evaluator_cpus),
-        autoscaling_config=opts.autoscaling(opts.evaluator_max_replicas),
+        autoscaling_config=opts.autoscaling(opts.evaluator_max_replicas, opts.evaluator_target_ongoing),
         max_ongoing_requests=opts.max_ongoing_requests, max_queued_requests=opts.max_queued_requests,
         backpressure_config=opts.backpressure(),
     ).bind(settings)
     specs, _ = configured_llm_specs(settings)
     llm_options = {"ray_actor_options": opts.model_actor(opts.llm_cpus),
-                   "autoscaling_config": opts.autoscaling(opts.llm_max_replicas),
+                   "autoscaling_config": opts.autoscaling(opts.llm_max_replicas, opts.llm_target_ongoing),
                    "max_ongoing_requests": opts.llm_max_ongoing_requests,
                    "max_queued_requests": opts.max_queued_requests, "health_check_period_s": 10,
                    "backpressure_config": opts.backpressure(), **(llm_overrides or {})}

@@ -28,7 +28,8 @@ class ServeBackends:
 
     async def embedder(self) -> HandleEmbedder:
         info = await self.embedder_handle.info.remote()
-        return HandleEmbedder(self.embedder_handle, info, batched=self.settings.embed_batching)
+        return HandleEmbedder(self.embedder_handle, info, batched=self.settings.embed_batching,
+                              gather=self.settings.embed_router_batching)
 
     def llm(self, spec: ProviderSpec) -> HandleLLM:
         return handle_llm(self.llm_handles[spec.id], spec.provider, spec.model, self.llm_infos.get(spec.id))

@@ -3,11 +3,15 @@
 The batch wait is short on purpose: requests that arrive while a batch is encoding queue up and form the next
 batch anyway, so a long wait only adds latency to a lone request (10 ms was a third of /query's HTTP overhead).
 ``max_batch_size`` and ``batch_wait_timeout_s`` can be changed live through the deployment's ``user_config``.
+
+The router gathers its own concurrent requests too (``Gatherer``, ``RAG_EMBED_ROUTER_BATCHING``): 32 clients with
+one text each become a few handle calls instead of 32, and every handle call costs CPU in both processes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -21,6 +25,25 @@ from rag_ray.types import InputType
 
 MAX_BATCH_SIZE = 64
 BATCH_WAIT_S = 0.002  # see the module note: a longer wait only delays a lone request
+
+BatchItem = tuple[tuple[str, ...], InputType]
+
+
+async def embed_grouped(requests: list[BatchItem], embed: Callable[[list[str], InputType], Awaitable[np.ndarray]],
+                        dimension: int) -> list[np.ndarray]:
+    """One ``embed`` call per input type for every text of every request in the batch, split back per request."""
+    by_type: dict[InputType, list[int]] = {}
+    for i, (_, input_type) in enumerate(requests):
+        by_type.setdefault(input_type, []).append(i)
+    results: list[np.ndarray] = [np.zeros((0, dimension), np.float32)] * len(requests)
+    for input_type, indices in by_type.items():
+        vectors = await embed([t for i in indices for t in requests[i][0]], input_type)
+        offset = 0
+        for i in indices:
+            n = len(requests[i][0])
+            results[i] = vectors[offset:offset + n]
+            offset += n
+    return results
 
 
 class EmbedderDeployment:
@@ -43,21 +66,11 @@ class EmbedderDeployment:
         return {"provider": self.provider, "model": self.model, "dimension": self.dimension}
 
     @serve.batch(max_batch_size=MAX_BATCH_SIZE, batch_wait_timeout_s=BATCH_WAIT_S)
-    async def _embed_batched(self, requests: list[tuple[tuple[str, ...], InputType]]) -> list[np.ndarray]:
-        # One model call for every text of every request in the batch, then split per request.
-        by_type: dict[InputType, list[int]] = {}
-        for i, (_, input_type) in enumerate(requests):
-            by_type.setdefault(input_type, []).append(i)
-        results: list[np.ndarray] = [np.zeros((0, self.dimension), np.float32)] * len(requests)
-        for input_type, indices in by_type.items():
-            texts = [t for i in indices for t in requests[i][0]]
-            vectors = self.embedder.embed(texts, input_type=input_type)
-            offset = 0
-            for i in indices:
-                n = len(requests[i][0])
-                results[i] = vectors[offset:offset + n]
-                offset += n
-        return results
+    async def _embed_batched(self, requests: list[BatchItem]) -> list[np.ndarray]:
+        return await embed_grouped(requests, self._encode, self.dimension)
+
+    async def _encode(self, texts: list[str], input_type: InputType) -> np.ndarray:
+        return self.embedder.embed(texts, input_type=input_type)
 
     async def embed(self, texts: Sequence[str], input_type: InputType = "document") -> np.ndarray:
         return await self._embed_batched((tuple(texts), input_type))
@@ -66,18 +79,72 @@ class EmbedderDeployment:
         return self.embedder.embed(list(texts), input_type=input_type)
 
 
-class HandleEmbedder:
-    """The AsyncEmbedder protocol over a handle to ``EmbedderDeployment`` (used by the router)."""
+class Gatherer:
+    """Calls made while others are in flight travel together: the first ``max_in_flight`` calls leave at once, later
+    ones wait for one of those to return and then leave as one batch. No timer, so a lone call never waits; several
+    batches in flight keep the model busy while others travel (the embedder's ``@serve.batch`` merges those that
+    wait on one replica) and let a second replica take some."""
 
-    def __init__(self, handle: serve.handle.DeploymentHandle, info: dict[str, object], batched: bool = True):
+    def __init__(self, send: Callable[[list[BatchItem]], Awaitable[list[np.ndarray]]], *, max_in_flight: int = 4,
+                 max_items: int = MAX_BATCH_SIZE):
+        self.send, self.max_in_flight, self.max_items = send, max_in_flight, max_items
+        self.pending: list[tuple[BatchItem, asyncio.Future[np.ndarray]]] = []
+        self.in_flight = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def submit(self, item: BatchItem) -> np.ndarray:
+        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        self.pending.append((item, future))
+        if self.in_flight < self.max_in_flight:
+            self._launch()
+        return await future
+
+    def _launch(self) -> None:
+        batch, self.pending = self.pending[:self.max_items], self.pending[self.max_items:]
+        self.in_flight += 1
+        task = asyncio.create_task(self._run(batch))
+        self._tasks.add(task)  # a reference until done: the loop keeps only weak ones
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, batch: list[tuple[BatchItem, asyncio.Future[np.ndarray]]]) -> None:
+        try:
+            results = await self.send([item for item, _ in batch])
+            for (_, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
+        except Exception as exc:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+        finally:
+            self.in_flight -= 1
+            if self.pending:
+                self._launch()
+
+
+class HandleEmbedder:
+    """The AsyncEmbedder protocol over a handle to ``EmbedderDeployment`` (used by the router). With ``gather``,
+    concurrent calls in this process travel together as one handle call (``Gatherer``)."""
+
+    def __init__(self, handle: serve.handle.DeploymentHandle, info: dict[str, object], batched: bool = True,
+                 gather: bool = True):
         self.handle = handle
         self.provider, self.model = str(info["provider"]), str(info["model"])
         self.dimension = int(info["dimension"])  # type: ignore[call-overload]
         self.method = "embed" if batched else "embed_unbatched"
+        self.gatherer = Gatherer(self._send) if gather and batched else None
 
     async def embed(self, texts: Sequence[str], *, input_type: InputType = "document") -> np.ndarray:
+        if self.gatherer is not None:
+            return await self.gatherer.submit((tuple(texts), input_type))
+        return await self._remote(list(texts), input_type)
+
+    async def _send(self, requests: list[BatchItem]) -> list[np.ndarray]:
+        return await embed_grouped(requests, self._remote, self.dimension)
+
+    async def _remote(self, texts: list[str], input_type: InputType) -> np.ndarray:
         try:
-            return await getattr(self.handle, self.method).remote(list(texts), input_type)
+            return await getattr(self.handle, self.method).remote(texts, input_type)
         except BackPressureError as exc:
             raise Overloaded("the embedder is at capacity; retry shortly", retry_after=exc.retry_after_s or 1.0) \
                 from None

@@ -19,6 +19,7 @@ from rag_ray.errors import ConfigError
 
 if TYPE_CHECKING:
     from rag_ray.enrich.policy import GovernancePolicy
+    from rag_ray.store.milvus import VectorIndex
 
 PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret", "your-secret-key", "your-secret-key-here",
                        "dev", "development", "password"}
@@ -113,6 +114,15 @@ class Settings(BaseSettings):
     milvus_token: SecretStr | None = Field(None, validation_alias="MILVUS_TOKEN")
     milvus_lite_port: int = Field(19531, validation_alias="RAG_MILVUS_LITE_PORT")
     collection: str = Field("rag_chunks", validation_alias="RAG_COLLECTION")
+    # the dense vector index of a collection this server creates (rag_ray.store.milvus.VectorIndex): AUTOINDEX lets
+    # Milvus choose; IVF_FLAT / HNSW need a Milvus server (Milvus Lite refuses them)
+    milvus_index_type: Literal["AUTOINDEX", "FLAT", "IVF_FLAT", "HNSW"] = Field(
+        "AUTOINDEX", validation_alias="RAG_MILVUS_INDEX_TYPE")
+    milvus_ivf_nlist: int = Field(1024, ge=1, le=65536, validation_alias="RAG_MILVUS_IVF_NLIST")
+    milvus_ivf_nprobe: int = Field(16, ge=1, le=65536, validation_alias="RAG_MILVUS_IVF_NPROBE")
+    milvus_hnsw_m: int = Field(16, ge=2, le=2048, validation_alias="RAG_MILVUS_HNSW_M")
+    milvus_hnsw_ef_construction: int = Field(200, ge=1, le=65536, validation_alias="RAG_MILVUS_HNSW_EF_CONSTRUCTION")
+    milvus_hnsw_ef: int = Field(64, ge=1, le=16384, validation_alias="RAG_MILVUS_HNSW_EF")
 
     # --- Metadata DB ---
     database_url: str | None = Field(None, validation_alias="DATABASE_URL")
@@ -131,6 +141,8 @@ class Settings(BaseSettings):
     embedding_batch_size: int = Field(16, validation_alias="RAG_EMBEDDING_BATCH_SIZE")
     embedding_threads: int = Field(0, validation_alias="RAG_EMBEDDING_THREADS")  # 0: all cores
     embed_batching: bool = Field(True, validation_alias="RAG_EMBED_BATCHING")  # @serve.batch across requests
+    # Serve's router gathers concurrent requests' texts into one call to the embedder (fewer handle hops)
+    embed_router_batching: bool = Field(True, validation_alias="RAG_EMBED_ROUTER_BATCHING")
     # /embeddings' LRU of vectors (per provider:model, input type, size, text); 0 turns it off
     embedding_cache_size: int = Field(10_000, ge=0, validation_alias="RAG_EMBEDDING_CACHE_SIZE")
 
@@ -219,6 +231,9 @@ class Settings(BaseSettings):
     login_lockout_s: float = Field(900.0, gt=0, validation_alias="RAG_LOGIN_LOCKOUT_S")
     # requests per minute one client address may make to /auth/token and /auth/refresh (0: unlimited)
     auth_rpm_per_address: int = Field(60, ge=0, validation_alias="RAG_AUTH_RPM_PER_ADDRESS")
+    # seconds a replica reuses a bearer token's verified caller (rag_ray.access.cache) instead of reading the DB on
+    # every request: a revoked token, disabled user or changed role/groups takes effect within this bound; 0: off
+    auth_cache_ttl_s: float = Field(5.0, ge=0.0, le=300.0, validation_alias="RAG_AUTH_CACHE_TTL_S")
     # file owner / group / mode → chunk ACL for filesystem ingest (rag_ray.ingest.source_acl), JSON:
     # {"unix_users": {"alice": "alice"}, "unix_groups": {"eng": "g-eng"}, "world_readable": "public"}; {}: off
     source_acl_map: Annotated[dict[str, Any], NoDecode] = Field(default_factory=dict,
@@ -318,7 +333,20 @@ class Settings(BaseSettings):
             raise ValueError("RAG_CHUNK_OVERLAP must be smaller than RAG_CHUNK_SIZE")
         return self
 
+    @model_validator(mode="after")
+    def _check_vector_index(self) -> Settings:
+        self.vector_index()  # a ConfigError naming RAG_MILVUS_IVF_NPROBE when it exceeds RAG_MILVUS_IVF_NLIST
+        return self
+
     # ---- derived values ----
+    def vector_index(self) -> VectorIndex:
+        """The store's index settings (a ConfigError naming the setting when they contradict each other)."""
+        from rag_ray.store.milvus import VectorIndex
+
+        return VectorIndex(self.milvus_index_type, nlist=self.milvus_ivf_nlist, nprobe=self.milvus_ivf_nprobe,
+                           m=self.milvus_hnsw_m, ef_construction=self.milvus_hnsw_ef_construction,
+                           ef=self.milvus_hnsw_ef)
+
     @property
     def resolved_data_dir(self) -> Path:
         return self.data_dir.expanduser().resolve()

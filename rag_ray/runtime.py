@@ -27,7 +27,8 @@ def open_store(settings: Settings, dimension: int, embedding_model: str | None =
     """The collection, created for ``embedding_model`` (``provider:model``; default: the configured embedder)."""
     model = embedding_model or f"{settings.embedding_provider.lower()}:{settings.embedding_model}"
     return ChunkStore.connect(settings.milvus_address, settings.collection, dimension, embedding_model=model,
-                              token=settings.milvus_token_value, timeout_s=settings.milvus_timeout_s)
+                              token=settings.milvus_token_value, timeout_s=settings.milvus_timeout_s,
+                              index=settings.vector_index())
 
 
 def embedding_dimension(settings: Settings) -> int:

@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from rag_ray.access.cache import CachingAuthenticator
 from rag_ray.access.service import AuthService
 from rag_ray.api.app import create_app
 from rag_ray.api.services import Authenticator, Services
@@ -53,7 +54,8 @@ async def build_services(settings: Settings, backends: Backends, *, auth: Authen
     retrieval = retrieval_service(settings, store, embedder)
     generation = await backends.generation(manager)
     return Services(
-        settings=settings, auth=auth or accounts, accounts=accounts, guard=guard, audit=accounts.audit,
+        settings=settings, auth=auth or CachingAuthenticator(accounts, settings.auth_cache_ttl_s),
+        accounts=accounts, guard=guard, audit=accounts.audit,
         db=db, store=store, embedder=embedder,
         embeddings=build_embedding_service(settings, embedder),
         llm=manager, retrieval=retrieval, generation=generation,

@@ -4,6 +4,11 @@ Works against Milvus Lite (server mode) and a real Milvus server. BM25 (sparse) 
 the BM25 function (Milvus Lite 3.x, Milvus 2.5+); on older servers ``supports_bm25`` is False and
 sparse/hybrid searches raise a clear capability error.
 
+The dense index is a setting (``VectorIndex``: AUTOINDEX by default, FLAT, IVF_FLAT with nlist/nprobe, HNSW with
+M/efConstruction/ef), built when the collection is created and used by every dense and hybrid search. Milvus Lite
+keeps no index parameters (``describe_index`` reports none back), so it refuses IVF_FLAT and HNSW with a ConfigError
+naming ``RAG_MILVUS_INDEX_TYPE`` rather than silently ignoring them.
+
 BM25 reads the ``lexical`` field, which holds the text after client-side analysis
 (``rag_ray.text.korean.lexical_text``: Kiwi morphemes for Korean, stop-word-free light-stemmed words
 otherwise); queries get the same analysis. Collections created before that field existed keep BM25 on
@@ -28,6 +33,8 @@ from rag_ray.errors import ConfigError, InvalidInput, RagError, StoreError
 from rag_ray.types import Chunk, SearchHit
 
 SearchStrategy = Literal["dense", "sparse", "hybrid"]
+IndexType = Literal["AUTOINDEX", "FLAT", "IVF_FLAT", "HNSW"]
+TUNED_INDEXES = frozenset({"IVF_FLAT", "HNSW"})  # the types whose parameters Milvus Lite would not keep
 
 MAX_TEXT_CHARS = 60_000
 MAX_GROUPS_PER_CHUNK = 256
@@ -121,16 +128,53 @@ def check_collection_compatible(store: ChunkStore, provider_id: str, dimension: 
         store.record_embedding_model(provider_id)
 
 
+@dataclass(frozen=True)
+class VectorIndex:
+    """How the dense vectors are indexed (at collection creation) and searched (every dense/hybrid search).
+
+    Settings: ``RAG_MILVUS_INDEX_TYPE`` and ``RAG_MILVUS_IVF_NLIST`` / ``RAG_MILVUS_IVF_NPROBE`` (IVF_FLAT: clusters
+    built / searched), ``RAG_MILVUS_HNSW_M`` / ``RAG_MILVUS_HNSW_EF_CONSTRUCTION`` / ``RAG_MILVUS_HNSW_EF`` (HNSW:
+    links per node, candidates while building / while searching; a search uses at least its ``limit``)."""
+
+    index_type: IndexType = "AUTOINDEX"
+    nlist: int = 1024
+    nprobe: int = 16
+    m: int = 16
+    ef_construction: int = 200
+    ef: int = 64
+
+    def __post_init__(self) -> None:
+        if self.index_type == "IVF_FLAT" and self.nprobe > self.nlist:
+            raise ConfigError(f"RAG_MILVUS_IVF_NPROBE ({self.nprobe}) cannot exceed RAG_MILVUS_IVF_NLIST "
+                              f"({self.nlist}): it is how many of those clusters a search visits",
+                              field="RAG_MILVUS_IVF_NPROBE")
+
+    def build_params(self) -> dict[str, int]:
+        if self.index_type == "IVF_FLAT":
+            return {"nlist": self.nlist}
+        if self.index_type == "HNSW":
+            return {"M": self.m, "efConstruction": self.ef_construction}
+        return {}
+
+    def search_params(self, limit: int) -> dict[str, Any]:
+        if self.index_type == "IVF_FLAT":
+            return {"metric_type": "IP", "params": {"nprobe": self.nprobe}}
+        if self.index_type == "HNSW":  # Milvus refuses an ef below the number of hits asked for
+            return {"metric_type": "IP", "params": {"ef": max(self.ef, limit)}}
+        return {"metric_type": "IP"}
+
+
 class ChunkStore:
     """One Milvus collection of chunks. Pass a connected ``MilvusClient``. ``embedding_model``
     (``provider:model``) is recorded on a collection this store creates and checked on one it opens."""
 
     def __init__(self, client: Any, collection: str, dimension: int, *, enable_bm25: bool | None = None,
-                 embedding_model: str | None = None):
+                 embedding_model: str | None = None, index: VectorIndex | None = None):
         self.client = client
         self.collection = collection
         self.dimension = dimension
         self.embedding_model = embedding_model
+        self.index = index or VectorIndex()
         self.supports_bm25 = self._detect_bm25() if enable_bm25 is None else enable_bm25
         self.lexical_field: str | None = LEXICAL_FIELD if self.supports_bm25 else None
         self._loaded = False
@@ -138,12 +182,13 @@ class ChunkStore:
     @classmethod
     def connect(cls, uri: str, collection: str, dimension: int, *, token: str = "",
                 enable_bm25: bool | None = None, embedding_model: str | None = None,
-                timeout_s: float = 30.0) -> ChunkStore:
+                timeout_s: float = 30.0, index: VectorIndex | None = None) -> ChunkStore:
         from pymilvus import MilvusClient
 
         with mapped_errors(f"connecting to Milvus at {uri}"):  # pymilvus raises several unrelated types here
             client = MilvusClient(uri=uri, token=token, timeout=timeout_s, grpc_options=GRPC_OPTIONS)
-        store = cls(client, collection, dimension, enable_bm25=enable_bm25, embedding_model=embedding_model)
+        store = cls(client, collection, dimension, enable_bm25=enable_bm25, embedding_model=embedding_model,
+                    index=index)
         store.ensure_collection()
         return store
 
@@ -189,12 +234,42 @@ class ChunkStore:
 
     def _index_params(self) -> Any:
         index = self.client.prepare_index_params()
-        index.add_index(field_name="vector", index_type="AUTOINDEX", metric_type="IP")
+        index.add_index(field_name="vector", index_type=self.index.index_type, metric_type="IP",
+                        params=self.index.build_params())
         if self.supports_bm25:
             index.add_index(field_name="sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
         return index
 
+    def server_version(self) -> str:
+        try:
+            return str(self.client.get_server_version())
+        except Exception:
+            return ""
+
+    def _check_index_supported(self) -> None:
+        """Milvus Lite (``milvus_lite-3.x``) accepts IVF_FLAT/HNSW but keeps none of their parameters: refuse them."""
+        if self.index.index_type in TUNED_INDEXES and self.server_version().lower().startswith("milvus_lite"):
+            raise ConfigError(f"RAG_MILVUS_INDEX_TYPE={self.index.index_type} needs a Milvus server: Milvus Lite keeps "
+                              "no index parameters (it searches exhaustively); use AUTOINDEX or FLAT with Milvus Lite, "
+                              "or set MILVUS_URI to a Milvus server", field="RAG_MILVUS_INDEX_TYPE")
+
+    def _check_existing_index(self) -> None:
+        """A collection keeps the index it was created with: a different configured type is refused, not ignored."""
+        if self.index.index_type == "AUTOINDEX":
+            return
+        built = self.vector_index_info().get("index_type")
+        if built and built != self.index.index_type:
+            raise ConfigError(f"collection {self.collection!r} has a {built} index but RAG_MILVUS_INDEX_TYPE is "
+                              f"{self.index.index_type}; rebuild it (rag-cli index rebuild) or use another "
+                              "RAG_COLLECTION", field="RAG_MILVUS_INDEX_TYPE")
+
+    def vector_index_info(self) -> dict[str, Any]:
+        """What Milvus reports for the dense index (``index_type``, ``metric_type`` and, on servers, its params)."""
+        with mapped_errors(f"describing the vector index of {self.collection!r}"):
+            return dict(self.client.describe_index(self.collection, "vector") or {})
+
     def ensure_collection(self) -> None:
+        self._check_index_supported()
         with mapped_errors(f"preparing collection {self.collection!r}"):
             if not self.client.has_collection(self.collection):
                 # Schema first, index second: Milvus 2.3 mis-assigns indexes sent with create_collection.
@@ -204,6 +279,7 @@ class ChunkStore:
                 self.client.create_index(self.collection, self._index_params())
             else:
                 self._check_dimension()
+                self._check_existing_index()
             self.client.load_collection(self.collection)  # reopened collections start released
             self._loaded = True
 
@@ -347,7 +423,7 @@ class ChunkStore:
         if vector is None:
             raise InvalidInput("dense search needs a query vector", field="query")
         return self.client.search(self.collection, data=[list(map(float, vector))], anns_field="vector", filter=expr,
-                                  limit=k, output_fields=OUTPUT_FIELDS, search_params={"metric_type": "IP"})
+                                  limit=k, output_fields=OUTPUT_FIELDS, search_params=self.index.search_params(k))
 
     def _sparse(self, text: str | None, k: int, expr: str) -> Any:
         if not text:
@@ -366,8 +442,8 @@ class ChunkStore:
             raise InvalidInput("hybrid search needs query text and vector", field="query")
         fetch = max(k, 20)
         requests = [
-            AnnSearchRequest(data=[list(map(float, vector))], anns_field="vector", param={"metric_type": "IP"},
-                             limit=fetch, expr=expr or None),
+            AnnSearchRequest(data=[list(map(float, vector))], anns_field="vector",
+                             param=self.index.search_params(fetch), limit=fetch, expr=expr or None),
             AnnSearchRequest(data=[self.analyze(text) or text], anns_field="sparse", param={"metric_type": "BM25"},
                              limit=fetch, expr=expr or None),
         ]

@@ -23,7 +23,6 @@ Caps (422 naming the field in ``param``): ``messages`` 1..256 items, content ≤
 
 from __future__ import annotations
 
-import base64
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
@@ -43,9 +42,12 @@ from rag_ray.api.routes.embeddings import (
     MAX_DIMENSIONS,
     MAX_INPUTS,
     EmbeddingsDep,
+    EncodingFormat,
     Text,
+    VectorsResponse,
     as_list,
     embedding_service,
+    encode_vector,
     usage,
 )
 from rag_ray.api.services import Services
@@ -332,7 +334,7 @@ class EmbeddingRequest(BaseModel):
     input: list[Text] = Field(min_length=1, max_length=MAX_INPUTS)
     model: str = Field(min_length=1, max_length=192)
     dimensions: int | None = Field(None, ge=1, le=MAX_DIMENSIONS)
-    encoding_format: Literal["float", "base64"] = "float"
+    encoding_format: EncodingFormat = "float"
     user: str | None = Field(None, max_length=256)
 
     @field_validator("input", mode="before")
@@ -344,19 +346,13 @@ class EmbeddingRequest(BaseModel):
         return EmbedRequest(self.input, model=self.model, dimensions=self.dimensions)
 
 
-def encode_vector(row: Any, encoding: str) -> Any:
-    if encoding == "base64":  # OpenAI's base64 is the little-endian float32 bytes
-        return base64.b64encode(row.astype("<f4").tobytes()).decode("ascii")
-    return row.tolist()
-
-
-@router.post("/embeddings", summary="OpenAI embeddings")
+@router.post("/embeddings", summary="OpenAI embeddings", response_class=VectorsResponse)
 async def embeddings(body: EmbeddingRequest, service: EmbeddingsDep,
-                     _: Principal = Depends(current_principal)) -> dict[str, Any]:
+                     _: Principal = Depends(current_principal)) -> VectorsResponse:
     result = await service.embed(body.to_request())
     data = [{"object": "embedding", "index": i, "embedding": encode_vector(row, body.encoding_format)}
             for i, row in enumerate(result.vectors)]
-    return {"object": "list", "data": data, "model": body.model, "usage": usage(result)}
+    return VectorsResponse({"object": "list", "data": data, "model": body.model, "usage": usage(result)})
 
 
 # ---------------------------------------------------------------------------------------------------- models

@@ -1,0 +1,161 @@
+"""Serve autoscaling seen to work on a two-node local Ray (a head and a second raylet, as test_multinode starts):
+load on ``/embeddings`` (the real local model) and on an LLM route (the fake LLM with a delay) raises the embedder's
+and the LLM deployment's replica counts, read from ``serve.status()``, and they fall back once the load stops.
+
+The deployment graph is the real one (``deployments.app.build_app``) with its autoscaling configs; only the delays and
+the averaging window are short here. The Serve driver runs in a subprocess (this process may already hold the test
+session's own Ray), prints what it saw as one JSON line, and waits on conditions, never on fixed sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rag_ray.store.lite_server import free_port
+from tests.test_multinode import _start_node, _stop_node, _wait_for_nodes
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+EMBEDDER, LLM = "embedder", "llm-fake-echo"
+WAIT_S = 100  # per phase (up, down): generous for a busy 2-core machine
+# The replicas' and routers' load reports: every half second instead of every 10 s, so a short test sees them.
+FAST_METRICS = {"RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "0.5",
+                "RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "0.5"}
+
+
+@pytest.fixture
+def ray_cluster(tmp_path):
+    """Head (1 CPU) + second raylet (1 CPU), started with test_multinode's helpers; yields (env, GCS address)."""
+    gcs_port, dash_port = free_port(), free_port()
+    env = {**os.environ, "HOME": str(tmp_path), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
+           "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0", "HF_HUB_OFFLINE": "1", **FAST_METRICS}
+    env.pop("RAY_ADDRESS", None)
+    temp = Path(tempfile.mkdtemp(prefix="rs-", dir="/tmp"))  # unix socket paths must stay under 107 bytes
+    head = _start_node(["--head", f"--port={gcs_port}", "--num-cpus=1", f"--dashboard-port={dash_port}",
+                        "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--temp-dir={temp}"], env)
+    nodes = [head]
+    try:
+        dashboard = f"http://127.0.0.1:{dash_port}"
+        _wait_for_nodes(env, dashboard, 1, nodes)
+        nodes.append(_start_node([f"--address=127.0.0.1:{gcs_port}", "--num-cpus=1"], env))
+        _wait_for_nodes(env, dashboard, 2, nodes)
+        yield env, f"127.0.0.1:{gcs_port}"
+    finally:
+        for proc in reversed(nodes):
+            _stop_node(proc)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_embedder_and_llm_scale_up_under_load_and_back_down(ray_cluster, milvus_uri, tmp_path):
+    env, gcs = ray_cluster
+    args = json.dumps({"gcs": gcs, "milvus_uri": milvus_uri, "data_dir": str(tmp_path / "data")})
+    run = subprocess.run([sys.executable, "-c", f"from tests.test_serve_autoscale import drive; drive({args!r})"],
+                         env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    lines = [line for line in run.stdout.splitlines() if line.startswith("{")]
+    assert run.returncode == 0 and lines, run.stdout[-3000:] + run.stderr[-3000:]
+    seen = json.loads(lines[-1])
+    for name in (EMBEDDER, LLM):
+        counts = seen[name]
+        assert counts[0] == 1, f"{name} did not start at one replica: {counts}"
+        peak = counts.index(max(counts))
+        assert max(counts) >= 2, f"{name} never scaled up under load: {counts}"
+        assert counts[-1] == 1 and peak < len(counts) - 1, f"{name} did not scale back down: {counts}"
+    assert seen["errors"] == 0, seen
+
+
+# ------------------------------------------------------------------------------------------ the Serve driver
+def drive(raw_args: str) -> None:
+    """Runs in a subprocess: deploy, load until both deployments have 2 replicas, stop, wait until both have 1."""
+    import ray
+    from ray import serve
+
+    from deployments.app import DeploymentOptions, build_app
+    from rag_ray.access.bootstrap import bootstrap_admin
+    from rag_ray.config import Settings
+    from rag_ray.metadata import MetadataDB
+
+    args = json.loads(raw_args)
+    port = free_port()
+    settings = Settings(data_dir=Path(args["data_dir"]), milvus_uri=args["milvus_uri"],
+                        collection=f"autoscale_{secrets.token_hex(4)}", app_env="test", api_port=port,
+                        secret_key="autoscale-secret-" + "z" * 40, admin_password="autoscale-pass-1",
+                        llm_providers_json='[{"id": "fake:echo", "delay_s": 1.0}]')
+    db = MetadataDB(settings.metadata_url)
+    bootstrap_admin(settings, db)
+    db.dispose()
+    ray.init(address=args["gcs"], logging_level=logging.WARNING, log_to_driver=False)
+    serve.start(http_options={"host": "127.0.0.1", "port": port}, proxy_location="HeadOnly")
+    options = DeploymentOptions(router_cpus=0.05, embedder_cpus=0.05, llm_cpus=0.05, evaluator_cpus=0.05,
+                                upscale_delay_s=1, downscale_delay_s=3, look_back_period_s=2)
+    serve.run(build_app(settings, options), name="rag", route_prefix="/", blocking=False)
+    seen: dict[str, Any] = {EMBEDDER: [replicas(EMBEDDER)], LLM: [replicas(LLM)], "errors": 0}
+    asyncio.run(load_until_scaled(f"http://127.0.0.1:{port}", seen))
+    wait_for(lambda: record(seen) == (1, 1), "both deployments back at one replica")
+    print(json.dumps(seen), flush=True)
+    serve.shutdown()
+    ray.shutdown()
+
+
+def replicas(deployment: str) -> int:
+    from ray import serve
+    from ray.serve._private.common import ReplicaState
+
+    status = serve.status().applications["rag"].deployments[deployment]
+    return int(status.replica_states.get(ReplicaState.RUNNING, 0))
+
+
+def record(seen: dict[str, Any]) -> tuple[int, int]:
+    counts = replicas(EMBEDDER), replicas(LLM)
+    for name, count in zip((EMBEDDER, LLM), counts, strict=True):
+        if seen[name][-1] != count:
+            seen[name].append(count)
+    return counts
+
+
+def wait_for(condition: Any, what: str) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.5)  # polling Serve's status API
+
+
+async def load_until_scaled(url: str, seen: dict[str, Any]) -> None:
+    """Concurrent clients on /embeddings (32 texts a request) and the LLM route until both reach two replicas."""
+    import httpx
+
+    async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+        token = (await client.post("/auth/token", json={"username": "admin", "password": "autoscale-pass-1"})
+                 ).json()["access_token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        done = asyncio.Event()
+        texts = [f"autoscaling test sentence number {i} about replicas and load" for i in range(32)]
+        chat = {"model": "fake:echo", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 8}
+
+        async def client_loop(path: str, body: dict[str, Any]) -> None:
+            while not done.is_set():
+                response = await client.post(path, json=body, headers=headers)
+                seen["errors"] += response.status_code != 200
+
+        async def watch() -> None:
+            deadline = time.monotonic() + WAIT_S
+            while await asyncio.to_thread(record, seen) != (2, 2) and time.monotonic() < deadline:
+                await asyncio.sleep(0.5)  # polling Serve's status API
+            done.set()
+
+        clients = [client_loop("/embeddings", {"input": texts}) for _ in range(8)]
+        clients += [client_loop("/v1/chat/completions", chat) for _ in range(16)]
+        await asyncio.gather(watch(), *clients)
