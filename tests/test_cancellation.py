@@ -14,11 +14,12 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from deployments.llm import HandleLLM, LLMDeployment
+from deployments.llm import HandleLLM, LLMDeployment, handle_llm
 from rag_ray.config import Settings
 from rag_ray.errors import ProviderTimeout
 from rag_ray.llm.base import ChatMessage, GenerationParams
 from rag_ray.llm.fake import FakeLLM
+from rag_ray.llm.windows import CountsTokens, resolve_window
 from rag_ray.providers.config import ProviderSpec
 from rag_ray.store.milvus import ChunkStore
 from tests.api_helpers import compose
@@ -26,7 +27,7 @@ from tests.job_helpers import wait_until
 from tests.live_server import ADMIN, live_server
 
 QUESTION = "what stops a generation?"
-ROUTES = {
+ROUTES: dict[str, dict[str, Any]] = {
     "/query": {"query": QUESTION, "mode": "rag", "max_tokens": 16},
     "/generate/single": {"query": QUESTION, "max_tokens": 16},
     "/chat": {"messages": [{"role": "user", "content": QUESTION}], "max_tokens": 16},
@@ -145,3 +146,10 @@ def test_a_deployment_does_not_start_a_call_queued_past_its_budget() -> None:
     fake.delay_s = 0
     done = asyncio.run(deployment.generate(messages, GenerationParams(timeout_s=30.0), time.time()))
     assert done.text.startswith("echo:") and 0 < (fake.params[-1].timeout_s or 0) <= 30.0
+
+
+def test_a_handle_forwards_the_window_and_tokenizer_of_its_deployment() -> None:
+    assert not isinstance(handle_llm(PendingHandle(), "openai", "gpt-4o", {"counts_tokens": False}), CountsTokens)
+    local = handle_llm(PendingHandle(), "local", "SmolLM2", {"counts_tokens": True, "context_window": 1024})
+    window = resolve_window("local:SmolLM2", local)
+    assert window.tokens == 1024 and window.source == "adapter" and window.counted_with == "tokenizer"

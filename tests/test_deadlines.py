@@ -3,6 +3,7 @@ the remaining budget passed down to the provider, 504 with a clear message, and 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -103,6 +104,19 @@ def test_a_burst_that_times_out_leaves_the_model_idle(make_settings: Callable[..
         fake.delay_s = 0.0
         after = httpx.post(f"{url}/query", json=QUERY, headers=ADMIN, timeout=60)
         assert after.status_code == 200 and after.json()["answer"].startswith("echo:")
+
+
+def test_no_fallback_outlives_the_request(make_settings: Callable[..., Settings], fake_store: ChunkStore) -> None:
+    """The first provider holds the call past the deadline: the request ends then, and the fallback is never asked."""
+    providers = [{"id": "fake:slow", "priority": 0, "options": {"delay_s": 120}}, {"id": "fake:spare", "priority": 1}]
+    settings = make_settings(llm_providers_json=json.dumps(providers))
+    services = compose(settings, store=fake_store)
+    with live_server(services) as url:
+        response = httpx.post(f"{url}/chat", json=CHAT, headers={**ADMIN, "X-Request-Timeout": "1"}, timeout=60)
+        assert response.status_code == 504 and "waiting for fake:slow" in response.json()["message"]
+    slow, spare = (services.llm.entry(i).backend for i in ("fake:slow", "fake:spare"))
+    assert slow.cancelled == 1 and spare.calls == 0
+    assert services.llm.entry("fake:slow").breaker.snapshot()["recent_failures"] == 0  # the deadline, not its fault
 
 
 @pytest.mark.slow
