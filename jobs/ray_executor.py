@@ -19,14 +19,17 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import ray
 
 from jobs.ray_logging import bound_ray_logs
 from rag_ray.config import Settings
-from rag_ray.ingest.executor import LocalExecutor, ResultHandler, StageFactories, enrich_stage
+from rag_ray.embedding.local import limit_threads
+from rag_ray.ingest.batching import BatchPolicy
+from rag_ray.ingest.executor import LocalExecutor, ResultHandler, StageFactories, batch_policy, enrich_stage
+from rag_ray.ingest.scan import order_tasks
 from rag_ray.ingest.stages import EmbedChunks, EnrichChunks, ParseAndChunk, WriteChunks
 
 log = logging.getLogger(__name__)
@@ -51,8 +54,9 @@ def quiet_ray_data() -> None:
 
 
 class _Embed:
-    def __init__(self, stages: StageFactories):
-        self.stage: EmbedChunks = stages.embed()
+    def __init__(self, stages: StageFactories, policy: BatchPolicy, threads: int):
+        self.stage: EmbedChunks = stages.embed().adapt(policy)
+        limit_threads(threads)  # as many model threads as CPUs reserved: actors scale out, not oversubscribe
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         return self.stage(batch)
@@ -66,60 +70,92 @@ class _Write:
         return self.stage(batch)
 
 
+@dataclass(frozen=True)
+class PoolPlan:
+    """The embedding actor pool of one pipeline: autoscaled between ``low`` and ``high`` actors, each reserving
+    ``cpus`` and running the model on ``threads`` threads."""
+
+    low: int
+    high: int
+    cpus: float
+    threads: int
+
+
 @dataclass
 class RayDataExecutor:
-    embed_concurrency: tuple[int, int] = (1, 1)
-    embed_batch_size: int = 64
-    write_batch_size: int = 256
+    embed_concurrency: tuple[int, int] = (1, 0)  # (min, max) actors; max 0: derived from the cluster's CPUs
+    embed_batch_size: int = 256  # chunks per call of an embedding actor (the model's batch size is the policy's)
+    write_batch_size: int = 512
     files_per_block: int = 8
     enrich_batch_size: int = 256
     local_max_files: int = 0  # file jobs this small run in the driver (LocalExecutor), not on Ray Data
     max_concurrent_jobs: int = 1  # pipelines that may run at once (RAG_JOBS_MAX_CONCURRENT): each gets a share
-    embed_cpus: float = 0.5  # reservation of one embedding actor, at most (lowered to fit the job's share)
+    actor_cpus: float = 1.0  # CPUs (= model threads) of one embedding actor (RAG_EMBED_ACTOR_CPUS)
     parse_concurrency: int = 2  # parse/enrich tasks at once per job (they reserve no CPU)
+    policy: BatchPolicy = field(default_factory=BatchPolicy)
+    strategy: str = "fifo"  # the order files are processed in (rag_ray.ingest.scan.order_tasks)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RayDataExecutor:
+        policy = batch_policy(settings)
         return cls(embed_concurrency=(settings.embed_concurrency_min, settings.embed_concurrency_max),
-                   embed_batch_size=max(settings.embedding_batch_size, 16) * 4,
+                   embed_batch_size=max(256, policy.maximum if policy.adaptive else policy.size),
                    local_max_files=settings.jobs_local_max_files,
-                   max_concurrent_jobs=settings.jobs_max_concurrent)
+                   max_concurrent_jobs=settings.jobs_max_concurrent, actor_cpus=settings.embed_actor_cpus,
+                   policy=policy, strategy=settings.ingest_processing_strategy)
 
     def run(self, tasks: list[dict[str, Any]], stages: StageFactories, on_results: ResultHandler,
             checkpoint: Callable[[], None]) -> None:
+        tasks = order_tasks(tasks, self.strategy)
         if self.runs_locally(tasks):
-            LocalExecutor(batch_size=self.embed_batch_size).run(tasks, SharedModelStages(stages), on_results,
-                                                                checkpoint)
+            LocalExecutor(batch_size=self.embed_batch_size, policy=self.policy).run(
+                tasks, SharedModelStages(stages), on_results, checkpoint)
             return
         share = self.cpu_share()
-        embed_cpus = round(min(self.embed_cpus, share / 2), 3)
-        low, high = self.embed_concurrency
-        high = max(low, min(high, max(1, math.floor(share / embed_cpus))))
+        pool = self.pool_plan(share, float(ray.cluster_resources().get("CPU", 1.0)))
         blocks = max(1, min(len(tasks), (len(tasks) + self.files_per_block - 1) // self.files_per_block))
         ds: ray.data.Dataset = ray.data.from_items(tasks, override_num_blocks=blocks)
         parse_pool = ray.data.TaskPoolStrategy(size=self.parse_concurrency)
         ds = ds.flat_map(stages.parse(), num_cpus=0, compute=parse_pool)
         # rules only, no model: plain tasks (fusable with the parse step), not an actor pool
         ds = ds.map_batches(enrich_stage(stages), batch_size=self.enrich_batch_size, num_cpus=0, compute=parse_pool)
-        ds = ds.map_batches(_Embed, fn_constructor_args=(stages,), batch_size=self.embed_batch_size,
-                            compute=ray.data.ActorPoolStrategy(min_size=low, max_size=high), num_cpus=embed_cpus)
+        ds = ds.map_batches(_Embed, fn_constructor_args=(stages, self.policy, pool.threads),
+                            batch_size=self.embed_batch_size, num_cpus=pool.cpus,
+                            compute=ray.data.ActorPoolStrategy(min_size=pool.low, max_size=pool.high))
         # Milvus upserts wait on the network: no CPU reservation that could starve another job's embedding actor
         ds = ds.map_batches(_Write, fn_constructor_args=(stages,), batch_size=self.write_batch_size,
                             compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0)
-        ds.context.execution_options.resource_limits = ray.data.ExecutionResources(cpu=share)
+        options = ds.context.execution_options
+        options.resource_limits = self.resource_limits(share)
+        options.preserve_order = self.strategy != "fifo"  # the chosen order is the order results arrive in
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
             checkpoint()
             on_results(batch)  # type: ignore[arg-type]  # numpy columns index and zip like the lists
+
+    def pool_plan(self, share: float, cluster_cpus: float) -> PoolPlan:
+        """Between the configured minimum and a maximum of one actor per ``actor_cpus`` of the cluster (or the
+        configured maximum). At full size the pool reserves this job's ``share`` of the CPUs, so concurrent jobs'
+        pools always fit; each actor still runs ``actor_cpus`` threads."""
+        low, high = self.embed_concurrency
+        high = high or max(1, math.floor(cluster_cpus / self.actor_cpus))
+        low = min(low, high)
+        cpus = round(min(self.actor_cpus, share / high), 3)
+        return PoolPlan(low, high, cpus, max(1, round(self.actor_cpus)))
+
+    def resource_limits(self, share: float) -> ray.data.ExecutionResources:
+        """This job's share of the CPUs and, with a memory budget (batch_config.memory_limit_mb), of the object
+        store: Ray Data back-pressures its operators to stay within both. ``for_limits``: a field left out is no
+        limit (the constructor's 0 would leave Ray Data no object store budget at all)."""
+        return ray.data.ExecutionResources.for_limits(cpu=share, object_store_memory=self.policy.memory_limit_bytes)
 
     def runs_locally(self, tasks: list[dict[str, Any]]) -> bool:
         """A file job of at most ``local_max_files`` files (rows of database tables always go to Ray Data)."""
         return 0 < len(tasks) <= self.local_max_files and all("path" in t for t in tasks)
 
     def cpu_share(self) -> float:
-        """This job's share of the cluster's CPUs (at least one embedding actor's worth)."""
+        """This job's share of the cluster's CPUs (at least a fraction of one embedding actor's worth)."""
         total = float(ray.cluster_resources().get("CPU", 1.0))
         return max(total / max(1, self.max_concurrent_jobs), 0.2)
-
 
 EMBEDDER_NAMESPACE = "rag-ray"
 EMBEDDER_IDLE_S = 600.0  # the shared embedding actor exits after this long without work
@@ -192,6 +228,9 @@ class _RemoteEmbed(EmbedChunks):
             name=self.name, namespace=EMBEDDER_NAMESPACE, lifetime="detached", get_if_exists=True, max_restarts=0,
             num_cpus=0, max_concurrency=2, runtime_env={"env_vars": {"OMP_WAIT_POLICY": "PASSIVE"}},
         ).remote(self.stages, EMBEDDER_IDLE_S)
+
+    def adapt(self, policy: BatchPolicy) -> EmbedChunks:
+        return self  # the shared model serves many small jobs at its own batch size
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         try:

@@ -168,8 +168,21 @@ class Settings(BaseSettings):
     chunk_size: int = Field(800, validation_alias="RAG_CHUNK_SIZE")
     chunk_overlap: int = Field(100, validation_alias="RAG_CHUNK_OVERLAP")
     max_file_bytes: int = Field(100 * 1024 * 1024, validation_alias="RAG_MAX_FILE_BYTES")
-    embed_concurrency_min: int = Field(1, validation_alias="RAG_EMBED_CONCURRENCY_MIN")
-    embed_concurrency_max: int = Field(1, validation_alias="RAG_EMBED_CONCURRENCY_MAX")
+    # the Ray Data embedding actor pool autoscales between these; max 0: derived from the cluster's CPUs (the
+    # job's share of them, one actor per RAG_EMBED_ACTOR_CPUS); each actor runs the model on that many threads
+    embed_concurrency_min: int = Field(1, ge=1, validation_alias="RAG_EMBED_CONCURRENCY_MIN")
+    embed_concurrency_max: int = Field(0, ge=0, validation_alias="RAG_EMBED_CONCURRENCY_MAX")
+    embed_actor_cpus: float = Field(1.0, gt=0, le=64, validation_alias="RAG_EMBED_ACTOR_CPUS")
+    # embedding batches of ingest jobs: adapted to the measured throughput (and memory) within [min, max], or
+    # fixed at RAG_EMBEDDING_BATCH_SIZE (rag_ray.ingest.batching)
+    ingest_adaptive_batching: bool = Field(False, validation_alias="RAG_INGEST_ADAPTIVE_BATCHING")
+    ingest_batch_min: int = Field(8, ge=1, le=4096, validation_alias="RAG_INGEST_BATCH_MIN")
+    ingest_batch_max: int = Field(256, ge=1, le=4096, validation_alias="RAG_INGEST_BATCH_MAX")
+    # a job's memory budget in MiB (0: none): bounds Ray Data's object store use and the adaptive batch size
+    ingest_memory_limit_mb: int = Field(0, ge=0, validation_alias="RAG_INGEST_MEMORY_LIMIT_MB")
+    # the order files are processed in: fifo (scan order) | size_based (smallest first) | priority_based (newest)
+    ingest_processing_strategy: Literal["fifo", "size_based", "priority_based"] = Field(
+        "fifo", validation_alias="RAG_INGEST_PROCESSING_STRATEGY")
     # Databases the HTTP API may connect to: "host" or "host:port" entries (empty: none). A name is allowed
     # with whatever it resolves to; an address entry admits any name resolving only to allowed addresses.
     rdb_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list,

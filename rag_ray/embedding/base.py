@@ -24,6 +24,13 @@ class Embedder(Protocol):
         ...
 
 
+@runtime_checkable
+class BatchedEmbedder(Embedder, Protocol):
+    """An embedder that encodes (or requests) ``batch_size`` texts at a time; ingest may tune that size."""
+
+    batch_size: int
+
+
 class AsyncEmbedder(Protocol):
     """``Embedder`` with an async ``embed`` (a thread-offloaded model, a handle to the Serve embedder deployment)."""
 

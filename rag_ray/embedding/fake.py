@@ -23,6 +23,7 @@ class FakeEmbedder:
         self.dimension = dimension
         self.salt = salt  # another salt: another vector space of the same quality (a "new model" in tests)
         self.calls = 0
+        self.batch_size = 16  # texts per call when ingest sizes its batches (rag_ray.ingest.batching)
 
     def embed(self, texts: Sequence[str], *, input_type: InputType = "document") -> np.ndarray:
         self.calls += 1

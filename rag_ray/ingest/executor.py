@@ -7,7 +7,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from rag_ray.config import Settings
+from rag_ray.ingest.batching import BatchPolicy
 from rag_ray.ingest.rows import CHUNK_COLUMNS, rows_to_columns
+from rag_ray.ingest.scan import order_tasks
 from rag_ray.ingest.stages import EmbedChunks, EnrichChunks, ParseAndChunk, WriteChunks
 
 ResultHandler = Callable[[dict[str, list[Any]]], None]
@@ -62,17 +65,34 @@ class Executor(Protocol):
 
 
 class LocalExecutor:
-    """Runs the stages in this process, ``batch_size`` chunks at a time."""
+    """Runs the stages in this process, ``batch_size`` chunks at a time, files in ``strategy`` order."""
 
-    def __init__(self, batch_size: int = 64):
+    def __init__(self, batch_size: int = 64, policy: BatchPolicy | None = None, strategy: str = "fifo"):
         self.batch_size = batch_size
+        self.policy = policy
+        self.strategy = strategy
+
+    @classmethod
+    def from_settings(cls, settings: Settings, batch_size: int = 64) -> LocalExecutor:
+        return cls(batch_size=batch_size, policy=batch_policy(settings),
+                   strategy=settings.ingest_processing_strategy)
 
     def run(self, tasks: list[dict[str, Any]], stages: StageFactories, on_results: ResultHandler,
             checkpoint: Callable[[], None]) -> None:
         parse, enrich, embed, write = stages.parse(), enrich_stage(stages), stages.embed(), stages.write()
-        for batch in _batched(_flatten(parse, tasks), self.batch_size):
+        if self.policy is not None:
+            embed.adapt(self.policy)
+        for batch in _batched(_flatten(parse, order_tasks(tasks, self.strategy)), self.batch_size):
             checkpoint()
             on_results(write(embed(enrich(rows_to_columns(batch, CHUNK_COLUMNS)))))
+
+
+def batch_policy(settings: Settings) -> BatchPolicy:
+    """The embedding batch policy of the settings (``RAG_INGEST_*``; ``/extract/filesystem`` batch_config)."""
+    memory = settings.ingest_memory_limit_mb * 1024 * 1024 if settings.ingest_memory_limit_mb else None
+    return BatchPolicy(size=settings.embedding_batch_size, adaptive=settings.ingest_adaptive_batching,
+                       minimum=settings.ingest_batch_min, maximum=settings.ingest_batch_max,
+                       memory_limit_bytes=memory)
 
 
 def _flatten(parse: ParseAndChunk, tasks: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:

@@ -227,7 +227,8 @@ class FileIngestor:
         uri_of = {t["doc_id"]: t["source_uri"] for t in tasks}
 
         def on_results(batch: dict[str, list[Any]]) -> None:
-            done_docs = chunks = 0
+            chunks = 0
+            finished: list[str] = []  # in the order the pipeline completed them (batch_config.processing_strategy)
             for kind, chunk_id, doc_id, n_chunks, error in zip(batch["kind"], batch["id"], batch["doc_id"],
                                                               batch["n_chunks"], batch["error"], strict=True):
                 doc = results[doc_id]
@@ -236,13 +237,15 @@ class FileIngestor:
                     doc.ids.add(chunk_id)
                     doc.expected = int(n_chunks)
                     chunks += 1
-                    done_docs += len(doc.ids) == doc.expected
+                    if len(doc.ids) == doc.expected:
+                        finished.append(uri_of.get(doc_id, doc_id))
                 elif kind == KIND_ERROR:
                     doc.error = error
                     tracker.error(uri_of.get(doc_id, doc_id), error)
                 else:
-                    done_docs += 1
-            tracker.add(items=done_docs, chunks=chunks)
+                    finished.append(uri_of.get(doc_id, doc_id))
+            tracker.completed(finished, batch_sizes=batch.get("embed_batch_size", ()))
+            tracker.add(items=len(finished), chunks=chunks)
 
         handler: ResultHandler = on_results
         # pause and cancel are obeyed by the stages themselves, before each file and batch (rag_ray.ingest.controls)

@@ -308,6 +308,7 @@ class RdbIngestor:
                 else:
                     done += 1
             tracker.progress.items_skipped += skipped
+            tracker.completed((), batch_sizes=batch.get("embed_batch_size", ()))
             tracker.add(items=done, chunks=chunks)
 
         # pause and cancel are obeyed by the stages themselves, before each partition and batch

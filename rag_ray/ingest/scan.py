@@ -208,3 +208,35 @@ def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def order_tasks(tasks: list[dict[str, object]], strategy: str) -> list[dict[str, object]]:
+    """File tasks in the order a job should process them (``batch_config.processing_strategy``):
+
+    - ``fifo``: the scan's order (sorted by path);
+    - ``size_based``: smallest file first, so the most documents become searchable soonest;
+    - ``priority_based``: most recently modified first: the newest documents are the likeliest to be asked about.
+
+    Tasks without a ``path`` (database partitions) and files gone since the scan keep their relative order, last.
+    """
+    if strategy == "fifo":
+        return list(tasks)
+    stats = {id(t): _stat_or_none(t.get("path")) for t in tasks}
+    present = [t for t in tasks if stats[id(t)] is not None]
+    if strategy == "size_based":
+        present.sort(key=lambda t: stats[id(t)].st_size)  # type: ignore[union-attr]
+    elif strategy == "priority_based":
+        present.sort(key=lambda t: -stats[id(t)].st_mtime_ns)  # type: ignore[union-attr]
+    else:
+        raise InvalidInput(f"processing_strategy must be one of fifo, size_based, priority_based, got {strategy!r}",
+                           field="batch_config.processing_strategy")
+    return present + [t for t in tasks if stats[id(t)] is None]
+
+
+def _stat_or_none(path: object) -> os.stat_result | None:
+    if not isinstance(path, str):
+        return None
+    try:
+        return os.stat(path)
+    except OSError:
+        return None

@@ -7,15 +7,16 @@ parse+chunk (one task per file) → enrich (labels into chunk metadata, cheap ta
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from rag_ray.embedding.base import Embedder
+from rag_ray.embedding.base import BatchedEmbedder, Embedder
 from rag_ray.enrich import ENRICHMENT_LEVELS, Enricher, SensitivityRules
 from rag_ray.errors import InvalidInput, RagError
+from rag_ray.ingest.batching import AdaptiveBatcher, BatchPolicy
 from rag_ray.ingest.rows import (
     CHUNK_COLUMNS,
     KIND_CHUNK,
@@ -31,7 +32,7 @@ from rag_ray.store.milvus import ChunkStore
 from rag_ray.text.chunking import Chunker
 from rag_ray.types import Acl, Chunk, ParsedDocument, make_chunk_id, sha256_text
 
-RESULT_COLUMNS = ("kind", "id", "doc_id", "source_uri", "n_chunks", "error")
+RESULT_COLUMNS = ("kind", "id", "doc_id", "source_uri", "n_chunks", "error", "embed_batch_size")
 ENRICHMENT_OFF = "off"
 STAGE_LEVELS: tuple[str, ...] = (ENRICHMENT_OFF, *ENRICHMENT_LEVELS)
 
@@ -98,22 +99,51 @@ class EnrichChunks:
 
 
 class EmbedChunks:
-    """Adds a ``vector`` column to a batch of chunk rows. Built once per actor (model load is costly)."""
+    """Adds a ``vector`` column (and the ``embed_batch_size`` it was encoded at) to a batch of chunk rows. Built
+    once per actor (model load is costly). ``adapt`` lets an ``AdaptiveBatcher`` choose the model's batch size."""
 
     def __init__(self, embedder_factory: Callable[[], Embedder]):
         self.embedder = embedder_factory()
+        self.batcher: AdaptiveBatcher | None = None
+
+    def adapt(self, policy: BatchPolicy) -> EmbedChunks:
+        """Encode in batches of the policy's size (adapted to throughput and memory when it says so)."""
+        if isinstance(self.embedder, BatchedEmbedder):
+            self.embedder.batch_size = policy.size
+            self.batcher = policy.batcher()
+        return self
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         kinds = list(batch["kind"])
-        texts = [t for t, k in zip(batch["text"], kinds, strict=True) if k == KIND_CHUNK]
-        vectors = self.embedder.embed(texts, input_type="document") if texts else np.zeros((0, 0), np.float32)
+        rows = [i for i, k in enumerate(kinds) if k == KIND_CHUNK]
+        texts = [str(batch["text"][i]) for i in rows]
+        vectors, sizes = self._encode(texts) if texts else (np.zeros((0, 0), np.float32), [])
         dim = vectors.shape[1] if len(texts) else self.embedder.dimension
         out = np.zeros((len(kinds), dim), dtype=np.float32)
-        rows = [i for i, k in enumerate(kinds) if k == KIND_CHUNK]
+        used = np.full(len(kinds), self.batch_size, dtype=np.int64)
         if rows:
             out[rows] = vectors
+            used[rows] = sizes
         batch["vector"] = list(out)
+        batch["embed_batch_size"] = used
         return batch
+
+    @property
+    def batch_size(self) -> int:
+        """The model's batch size now (0: the embedder sizes its own requests)."""
+        return self.embedder.batch_size if isinstance(self.embedder, BatchedEmbedder) else 0
+
+    def _encode(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
+        """Vectors of ``texts`` and the batch size each was encoded at."""
+        if self.batcher is None:
+            return self.embedder.embed(texts, input_type="document"), [self.batch_size] * len(texts)
+        parts = self.batcher.map(texts, self._encode_at_size)
+        return np.concatenate([v for v, _ in parts]), [size for v, size in parts for _ in range(len(v))]
+
+    def _encode_at_size(self, texts: Sequence[str]) -> tuple[np.ndarray, int]:
+        assert self.batcher is not None and isinstance(self.embedder, BatchedEmbedder)
+        self.embedder.batch_size = size = self.batcher.size  # one forward pass per slice
+        return self.embedder.embed(texts, input_type="document"), size
 
 
 class WriteChunks:

@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
@@ -36,6 +36,8 @@ ACTIVE = ("pending", "running", "paused")  # admitted: holds a slot
 OPEN = (QUEUED, *ACTIVE)  # not finished
 STOPPED = ("failed", "cancelled")  # ended by a request, a time limit or the sweeper: the driver must stop
 MAX_ERRORS_RECORDED = 1000
+ITEMS_KEPT = 100  # first items finished (and batch sizes) a job's progress lists
+EXECUTION_KEY = "execution"  # the job params' entry holding those lists
 
 
 class JobCancelled(JobError):
@@ -88,6 +90,10 @@ class JobProgress:
     queue_position: int | None = None  # 1 = next to start; only while queued
     deadline_at: str | None = None  # when a running job will be stopped (RAG_JOBS_TIMEOUT_S)
     errors: list[dict[str, str]] = field(default_factory=list)
+    # how the pipeline ran: the embedding batch sizes used, in order (adaptive batching moves them), and the first
+    # items finished, in order (batch_config.processing_strategy)
+    embed_batch_sizes: list[int] = field(default_factory=list)
+    first_items: list[str] = field(default_factory=list)
 
     @property
     def rate_items_per_s(self) -> float:
@@ -136,7 +142,15 @@ def record_to_progress(rec: JobRecord, errors: list[JobErrorRecord] | None = Non
                        queue_position=queue_position if rec.status == QUEUED else None,
                        deadline_at=_aware(rec.deadline_at).isoformat() if rec.deadline_at and rec.status in ACTIVE
                        else None,
-                       errors=[{"item": e.item, "error": e.error} for e in (errors or [])])
+                       errors=[{"item": e.item, "error": e.error} for e in (errors or [])],
+                       **_execution(rec))
+
+
+def _execution(rec: JobRecord) -> dict[str, list[Any]]:
+    """``embed_batch_sizes`` and ``first_items``, kept in the job's params (``JobTracker.completed``)."""
+    execution = (rec.params or {}).get(EXECUTION_KEY) or {}
+    return {"embed_batch_sizes": list(execution.get("embed_batch_sizes", [])),
+            "first_items": list(execution.get("first_items", []))}
 
 
 def _aware(value: datetime) -> datetime:
@@ -413,6 +427,15 @@ class JobTracker:
             self.progress.chunks_done += chunks
         self.flush()
 
+    def completed(self, items: Sequence[str], batch_sizes: Iterable[int] = ()) -> None:
+        """Items finished, in order, and the embedding batch sizes their chunks were encoded at (0: unknown)."""
+        with self._lock:
+            progress = self.progress
+            progress.first_items.extend(items[:max(0, ITEMS_KEPT - len(progress.first_items))])
+            for size in batch_sizes:
+                if size and (not progress.embed_batch_sizes or progress.embed_batch_sizes[-1] != size):
+                    progress.embed_batch_sizes = [*progress.embed_batch_sizes[-(ITEMS_KEPT - 1):], int(size)]
+
     def error(self, item: str, message: str) -> None:
         with self._lock:
             self.progress.errors_count += 1
@@ -439,6 +462,10 @@ class JobTracker:
                 for name in ("items_total", "items_done", "items_skipped", "items_deleted", "chunks_done",
                              "errors_count"):
                     setattr(rec, name, getattr(self.progress, name))
+                if self.progress.embed_batch_sizes or self.progress.first_items:
+                    rec.params = {**(rec.params or {}), EXECUTION_KEY: {
+                        "embed_batch_sizes": list(self.progress.embed_batch_sizes),
+                        "first_items": list(self.progress.first_items)}}
         for listener in self.listeners:
             listener(self.progress)
 

@@ -78,14 +78,16 @@ class LocalPlatform:
         roots = settings.resolved_allowed_roots if confine else None
         with vector_store_running(settings), Runtime(settings, embedder=self.embedder) as runtime, \
                 callback_listeners(settings, request) as callbacks:
-            ingestor = FileIngestor(runtime.db, runtime.store, LocalExecutor(), runtime.stages(), allowed_roots=roots,
+            executor = LocalExecutor.from_settings(settings)
+            ingestor = FileIngestor(runtime.db, runtime.store, executor, runtime.stages(), allowed_roots=roots,
                                     source_acl=SourceAclMap.from_settings(settings))
             return ingestor.run(request, job_id=job_id, listeners=[*(listeners or []), *callbacks])
 
     def run_rdb_job(self, settings: Settings, request: RdbSyncRequest, job_id: str | None = None,
                     listeners: Listeners = None) -> RdbSyncSummary:
         with vector_store_running(settings), Runtime(settings, embedder=self.embedder) as runtime:
-            ingestor = RdbIngestor(runtime.db, runtime.store, LocalExecutor(batch_size=256), runtime.stages(),
+            executor = LocalExecutor.from_settings(settings, batch_size=256)
+            ingestor = RdbIngestor(runtime.db, runtime.store, executor, runtime.stages(),
                                    chunk_size=settings.chunk_size, chunk_overlap=settings.chunk_overlap)
             summary = ingestor.run(request, job_id=job_id, listeners=list(listeners or []))
             if request.source_name and summary.status == "succeeded":

@@ -17,13 +17,28 @@ router = APIRouter(tags=["ingest"])
 
 
 class BatchConfig(BaseModel):
+    """Per-job overrides of the ingest settings; a field left out keeps the server's setting."""
+
     model_config = ConfigDict(extra="forbid")
 
-    max_workers: int = Field(2, ge=1, le=256, description="upper bound of the embedding actor pool")
-    batch_size: int = Field(64, ge=1, le=4096, description="chunks per embedding batch")
-    memory_limit_mb: int = Field(2048, ge=128, le=1_048_576)
-    enable_adaptive_batching: bool = True
-    processing_strategy: Literal["priority_based", "fifo", "size_based"] = "priority_based"
+    max_workers: int | None = Field(None, ge=1, le=256, description="upper bound of the embedding actor pool "
+                                    "(RAG_EMBED_CONCURRENCY_MAX)")
+    batch_size: int | None = Field(None, ge=1, le=4096, description="chunks per embedding batch; where adaptive "
+                                   "batching starts (RAG_EMBEDDING_BATCH_SIZE)")
+    memory_limit_mb: int | None = Field(None, ge=128, le=1_048_576, description="the job's memory budget: Ray "
+                                        "Data's object store limit and the adaptive batcher's bound "
+                                        "(RAG_INGEST_MEMORY_LIMIT_MB)")
+    enable_adaptive_batching: bool | None = Field(None, description="adapt the batch size to the measured "
+                                                  "throughput within RAG_INGEST_BATCH_MIN..MAX")
+    processing_strategy: Literal["priority_based", "fifo", "size_based"] | None = Field(
+        None, description="file order: fifo (scan order), size_based (smallest first), priority_based (newest first)")
+
+    def overrides(self) -> dict[str, Any]:
+        """The settings this job runs with instead of the server's."""
+        names = {"max_workers": "embed_concurrency_max", "batch_size": "embedding_batch_size",
+                 "memory_limit_mb": "ingest_memory_limit_mb", "enable_adaptive_batching": "ingest_adaptive_batching",
+                 "processing_strategy": "ingest_processing_strategy"}
+        return {names[k]: v for k, v in self.model_dump(exclude_none=True).items()}
 
 
 class FilesystemExtractRequest(BaseModel):
@@ -55,8 +70,6 @@ async def extract_filesystem(body: FilesystemExtractRequest, principal: AdminDep
                                 exclude=body.exclude_patterns, only_changed=body.only_changed,
                                 acl=Acl(body.owner_id or principal.user_id, groups, visibility),
                                 callback_url=body.progress_callback_url)
-    job_id = services.file_jobs.submit(request, principal, overrides={
-        "embed_concurrency_max": body.batch_config.max_workers,
-        "embedding_batch_size": max(1, body.batch_config.batch_size // 4)})
+    job_id = services.file_jobs.submit(request, principal, overrides=body.batch_config.overrides())
     return {"job_id": job_id, "status": services.jobs.get(job_id, with_errors=False).status,
             "status_url": f"/jobs/{job_id}"}
