@@ -78,6 +78,15 @@ def local_embedder():  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
+def local_llm():  # type: ignore[no-untyped-def]
+    """The real default LLM (SmolLM2-135M-Instruct from its PyPI package), loaded once; read its load through
+    ``status()`` / ``active_generations``."""
+    from rag_ray.llm.local import TransformersLLM
+
+    return TransformersLLM()
+
+
+@pytest.fixture(scope="session")
 def ray_local() -> Iterator[None]:
     """One local Ray for the whole session (2 CPUs, like the CI machine)."""
     import ray
