@@ -7,7 +7,8 @@ served by uvicorn on 127.0.0.1. Each round alternates the two sides: the idle la
 (``/query`` mode rag, ``max_tokens`` 40), then a burst of ``--burst`` long requests that time out (deadline
 ``--burst-timeout`` s through ``X-Request-Timeout``; the client itself gives up one second later, so a server without
 deadlines sees its clients disconnect), and the same short request right after the burst. ``ratio`` = best after-burst
-latency ÷ best idle latency (goal ≤ 1.2). Last line: one JSON object.
+latency ÷ best idle latency (goal ≤ 1.2); a short request the server failed (e.g. 503 after the provider manager's
+60 s) counts with the time it took, and every request's status is listed. Last line: one JSON object.
 """
 
 from __future__ import annotations
@@ -70,15 +71,13 @@ def start_server(data_dir: Path) -> tuple[str, Any, Any]:
             time.sleep(0.1)
 
 
-def short_request(url: str) -> float:
+def short_request(url: str) -> tuple[float, int]:
+    """(seconds, status) of one short RAG request; a failure (the server gave up on it) is timed too."""
     import httpx
 
     start = time.perf_counter()
     response = httpx.post(f"{url}/query", json=SHORT, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=900)
-    elapsed = time.perf_counter() - start
-    if response.status_code != 200:
-        raise SystemExit(f"short request failed: {response.status_code} {response.text[:300]}")
-    return elapsed
+    return time.perf_counter() - start, response.status_code
 
 
 def burst(url: str, size: int, timeout_s: float, tokens: int) -> list[str]:
@@ -109,22 +108,27 @@ def main() -> None:
     url, server, lite = start_server(data_dir)
     try:
         short_request(url)  # warm-up: model loads, first-call costs
-        idle, after, outcomes = [], [], []
+        idle: list[tuple[float, int]] = []
+        after: list[tuple[float, int]] = []
+        outcomes = []
         for _ in range(args.rounds):
             idle.append(short_request(url))
             outcomes.append(burst(url, args.burst, args.burst_timeout, args.burst_tokens))
             after.append(short_request(url))
-            print(f"idle {idle[-1]:.2f}s  after burst {after[-1]:.2f}s  burst {outcomes[-1]}", file=sys.stderr)
+            print(f"idle {idle[-1]}  after burst {after[-1]}  burst {outcomes[-1]}", file=sys.stderr)
     finally:
         server.should_exit = True
         lite.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
-    print(json.dumps({"bench": "deadline", "idle_s": round(min(idle), 3), "after_burst_s": round(min(after), 3),
-                      "ratio": round(min(after) / min(idle), 2), "rounds": args.rounds, "burst": args.burst,
+    best_idle, best_after = min(t for t, _ in idle), min(t for t, _ in after)
+    print(json.dumps({"bench": "deadline", "idle_s": round(best_idle, 3), "after_burst_s": round(best_after, 3),
+                      "ratio": round(best_after / best_idle, 2), "rounds": args.rounds, "burst": args.burst,
                       "burst_timeout_s": args.burst_timeout, "burst_tokens": args.burst_tokens,
-                      "idle_all_s": [round(x, 2) for x in idle], "after_all_s": [round(x, 2) for x in after],
-                      "burst_outcomes": outcomes}))
+                      "idle_all": [(round(t, 2), code) for t, code in idle],
+                      "after_all": [(round(t, 2), code) for t, code in after], "burst_outcomes": outcomes}))
 
 
 if __name__ == "__main__":
     main()
+    sys.stdout.flush()
+    os._exit(0)  # generation threads a server without deadlines left running would otherwise hold the exit

@@ -11,8 +11,10 @@ from rag_ray.api.metrics import Metrics, RequestMetrics
 from rag_ray.api.middleware import DeadlineRule, RequestContext, RequestDeadlines
 from rag_ray.api.routes import (
     admin,
+    answers,
     auth,
     chat,
+    conversations,
     documents,
     embeddings,
     extract,
@@ -31,7 +33,7 @@ from rag_ray.api.services import Services
 from rag_ray.config import Settings
 
 ROUTE_MODULES = (health, query, auth, admin, chat, embeddings, generate, extract, files, jobs, documents, index,
-                 openai_compat, metrics, providers, guardrails)
+                 openai_compat, metrics, providers, guardrails, conversations, answers)
 
 DESCRIPTION = """rag-ray: retrieval-augmented generation on Ray.
 

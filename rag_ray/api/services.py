@@ -6,8 +6,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from rag_ray.access.service import AuthService
+from rag_ray.answers.service import AnswerService
 from rag_ray.audit import AuditLog
 from rag_ray.config import Settings
+from rag_ray.conversations.service import ConversationService
 from rag_ray.embedding.base import AsyncEmbedder
 from rag_ray.generation import GenerationService
 from rag_ray.generation.rag import RagPipeline
@@ -49,3 +51,5 @@ class Services:
     file_jobs: FileJobService
     rdb_jobs: RdbJobService
     index: IndexService  # the collections behind the RAG_COLLECTION alias: rebuild, gate, switch, rollback
+    conversations: ConversationService  # per-user history; follow-ups made self-contained before retrieval
+    answers: AnswerService  # answer records, feedback, and the provider quality estimate the ``quality`` strategy reads

@@ -16,9 +16,9 @@
   (``generate``, through ``GenerationService.generate_rag``).
 - **mask**: generated text goes through ``RetrievalService.answer_masker`` (PII, per the governance policy); streams
   are masked a sentence at a time (``StreamMasker``).
-- **cite**: the ``[n]`` markers that point at passages in the prompt (``formats.build_citations``; a complete
-  answer loses markers that point nowhere); every result says which passages were used and which dropped
-  (``FittedPrompt.used_ids`` / ``dropped_ids``).
+- **cite**: each ``[n]`` marker mapped to its passage's chunk, document and supporting span
+  (``generation.citations.cite``; markers that point nowhere are removed and reported); every result says which
+  passages were used and which dropped (``FittedPrompt.used_ids`` / ``dropped_ids``).
 """
 
 from __future__ import annotations
@@ -29,9 +29,10 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from rag_ray.generation.citations import Citation, CitedAnswer, Passage, cite, passages_for
 from rag_ray.generation.context import ContextChunk
 from rag_ray.generation.fitting import FittedPrompt, PromptFitter, Target, fitted_call
-from rag_ray.generation.formats import Citation, build_citations, remove_invalid_citations, tidy
+from rag_ray.generation.formats import tidy
 from rag_ray.generation.prompts import PromptRequest
 from rag_ray.generation.service import GenerationResponse, GenerationService, RagGenerateRequest
 from rag_ray.llm.base import Completion, StreamChunk
@@ -84,8 +85,12 @@ class RagContext:
         by_id = {h.chunk_id: h for h in self.hits}
         return [(u.number, by_id[u.chunk.id]) for u in self.fitted.prompt.context.used if u.chunk.id in by_id]
 
-    def citations(self, text: str) -> list[Citation]:
-        return build_citations(text, self.fitted.prompt.context.used)
+    def passages(self) -> list[Passage]:
+        return passages_for([(u.number, u.chunk.id) for u in self.fitted.prompt.context.used], self.hits)
+
+    def cite(self, text: str, *, strip: bool = True) -> CitedAnswer:
+        """``text`` without markers that point nowhere (``strip``), and each remaining marker's chunk and span."""
+        return cite(text, self.passages(), strip=strip)
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,16 @@ class RagAnswer:
     completion: Completion
     citations: list[Citation]
     timings_ms: dict[str, float]
+    dropped_markers: list[int] = field(default_factory=list)  # [n] that pointed at no passage (removed)
+
+
+@dataclass(frozen=True)
+class RagGenerated:
+    """A scored ``/generate/rag`` answer, its citations (spans in ``response.response``) and the hits behind it."""
+
+    response: GenerationResponse
+    cited: CitedAnswer
+    hits: list[SearchHit]
 
 
 @dataclass
@@ -132,13 +147,12 @@ class RagPipeline:
             return await self.llm.generate(fitted.prompt.messages, params, provider=target.provider)
 
         fitted, completion = await fitted_call(self._fitter(question, hits), self._targets(question), call)
-        numbers = {u.number for u in fitted.prompt.context.used}
-        text = self._mask(principal)(tidy(remove_invalid_citations(completion.text, numbers)))
         context = RagContext(hits, fitted)
+        cited = context.cite(tidy(self._mask(principal)(completion.text)))
         done = time.perf_counter()
-        return RagAnswer(text, context, completion, context.citations(text),
+        return RagAnswer(cited.text, context, completion, cited.citations,
                          {"retrieval": round((retrieved - start) * 1000, 3),
-                          "generation": round((done - retrieved) * 1000, 3)})
+                          "generation": round((done - retrieved) * 1000, 3)}, cited.dropped)
 
     async def stream(self, principal: Principal, question: RagQuestion) -> RagStream:
         hits = await self.retrieve(principal, question.query, question.retrieval)
@@ -152,12 +166,17 @@ class RagPipeline:
         chunks = opened.chunks if masker is None else StreamMasker(masker).masked(opened.chunks)
         return RagStream(RagContext(hits, fitted), opened.entry, chunks)
 
-    async def generate(self, principal: Principal, request: RagGenerateRequest) -> GenerationResponse:
-        """``/generate/rag``: the scored single or ensemble answer over the same retrieval."""
+    async def generate(self, principal: Principal, request: RagGenerateRequest) -> RagGenerated:
+        """``/generate/rag``: the scored single or ensemble answer over the same retrieval, cited."""
         cfg = request.retrieval_config
         hits = await self.retrieve(principal, request.query, RetrievalOptions(
             k=cfg.k, strategy=cfg.search_strategy, filters=cfg.filters, rerank=cfg.enable_reranking))
-        return await self.generation.generate_rag(request, hits, mask=self.retrieval.answer_masker(principal))
+        response = await self.generation.generate_rag(request, hits, mask=self.retrieval.answer_masker(principal))
+        cited = cite(response.response, passages_for([(s.number, s.chunk_id) for s in response.context.sources],
+                                                     hits))
+        if cited.dropped:
+            response = response.model_copy(update={"response": cited.text})
+        return RagGenerated(response, cited, hits)
 
     # ---- steps ----
     def _fitter(self, question: RagQuestion, hits: list[SearchHit]) -> PromptFitter:

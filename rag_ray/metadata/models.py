@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -268,3 +268,71 @@ class AuditEvent(Base):
     request_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     address: Mapped[str | None] = mapped_column(String(64), nullable=True)
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+# ---- conversations and answer records (migration 0007; rag_ray.conversations, rag_ray.answers) ----
+class ConversationRecord(Base):
+    """One user's conversation; purged ``RAG_CONVERSATION_RETENTION_DAYS`` after its last turn."""
+
+    __tablename__ = "conversations"
+
+    conversation_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(64), index=True)
+    title: Mapped[str] = mapped_column(String(255), default="")
+    turn_count: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+
+
+class ConversationTurnRecord(Base):
+    """One message of a conversation: the user's question (with the self-contained query retrieval used) or the
+    assistant's answer (with its answer record)."""
+
+    __tablename__ = "conversation_turns"
+
+    id: Mapped[int] = mapped_column(_ROW_ID, primary_key=True, autoincrement=True)
+    conversation_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("conversations.conversation_id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    role: Mapped[str] = mapped_column(String(16))
+    content: Mapped[str] = mapped_column(Text)
+    condensed_query: Mapped[str | None] = mapped_column(Text, nullable=True)
+    answer_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class AnswerRecord(Base):
+    """One answer given to a user: question, passages used, model, scores, timings (``GET /answers/{id}``)."""
+
+    __tablename__ = "answers"
+
+    answer_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(64), index=True)
+    conversation_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    route: Mapped[str] = mapped_column(String(32))
+    question: Mapped[str] = mapped_column(Text)
+    condensed_query: Mapped[str | None] = mapped_column(Text, nullable=True)
+    answer: Mapped[str] = mapped_column(Text)
+    provider: Mapped[str] = mapped_column(String(255), index=True)  # the serving entry id (provider:model)
+    passages: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    citations: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    scores: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    overall_score: Mapped[float | None] = mapped_column(Float, nullable=True)  # the evaluator's, when it scored
+    timings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    usage: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+
+
+class AnswerFeedbackRecord(Base):
+    """A user's vote on an answer (one per user and answer: a new vote replaces the old)."""
+
+    __tablename__ = "answer_feedback"
+    __table_args__ = (UniqueConstraint("answer_id", "user_id", name="uq_answer_feedback_voter"),)
+
+    id: Mapped[int] = mapped_column(_ROW_ID, primary_key=True, autoincrement=True)
+    answer_id: Mapped[str] = mapped_column(String(64), ForeignKey("answers.answer_id", ondelete="CASCADE"),
+                                           index=True)
+    user_id: Mapped[str] = mapped_column(String(64))
+    vote: Mapped[str] = mapped_column(String(8))
+    text: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

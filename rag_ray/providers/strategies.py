@@ -122,7 +122,42 @@ class CostOptimized(_SortedBy):
         return (price if math.isfinite(price) else float("inf"),)
 
 
-for _cls in (RoundRobin, WeightedRandom, LeastLoaded, LatencyBased, HealthBased, CostOptimized):
+class QualityScores(Protocol):
+    def quality(self, entry_id: str) -> float:
+        """The estimated share of good answers of ``entry_id``, in (0, 1)."""
+        ...
+
+
+class QualityBased:
+    """Traffic in proportion to ``weight × estimated answer quality`` (``rag_ray.answers.quality``: feedback and
+    evaluation scores), spread deterministically by smooth weighted round robin: a provider with half the quality of
+    another gets half its share, and still some traffic, so new evidence can redeem it. The fallbacks after the pick
+    go best quality first. Without ``scores`` every entry counts as equally good (plain weighted round robin)."""
+
+    name = "quality"
+
+    def __init__(self, scores: QualityScores | None = None, *, floor: float = 0.01, **_: object):
+        self.scores = scores
+        self.floor = floor
+        self._credit: dict[str, float] = {}
+
+    def share(self, c: Candidate) -> float:
+        quality = self.scores.quality(c.id) if self.scores is not None else 1.0
+        return max(c.weight, 1e-9) * max(quality, self.floor)
+
+    def order(self, candidates: Sequence[C]) -> list[C]:
+        if not candidates:
+            return []
+        shares = {c.id: self.share(c) for c in candidates}
+        for c in candidates:
+            self._credit[c.id] = self._credit.get(c.id, 0.0) + shares[c.id]
+        pick = max(candidates, key=lambda c: self._credit[c.id])
+        self._credit[pick.id] -= sum(shares.values())
+        rest = sorted((c for c in candidates if c is not pick), key=lambda c: -shares[c.id])
+        return [pick, *rest]
+
+
+for _cls in (RoundRobin, WeightedRandom, LeastLoaded, LatencyBased, HealthBased, CostOptimized, QualityBased):
     STRATEGIES.register(_cls.name)(_cls)
 
 

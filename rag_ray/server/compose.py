@@ -10,9 +10,12 @@ from fastapi import FastAPI
 
 from rag_ray.access.cache import CachingAuthenticator
 from rag_ray.access.service import AuthService
+from rag_ray.answers.service import AnswerService
+from rag_ray.answers.store import AnswerStore
 from rag_ray.api.app import create_app
 from rag_ray.api.services import Authenticator, Services
 from rag_ray.config import Settings
+from rag_ray.conversations import ConversationService, ConversationStore, create_condenser
 from rag_ray.embedding import create_embedder
 from rag_ray.embedding.backends import ThreadedBackend
 from rag_ray.embedding.base import AsyncEmbedder
@@ -28,6 +31,7 @@ from rag_ray.metadata import MetadataDB
 from rag_ray.providers.config import build_llm_manager
 from rag_ray.providers.embeddings import build_embedding_service
 from rag_ray.providers.manager import LLMManager
+from rag_ray.providers.strategies import QualityBased
 from rag_ray.retrieval.search import fusion_from_settings, options_from_settings, reranker_from_settings
 from rag_ray.retrieval.service import RetrievalService
 from rag_ray.runtime import open_store
@@ -53,6 +57,9 @@ async def build_services(settings: Settings, backends: Backends, *, auth: Authen
     accounts = accounts or AuthService(db, settings)
     retrieval = retrieval_service(settings, store, embedder)
     generation = await backends.generation(manager)
+    answers = AnswerService(AnswerStore(db))
+    await answers.refresh()  # the quality estimate starts from the feedback already given
+    manager.pool.use_strategy(QualityBased(answers.book))  # feedback and scores steer the ``quality`` strategy
     return Services(
         settings=settings, auth=auth or CachingAuthenticator(accounts, settings.auth_cache_ttl_s),
         accounts=accounts, guard=guard, audit=accounts.audit,
@@ -62,7 +69,14 @@ async def build_services(settings: Settings, backends: Backends, *, auth: Authen
         rag=RagPipeline(retrieval=retrieval, generation=generation, llm=manager), jobs=JobStore(db),
         file_jobs=FileJobService(settings, db, store, partial(run_file_ingest, platform), launcher=platform.launch),
         rdb_jobs=RdbJobService(settings, db, partial(run_rdb_sync, platform), launcher=platform.launch),
-        index=IndexService(settings, db, platform.launch, client=store.client))
+        index=IndexService(settings, db, platform.launch, client=store.client),
+        conversations=conversation_service(settings, db, manager), answers=answers)
+
+
+def conversation_service(settings: Settings, db: MetadataDB, llm: LLMManager) -> ConversationService:
+    store = ConversationStore(db, max_turns=settings.conversation_max_turns)
+    condenser = create_condenser(settings.condenser, llm, timeout_s=settings.condense_timeout_s)
+    return ConversationService(store, condenser, retention_days=settings.conversation_retention_days)
 
 
 def retrieval_service(settings: Settings, store: ChunkStore, embedder: AsyncEmbedder) -> RetrievalService:

@@ -18,21 +18,26 @@ token fail over and, if nothing can answer, are a normal HTTP error; a failure a
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from rag_ray.api.deps import ServicesDep, current_principal
+from rag_ray.answers.turns import chat_draft, conclude
+from rag_ray.api.deps import PrincipalDep, ServicesDep, current_principal
 from rag_ray.api.middleware import request_timeout_field, use_request_timeout
+from rag_ray.api.routes.conversations import conversation_id_field
 from rag_ray.api.services import Services
 from rag_ray.api.sse import event_stream, prime, relay, sse_event
+from rag_ray.conversations import Thread
+from rag_ray.conversations.service import with_history
 from rag_ray.errors import InvalidInput, RagError
-from rag_ray.llm.base import ChatMessage, GenerationParams, StreamChunk, Usage
+from rag_ray.llm.base import ChatMessage, Completion, GenerationParams, StreamChunk, Usage
 from rag_ray.providers.manager import LLMEntry, LLMManager
 from rag_ray.providers.strategies import STRATEGIES
+from rag_ray.types import Principal
 
 router = APIRouter(tags=["chat"], dependencies=[Depends(current_principal)])
 
@@ -77,6 +82,7 @@ class ChatRequest(BaseModel):
     load_balancing: str | None = Field(None, max_length=64)
     stream: bool = False
     timeout_s: float | None = request_timeout_field("RAG_CHAT_TIMEOUT_S")
+    conversation_id: str | None = conversation_id_field()
 
     @field_validator("messages")
     @classmethod
@@ -92,8 +98,19 @@ class ChatRequest(BaseModel):
     def chat_messages(self) -> list[ChatMessage]:
         return [ChatMessage(m.role, m.content) for m in self.messages]
 
+    def question(self) -> str:
+        """What the answer record and the conversation keep as the question: the last user message."""
+        return next((m.content for m in reversed(self.messages) if m.role == "user"), self.messages[-1].content)
+
     def params(self) -> GenerationParams:
         return GenerationParams(temperature=self.temperature, max_tokens=self.max_tokens)
+
+
+async def begin_turn(body: ChatRequest, principal: Principal, services: Services) -> tuple[Thread, list[ChatMessage]]:
+    """The caller's conversation (404 unknown/foreign, 413 full) and the messages to send: its latest history (as
+    much as fits ``MAX_TOTAL_CHARS``) before the request's own."""
+    thread = await services.conversations.begin(principal, body.conversation_id, body.question(), condense=False)
+    return thread, with_history(thread.history, body.chat_messages(), MAX_TOTAL_CHARS)
 
 
 # ------------------------------------------------------------------------------------------- routing helpers
@@ -134,35 +151,51 @@ async def open_stream(services: Services, messages: list[ChatMessage], params: G
 
 # ---------------------------------------------------------------------------------------------------- routes
 @router.post("/chat", summary="Chat with the configured LLMs (manager: strategies, retries, fallback)")
-async def chat(body: ChatRequest, request: Request, services: ServicesDep) -> Any:
+async def chat(body: ChatRequest, request: Request, principal: PrincipalDep, services: ServicesDep) -> Any:
     use_request_timeout(body.timeout_s, services.settings.max_request_timeout_s)
     if body.stream:
-        return await chat_stream(body, request, services)
+        return await chat_stream(body, request, principal, services)
     provider, model = resolve_llm(services.llm, body.provider, body.model)
-    completion = await services.llm.generate(body.chat_messages(), body.params(), strategy=body.load_balancing,
+    thread, messages = await begin_turn(body, principal, services)
+    completion = await services.llm.generate(messages, body.params(), strategy=body.load_balancing,
                                              provider=provider, model=model)
+    done = await conclude(services.conversations, services.answers, principal, thread,
+                          chat_draft("chat", thread, completion))
     return {"answer": completion.text, "provider": completion.provider, "model": completion.model,
             "usage": completion.usage.to_dict(), "latency_ms": round(completion.latency_ms, 3),
-            "cost_usd": completion.cost_usd, "finish_reason": completion.finish_reason}
+            "cost_usd": completion.cost_usd, "finish_reason": completion.finish_reason,
+            "answer_id": done.answer_id, "conversation_id": done.conversation_id}
 
 
 @router.post("/chat/stream", summary="Chat, streamed as server-sent events (token…, done | error)")
-async def chat_stream(body: ChatRequest, request: Request,
+async def chat_stream(body: ChatRequest, request: Request, principal: PrincipalDep,
                       services: ServicesDep) -> StreamingResponse:
     use_request_timeout(body.timeout_s, services.settings.max_request_timeout_s)
     started = time.perf_counter()
     provider, model = resolve_llm(services.llm, body.provider, body.model)
-    first, stream, entry = await open_stream(services, body.chat_messages(), body.params(), provider=provider,
+    thread, messages = await begin_turn(body, principal, services)
+    first, stream, entry = await open_stream(services, messages, body.params(), provider=provider,
                                              model=model, strategy=body.load_balancing)
-    return event_stream(_chat_frames(request, first, stream, entry, started))
+
+    async def finish(text: str, usage: Usage | None) -> dict[str, Any]:
+        completion = Completion(text, entry.provider if entry else "", entry.model if entry else "",
+                                usage or Usage(), latency_ms=(time.perf_counter() - started) * 1000)
+        done = await conclude(services.conversations, services.answers, principal, thread,
+                              chat_draft("chat", thread, completion))
+        return {"answer_id": done.answer_id, "conversation_id": done.conversation_id}
+
+    return event_stream(_chat_frames(request, first, stream, entry, started, finish))
 
 
 async def _chat_frames(request: Request, first: StreamChunk | None, stream: AsyncIterator[StreamChunk],
-                       entry: LLMEntry | None, started: float) -> AsyncIterator[str]:
+                       entry: LLMEntry | None, started: float,
+                       finish: Callable[[str, Usage | None], Awaitable[dict[str, Any]]]) -> AsyncIterator[str]:
     final = StreamChunk(finish_reason="stop")
+    text: list[str] = []
     try:
         async for chunk in relay(request, first, stream):
             if chunk.delta:
+                text.append(chunk.delta)
                 yield sse_event({"delta": chunk.delta}, "token")
             if chunk.finish_reason not in (None, "error"):
                 final = chunk
@@ -173,4 +206,4 @@ async def _chat_frames(request: Request, first: StreamChunk | None, stream: Asyn
         return
     done = {**describe(entry, final.usage), "usage": (final.usage or Usage()).to_dict(),
             "latency_ms": round((time.perf_counter() - started) * 1000, 3), "finish_reason": final.finish_reason}
-    yield sse_event(done, "done")
+    yield sse_event({**done, **await finish("".join(text), final.usage)}, "done")

@@ -17,10 +17,13 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Request
+from pydantic import BaseModel, Field
 
+from rag_ray.answers.turns import conclude, generated_draft
 from rag_ray.api.deps import current_principal, get_services
 from rag_ray.api.metrics import SCORE_BUCKETS, Metrics
 from rag_ray.api.middleware import use_request_timeout
+from rag_ray.api.routes.conversations import TurnOut, conversation_id_field
 from rag_ray.api.services import Services
 from rag_ray.generation import (
     EnsembleRequest,
@@ -29,6 +32,7 @@ from rag_ray.generation import (
     SingleRequest,
     parse_request,
 )
+from rag_ray.generation.citations import CitationOut, CitationsOut
 from rag_ray.types import Principal
 
 router = APIRouter(prefix="/generate", tags=["generate"])
@@ -52,6 +56,19 @@ def record_quality(metrics: Metrics, endpoint: str, response: GenerationResponse
 def answered(request: Request, endpoint: str, response: GenerationResponse) -> GenerationResponse:
     record_quality(request.app.state.metrics, endpoint, response)
     return response
+
+
+# ---- /generate/rag: conversations and span citations ------------------------------------------------------
+class ConversationRef(BaseModel):
+    conversation_id: str | None = conversation_id_field()
+
+
+class RagGenerationResponse(GenerationResponse, TurnOut):
+    """``/generate/rag``'s answer: ``citations`` as on ``/query`` (chunk, document and span of each ``[n]``; spans
+    index the chunk texts, ``marker_offset`` the ``response``), the answer's record and its conversation."""
+
+    citations: list[CitationOut]  # type: ignore[assignment]  # the span citations replace the snippet ones
+    dropped_markers: list[int] = Field(default_factory=list)
 
 
 # ---- routes -----------------------------------------------------------------------------------------------
@@ -93,7 +110,15 @@ async def generate_ensemble(request: Request, body: dict[str, Any] = Body(exampl
 @router.post("/rag", summary="Retrieve under the caller's access filter, then generate (single or ensemble)")
 async def generate_rag(request: Request, body: dict[str, Any] = Body(examples=[RAG_EXAMPLE]),
                        principal: Principal = Depends(current_principal),
-                       services: Services = Depends(get_services)) -> GenerationResponse:
+                       services: Services = Depends(get_services)) -> RagGenerationResponse:
+    ref = parse_request(ConversationRef, {"conversation_id": body.pop("conversation_id", None)})
     parsed = parse_request(RagGenerateRequest, body)
     use_request_timeout(parsed.timeout_s, services.settings.max_request_timeout_s)
-    return answered(request, "rag", await services.rag.generate(principal, parsed))
+    thread = await services.conversations.begin(principal, ref.conversation_id, parsed.query)
+    asked = parsed if thread.condensed.method == "none" else parsed.model_copy(update={"query": thread.query})
+    result = await services.rag.generate(principal, asked)
+    done = await conclude(services.conversations, services.answers, principal, thread,
+                          generated_draft("generate_rag", thread, result))
+    answered(request, "rag", result.response)
+    return RagGenerationResponse(**{**result.response.model_dump(), **TurnOut.of(thread, done).model_dump(),
+                                    **CitationsOut.of(result.cited).model_dump()})

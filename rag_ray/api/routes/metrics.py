@@ -29,6 +29,9 @@ GAUGE_HELP = {
     "rag_llm_cost_usd": "LLM spend per provider since start (USD)",
     "rag_embedding_breaker_state": "embedding provider circuit breaker: 0 closed, 1 half-open, 2 open",
     "rag_jobs_recent": "the last 500 ingest/sync jobs by status",
+    "rag_llm_quality_estimate": "estimated share of good answers per provider (Beta posterior mean of votes and "
+                                "evaluation scores; what the quality strategy weights traffic by)",
+    "rag_llm_feedback_votes": "votes on recorded answers per provider",
 }
 
 
@@ -58,9 +61,19 @@ def _provider_gauges(services: Services) -> Gauges:
         "rag_llm_failures": [({"provider": e["id"]}, e["failures"]) for e in entries],
         "rag_llm_cost_usd": [({"provider": e["id"]}, e["cost_usd"]) for e in entries],
     }
+    gauges.update(_quality_gauges(services, [e["id"] for e in entries]))
     embedding_entries: Any = services.embeddings.status()["entries"]
     gauges["rag_embedding_breaker_state"] = [({"provider": e["id"]}, _breaker(e)) for e in embedding_entries]
     return gauges
+
+
+def _quality_gauges(services: Services, entry_ids: list[str]) -> Gauges:
+    book = services.answers.book
+    known = book.snapshot()
+    votes = [({"provider": p, "vote": "up"}, float(e.evidence.up)) for p, e in sorted(known.items())]
+    votes += [({"provider": p, "vote": "down"}, float(e.evidence.down)) for p, e in sorted(known.items())]
+    return {"rag_llm_quality_estimate": [({"provider": i}, round(book.quality(i), 6)) for i in entry_ids],
+            "rag_llm_feedback_votes": votes}
 
 
 def _breaker(entry: dict[str, Any]) -> float:

@@ -7,6 +7,13 @@
   passages in the prompt (``index`` = citation number) and ``rag_context`` says which were used and dropped and how
   the prompt was fitted (both on the response, or on the first chunk when streaming). A question that alone is too
   long for the model is a 422 naming ``messages``.
+  Extension fields of ``model: rag`` (on the response; when streaming, on the chunk carrying ``finish_reason``, the
+  last one with a choice), read with the official client as ``response.model_extra["citations"]``: ``citations`` (each
+  ``[n]``: ``chunk_id``, ``doc_id``, ``source``, ``span`` {start, end} of ``quote`` in the chunk text,
+  ``marker_offset`` in the message content — the same structure as ``/query``), ``dropped_markers``, ``answer_id``
+  (``/answers/{id}``, feedback), ``conversation_id`` and ``condensed_query``. The earlier messages of the request are
+  the conversation a follow-up question is made self-contained with; ``conversation_id`` (in the body: the client's
+  ``extra_body``) uses a stored conversation instead (see ``routes.conversations``).
 - ``POST /v1/embeddings`` (``encoding_format`` float or base64; ``model`` = the embedder's ``provider:model`` or
   bare model id).
 - ``GET /v1/models`` and ``GET /v1/models/{id}``: the configured LLMs, ``rag``, and the embedder(s).
@@ -25,7 +32,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -35,9 +42,11 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from rag_ray.answers.turns import Concluded, conclude, rag_draft, stream_draft
 from rag_ray.api.deps import current_principal, get_services
 from rag_ray.api.errors import error_response
 from rag_ray.api.routes.chat import MAX_MESSAGES, MAX_TOKENS, check_total_chars, open_stream, resolve_llm
+from rag_ray.api.routes.conversations import TurnOut, conversation_id_field
 from rag_ray.api.routes.embeddings import (
     MAX_DIMENSIONS,
     MAX_INPUTS,
@@ -52,7 +61,9 @@ from rag_ray.api.routes.embeddings import (
 )
 from rag_ray.api.services import Services
 from rag_ray.api.sse import event_stream, relay, sse_event
+from rag_ray.conversations import Thread
 from rag_ray.errors import InvalidInput, NotFound, RagError
+from rag_ray.generation.citations import CitationsOut, CitedAnswer
 from rag_ray.generation.rag import RagContext, RagQuestion
 from rag_ray.generation.service import PassagesOut
 from rag_ray.llm.base import ChatMessage, Completion, GenerationParams, StreamChunk, Usage
@@ -104,6 +115,7 @@ class OpenAIRoute(APIRoute):
 
 
 router = APIRouter(prefix="/v1", tags=["openai"], route_class=OpenAIRoute)
+Finisher = Callable[[str, Usage | None], Awaitable[dict[str, Any]]]
 
 
 # ------------------------------------------------------------------------------------------------ chat bodies
@@ -153,6 +165,7 @@ class ChatCompletionRequest(BaseModel):
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     seed: int | None = None
     user: str | None = Field(None, max_length=256)
+    conversation_id: str | None = conversation_id_field()  # model rag: a stored conversation
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -174,10 +187,16 @@ class ChatCompletionRequest(BaseModel):
     def chat_messages(self) -> list[ChatMessage]:
         return [m.to_chat() for m in self.messages]
 
-    def rag_question(self) -> RagQuestion:
+    def rag_question(self, query: str) -> RagQuestion:
+        """``query``: the last user message, made self-contained with the conversation."""
         params = self.params()
-        return RagQuestion(self.last_user_text(), temperature=params.temperature, max_tokens=params.max_tokens,
+        return RagQuestion(query, temperature=params.temperature, max_tokens=params.max_tokens,
                            stop=params.stop, field="messages")
+
+    def history(self) -> list[ChatMessage]:
+        """The user and assistant messages before the last user message (an OpenAI client sends them all)."""
+        last = max(i for i, m in enumerate(self.messages) if m.role == "user" and m.text().strip())
+        return [m.to_chat() for m in self.messages[:last] if m.role in ("user", "assistant")]
 
     def last_user_text(self) -> str:
         for message in reversed(self.messages):
@@ -275,13 +294,33 @@ async def chat_completions(body: ChatCompletionRequest, request: Request,
 
 async def _rag(body: ChatCompletionRequest, request: Request, principal: Principal, services: Services) -> Any:
     meta = CompletionMeta.new(RAG_MODEL)
+    thread = await services.conversations.begin(principal, body.conversation_id, body.last_user_text(),
+                                                history=body.history())
     if body.stream:
-        opened = await services.rag.stream(principal, body.rag_question())
+        started = time.perf_counter()
+        opened = await services.rag.stream(principal, body.rag_question(thread.query))
+
+        async def finish(text: str, usage: Usage | None) -> dict[str, Any]:
+            cited = opened.context.cite(text, strip=False)  # already sent: report, do not rewrite
+            timings = {"total": round((time.perf_counter() - started) * 1000, 3)}
+            done = await conclude(services.conversations, services.answers, principal, thread, stream_draft(
+                "v1_chat", thread, opened.context, text, cited.citations, opened.entry.id, usage, timings))
+            return rag_extension(cited, thread, done)
+
         return event_stream(_frames(request, meta, None, opened.chunks, RagReply(opened.context),
-                                    _include_usage(body)))
-    answer = await services.rag.answer(principal, body.rag_question())
+                                    _include_usage(body), finish))
+    answer = await services.rag.answer(principal, body.rag_question(thread.query))
+    done = await conclude(services.conversations, services.answers, principal, thread,
+                          rag_draft("v1_chat", thread, answer))
     rag = RagReply(answer.context)
-    return rag.annotate(meta.completion(answer.answer + rag.citations(), answer.completion))
+    cited = CitedAnswer(answer.answer, answer.citations, answer.dropped_markers)
+    return {**rag.annotate(meta.completion(answer.answer + rag.citations(), answer.completion)),
+            **rag_extension(cited, thread, done)}
+
+
+def rag_extension(cited: CitedAnswer, thread: Thread, done: Concluded) -> dict[str, Any]:
+    """The documented extension fields of a ``model: rag`` answer."""
+    return {**CitationsOut.of(cited).model_dump(), **TurnOut.of(thread, done).model_dump()}
 
 
 def _include_usage(body: ChatCompletionRequest) -> bool:
@@ -296,14 +335,17 @@ async def _stream(body: ChatCompletionRequest, plan: Plan, request: Request, ser
 
 
 async def _frames(request: Request, meta: CompletionMeta, first: StreamChunk | None,
-                  stream: AsyncIterator[StreamChunk], rag: RagReply | None, include_usage: bool
-                  ) -> AsyncIterator[str]:
+                  stream: AsyncIterator[StreamChunk], rag: RagReply | None, include_usage: bool,
+                  finish: Finisher | None = None) -> AsyncIterator[str]:
+    """``finish(text, usage)``: called once the answer is complete; its fields go in a last chunk."""
     head = meta.chunk({"role": "assistant", "content": ""})
     yield sse_event(rag.annotate(head) if rag is not None else head)
     final = StreamChunk(finish_reason="stop")
+    text: list[str] = []
     try:
         async for chunk in relay(request, first, stream):
             if chunk.delta:
+                text.append(chunk.delta)
                 yield sse_event(meta.chunk({"content": chunk.delta}))
             if chunk.finish_reason not in (None, "error"):
                 final = chunk
@@ -312,15 +354,17 @@ async def _frames(request: Request, meta: CompletionMeta, first: StreamChunk | N
         return
     if await request.is_disconnected():
         return
-    for frame in _closing_frames(meta, final, rag, include_usage):
+    extension = await finish("".join(text), final.usage) if finish is not None else None
+    for frame in _closing_frames(meta, final, rag, include_usage, extension):
         yield frame
 
 
 def _closing_frames(meta: CompletionMeta, final: StreamChunk, rag: RagReply | None,
-                    include_usage: bool) -> list[str]:
+                    include_usage: bool, extension: dict[str, Any] | None) -> list[str]:
     citations = rag.citations() if rag else ""
     frames = [sse_event(meta.chunk({"content": citations}))] if citations else []
-    frames.append(sse_event(meta.chunk({}, finish_reason(final.finish_reason))))
+    # extension fields ride on the finishing chunk: it has a choice, so clients reading choices[0] keep working
+    frames.append(sse_event({**meta.chunk({}, finish_reason(final.finish_reason)), **(extension or {})}))
     if include_usage:
         frames.append(sse_event(meta.usage_chunk(final.usage or Usage())))
     frames.append(sse_event("[DONE]"))

@@ -5,6 +5,11 @@ that answers, so any ``k`` works with any model; ``context`` says which passages
 ``used[n-1]``), which were dropped, and how the prompt was fitted (``window``: the model's window, the prompt's
 tokens and ``max_tokens``, lowered when the answer had to shrink to fit). Only a ``query`` that alone leaves no room
 for an answer is a 422 (naming ``query``).
+
+``mode: rag`` also returns ``citations`` (each ``[n]``: chunk, document and the span of the supporting sentence in the
+chunk text; markers pointing nowhere are removed and listed in ``dropped_markers``), the ``answer_id`` of its record
+(``/answers/{id}``, feedback) and, with ``conversation_id`` (see ``routes.conversations``), the conversation and the
+self-contained ``condensed_query`` retrieval used.
 """
 
 from __future__ import annotations
@@ -12,13 +17,15 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from rag_ray.answers.turns import conclude, rag_draft
 from rag_ray.api.deps import PrincipalDep, ServicesDep
 from rag_ray.api.middleware import request_timeout_field, use_request_timeout
-from rag_ray.generation.formats import Citation
+from rag_ray.api.routes.conversations import TurnOut, conversation_id_field
+from rag_ray.generation.citations import CitationOut
 from rag_ray.generation.rag import RagAnswer, RagQuestion, RetrievalOptions
-from rag_ray.generation.service import CitationOut, PassagesOut
+from rag_ray.generation.service import PassagesOut
 from rag_ray.retrieval.service import DEFAULT_K
 
 router = APIRouter(tags=["query"])
@@ -39,40 +46,48 @@ class QueryRequest(BaseModel):
     filters: list[dict[str, Any]] | dict[str, Any] | None = None
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     max_tokens: int = Field(256, ge=1, le=4096)
+    conversation_id: str | None = conversation_id_field()  # mode rag only
     timeout_s: float | None = request_timeout_field("RAG_QUERY_TIMEOUT_S")
+
+    @field_validator("conversation_id")
+    @classmethod
+    def _conversation_needs_rag(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("mode") != "rag":
+            raise ValueError("a conversation needs mode rag")
+        return value
 
     def retrieval(self) -> RetrievalOptions:
         return RetrievalOptions(k=self.k, strategy=self.search_strategy, filters=self.filters)
 
-    def question(self) -> RagQuestion:
-        return RagQuestion(self.query, self.retrieval(), provider=self.llm_provider, model=self.model,
+    def question(self, query: str | None = None) -> RagQuestion:
+        """``query``: the self-contained form of a follow-up (default: the query as sent)."""
+        return RagQuestion(query or self.query, self.retrieval(), provider=self.llm_provider, model=self.model,
                            temperature=self.temperature, max_tokens=self.max_tokens)
 
 
-class QueryResponse(BaseModel):
+class QueryResponse(TurnOut):
     query: str
     mode: Literal["rag", "search"]
     answer: str | None
     sources: list[dict[str, Any]]  # every retrieved passage, best first
     context: PassagesOut | None = None  # rag: which passages reached the prompt
-    citations: list[CitationOut] = []
+    citations: list[CitationOut] = Field(default_factory=list)
+    dropped_markers: list[int] = Field(default_factory=list)  # [n] that pointed at no passage (removed)
     provider: str | None = None
     model: str | None = None
     usage: dict[str, int] | None = None
-    timings_ms: dict[str, float] = {}
+    timings_ms: dict[str, float] = Field(default_factory=dict)
 
 
-def rag_response(query: str, result: RagAnswer) -> QueryResponse:
+def rag_response(query: str, result: RagAnswer, turn: TurnOut) -> QueryResponse:
     completion = result.completion
     return QueryResponse(query=query, mode="rag", answer=result.answer,
                          sources=[h.to_dict() for h in result.context.hits],
-                         context=PassagesOut.of(result.context.fitted), citations=citations_out(result.citations),
-                         provider=completion.provider, model=completion.model, usage=completion.usage.to_dict(),
-                         timings_ms=result.timings_ms)
-
-
-def citations_out(citations: list[Citation]) -> list[CitationOut]:
-    return [CitationOut(number=c.number, chunk_id=c.chunk_id, source=c.source, snippet=c.snippet) for c in citations]
+                         context=PassagesOut.of(result.context.fitted),
+                         citations=[CitationOut.of(c) for c in result.citations],
+                         dropped_markers=result.dropped_markers, provider=completion.provider,
+                         model=completion.model, usage=completion.usage.to_dict(), timings_ms=result.timings_ms,
+                         **turn.model_dump())
 
 
 @router.post("/query", summary="Retrieve (mode=search) or retrieve and answer (mode=rag)")
@@ -81,4 +96,8 @@ async def query(body: QueryRequest, principal: PrincipalDep, services: ServicesD
     if body.mode == "search":
         hits = await services.rag.retrieve(principal, body.query, body.retrieval())
         return QueryResponse(query=body.query, mode="search", answer=None, sources=[h.to_dict() for h in hits])
-    return rag_response(body.query, await services.rag.answer(principal, body.question()))
+    thread = await services.conversations.begin(principal, body.conversation_id, body.query)
+    result = await services.rag.answer(principal, body.question(thread.query))
+    done = await conclude(services.conversations, services.answers, principal, thread,
+                          rag_draft("query", thread, result))
+    return rag_response(body.query, result, TurnOut.of(thread, done))
