@@ -28,6 +28,9 @@ from typing import Any
 
 os.environ["RAY_ENABLE_UV_RUN_RUNTIME_ENV"] = "0"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# a busy machine: Serve's proxy may need more than its default 5 s / 10 s to answer its readiness and health checks
+os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")
+os.environ.setdefault("RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S", "60")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -173,7 +176,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--requests", type=int, default=192, help="texts per /embeddings round (one per request)")
     parser.add_argument("--query-requests", type=int, default=40)
-    parser.add_argument("--docs", type=int, default=150)
+    parser.add_argument("--docs", type=int, default=60)
     parser.add_argument("--ingress", choices=tuple(INGRESS_ENV), default="proxy")
     parser.add_argument("--encoding", choices=("float", "base64"), default="float")
     parser.add_argument("--auth-cache-ttl", type=float, default=None, help="RAG_AUTH_CACHE_TTL_S (default: setting)")

@@ -30,6 +30,7 @@ class DeploymentOptions:
     embedder_cpus: float = 0.25
     llm_cpus: float = 0.25
     evaluator_cpus: float = 0.25
+    embedder_min_replicas: int = 1
     embedder_max_replicas: int = 2
     llm_max_replicas: int = 2
     evaluator_max_replicas: int = 2
@@ -62,8 +63,8 @@ class DeploymentOptions:
         """Full queues answer 503 with Retry-After instead of piling up (and never 500)."""
         return {"status_code": 503, "retry_after_s": self.retry_after_s}
 
-    def autoscaling(self, max_replicas: int, target_ongoing: float) -> dict[str, Any]:
-        return {"min_replicas": 1, "max_replicas": max_replicas, "target_ongoing_requests": target_ongoing,
+    def autoscaling(self, max_replicas: int, target_ongoing: float, min_replicas: int = 1) -> dict[str, Any]:
+        return {"min_replicas": min_replicas, "max_replicas": max_replicas, "target_ongoing_requests": target_ongoing,
                 "upscale_delay_s": self.upscale_delay_s, "downscale_delay_s": self.downscale_delay_s,
                 "look_back_period_s": self.look_back_period_s}
 
@@ -84,7 +85,8 @@ def build_app(settings: Settings, options: DeploymentOptions | None = None,
     opts = options or DeploymentOptions()
     embedder = _deployment(EmbedderDeployment).options(
         name="embedder", ray_actor_options=opts.model_actor(opts.embedder_cpus),
-        autoscaling_config=opts.autoscaling(opts.embedder_max_replicas, opts.embedder_target_ongoing),
+        autoscaling_config=opts.autoscaling(opts.embedder_max_replicas, opts.embedder_target_ongoing,
+                                            opts.embedder_min_replicas),
         max_ongoing_requests=opts.max_ongoing_requests, max_queued_requests=opts.max_queued_requests,
         backpressure_config=opts.backpressure(),
     ).bind(settings, opts.embed_max_batch_size, opts.embed_batch_wait_s)

@@ -10,11 +10,13 @@ session's own Ray), prints what it saw as one JSON line, and waits on conditions
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -25,38 +27,48 @@ from typing import Any
 import pytest
 
 from rag_ray.store.lite_server import free_port
-from tests.test_multinode import _start_node, _stop_node, _wait_for_nodes
+from tests.test_multinode import _start_node, _stop_node
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 EMBEDDER, LLM = "embedder", "llm-fake-echo"
-WAIT_S = 100  # per phase (up, down): generous for a busy 2-core machine
+WAIT_S = 150  # per phase (up, down): generous for a busy 2-core machine
 # The replicas' and routers' load reports: every half second instead of every 10 s, so a short test sees them.
+# Proxy checks with room for a busy machine (defaults 5 s / 10 s).
 FAST_METRICS = {"RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "0.5",
-                "RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "0.5"}
+                "RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "0.5",
+                "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "60", "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": "60"}
 
 
 @pytest.fixture
 def ray_cluster(tmp_path):
-    """Head (1 CPU) + second raylet (1 CPU), started with test_multinode's helpers; yields (env, GCS address)."""
-    gcs_port, dash_port = free_port(), free_port()
+    """Head (1 CPU) + second raylet (1 CPU), started with test_multinode's helpers but without a dashboard (the driver
+    itself waits for both nodes through the GCS); yields (env, GCS address)."""
+    gcs_port = free_port()
     env = {**os.environ, "HOME": str(tmp_path), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
            "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0", "HF_HUB_OFFLINE": "1", **FAST_METRICS}
     env.pop("RAY_ADDRESS", None)
     temp = Path(tempfile.mkdtemp(prefix="rs-", dir="/tmp"))  # unix socket paths must stay under 107 bytes
-    head = _start_node(["--head", f"--port={gcs_port}", "--num-cpus=1", f"--dashboard-port={dash_port}",
-                        "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--temp-dir={temp}"], env)
-    nodes = [head]
+    nodes = [_start_node(["--head", f"--port={gcs_port}", "--num-cpus=1", "--include-dashboard=false",
+                          f"--temp-dir={temp}"], env)]
     try:
-        dashboard = f"http://127.0.0.1:{dash_port}"
-        _wait_for_nodes(env, dashboard, 1, nodes)
+        wait_for_port(gcs_port, nodes[0])
         nodes.append(_start_node([f"--address=127.0.0.1:{gcs_port}", "--num-cpus=1"], env))
-        _wait_for_nodes(env, dashboard, 2, nodes)
         yield env, f"127.0.0.1:{gcs_port}"
     finally:
         for proc in reversed(nodes):
             _stop_node(proc)
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the ray head exited while starting"
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=2):
+            return
+        time.sleep(0.5)  # the GCS opens its port when it is up
+    raise AssertionError("the ray head's GCS did not come up")
 
 
 def test_embedder_and_llm_scale_up_under_load_and_back_down(ray_cluster, milvus_uri, tmp_path):
@@ -69,10 +81,10 @@ def test_embedder_and_llm_scale_up_under_load_and_back_down(ray_cluster, milvus_
     seen = json.loads(lines[-1])
     for name in (EMBEDDER, LLM):
         counts = seen[name]
-        assert counts[0] == 1, f"{name} did not start at one replica: {counts}"
+        assert counts[0] == 1, f"{name} did not start at one replica: {seen}"
         peak = counts.index(max(counts))
-        assert max(counts) >= 2, f"{name} never scaled up under load: {counts}"
-        assert counts[-1] == 1 and peak < len(counts) - 1, f"{name} did not scale back down: {counts}"
+        assert max(counts) >= 2, f"{name} never scaled up under load: {seen}"
+        assert counts[-1] == 1 and peak < len(counts) - 1, f"{name} did not scale back down: {seen}"
     assert seen["errors"] == 0, seen
 
 
@@ -97,6 +109,7 @@ def drive(raw_args: str) -> None:
     bootstrap_admin(settings, db)
     db.dispose()
     ray.init(address=args["gcs"], logging_level=logging.WARNING, log_to_driver=False)
+    wait_for(lambda: sum(node["Alive"] for node in ray.nodes()) >= 2, "both raylets")
     serve.start(http_options={"host": "127.0.0.1", "port": port}, proxy_location="HeadOnly")
     options = DeploymentOptions(router_cpus=0.05, embedder_cpus=0.05, llm_cpus=0.05, evaluator_cpus=0.05,
                                 upscale_delay_s=1, downscale_delay_s=3, look_back_period_s=2)
@@ -110,11 +123,13 @@ def drive(raw_args: str) -> None:
 
 
 def replicas(deployment: str) -> int:
+    """Replicas the deployment has or is bringing up (a new model replica may take a while to load its model)."""
     from ray import serve
     from ray.serve._private.common import ReplicaState
 
     status = serve.status().applications["rag"].deployments[deployment]
-    return int(status.replica_states.get(ReplicaState.RUNNING, 0))
+    live = (ReplicaState.STARTING, ReplicaState.UPDATING, ReplicaState.RECOVERING, ReplicaState.RUNNING)
+    return int(sum(status.replica_states.get(state, 0) for state in live))
 
 
 def record(seen: dict[str, Any]) -> tuple[int, int]:
@@ -156,6 +171,6 @@ async def load_until_scaled(url: str, seen: dict[str, Any]) -> None:
                 await asyncio.sleep(0.5)  # polling Serve's status API
             done.set()
 
-        clients = [client_loop("/embeddings", {"input": texts}) for _ in range(8)]
+        clients = [client_loop("/embeddings", {"input": texts}) for _ in range(12)]
         clients += [client_loop("/v1/chat/completions", chat) for _ in range(16)]
         await asyncio.gather(watch(), *clients)

@@ -316,12 +316,15 @@ class ChunkStore:
             raise StoreError(f"{len(chunks)} chunks but {len(vectors)} vectors")
         if not chunks:
             return 0
-        now = int(time.time())
-        rows = [self._with_lexical(_row(chunk, vector, now))
-                for chunk, vector in zip(chunks, vectors, strict=True)]
+        rows = self.rows(chunks, vectors)
         with mapped_errors(f"upsert of {len(rows)} chunks"):
             result = self.client.upsert(self.collection, rows)
         return int(result.get("upsert_count", len(rows))) if isinstance(result, dict) else len(rows)
+
+    def rows(self, chunks: Sequence[Chunk], vectors: np.ndarray | Sequence[Sequence[float]]) -> list[dict[str, Any]]:
+        """Chunks in collection shape (with their BM25 text), for ``upsert_rows``."""
+        now = int(time.time())
+        return [self._with_lexical(_row(chunk, vector, now)) for chunk, vector in zip(chunks, vectors, strict=True)]
 
     def upsert_rows(self, rows: list[dict[str, Any]]) -> int:
         """Upsert rows already in collection shape (used by the Ray Data sink)."""
