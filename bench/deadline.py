@@ -80,6 +80,16 @@ def short_request(url: str) -> tuple[float, int]:
     return time.perf_counter() - start, response.status_code
 
 
+def active_generations(url: str) -> float | None:
+    """``rag_llm_active_generations`` right after the burst (None: a server without the gauge)."""
+    import httpx
+
+    text = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60).text
+    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if line.startswith("rag_llm_active_generations{")]
+    return sum(values) if values else None
+
+
 def burst(url: str, size: int, timeout_s: float, tokens: int) -> list[str]:
     """``size`` long requests at once; each ends at its deadline (504) or when its client gives up."""
     import httpx
@@ -111,11 +121,14 @@ def main() -> None:
         idle: list[tuple[float, int]] = []
         after: list[tuple[float, int]] = []
         outcomes = []
+        left_running: list[float | None] = []
         for _ in range(args.rounds):
             idle.append(short_request(url))
             outcomes.append(burst(url, args.burst, args.burst_timeout, args.burst_tokens))
+            left_running.append(active_generations(url))
             after.append(short_request(url))
-            print(f"idle {idle[-1]}  after burst {after[-1]}  burst {outcomes[-1]}", file=sys.stderr)
+            print(f"idle {idle[-1]}  after burst {after[-1]}  burst {outcomes[-1]}  left running {left_running[-1]}",
+                  file=sys.stderr)
     finally:
         server.should_exit = True
         lite.stop()
@@ -125,7 +138,8 @@ def main() -> None:
                       "ratio": round(best_after / best_idle, 2), "rounds": args.rounds, "burst": args.burst,
                       "burst_timeout_s": args.burst_timeout, "burst_tokens": args.burst_tokens,
                       "idle_all": [(round(t, 2), code) for t, code in idle],
-                      "after_all": [(round(t, 2), code) for t, code in after], "burst_outcomes": outcomes}))
+                      "after_all": [(round(t, 2), code) for t, code in after], "burst_outcomes": outcomes,
+                      "active_generations_after_burst": left_running}))
 
 
 if __name__ == "__main__":
