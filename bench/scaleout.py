@@ -1,0 +1,90 @@
+"""Scale-out benchmark: the same file ingest on one raylet with 1 CPU vs two raylets with 1 CPU each.
+
+    uv run python bench/scaleout.py [--docs 800] [--rounds 2]
+
+Each round starts a fresh local cluster (`ray start --block`, own process group, own ports — the machine's other
+Ray sessions are untouched), runs `python -m jobs.ingest_files` against it with the default settings (the
+embedding pool autoscales to the cluster's CPUs; one model thread per reserved CPU) into a fresh collection of
+one Milvus Lite, and stops it. The sides alternate (one node, two nodes, one node, ...); the best round of each is
+kept. Throughput: chunks written / the job's own duration (actor start-up included, Python start-up not).
+Last line: one JSON object with ``ratio`` = two-node chunks/s ÷ one-node chunks/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.ingest import write_corpus  # noqa: E402
+from rag_ray.store.lite_server import MilvusLiteServer, free_port  # noqa: E402
+from tests.test_multinode import _start_node, _stop_node, _wait_for_nodes  # noqa: E402
+
+
+def run_on_cluster(nodes: int, corpus: Path, milvus_uri: str, collection: str, tmp: Path) -> dict[str, Any]:
+    gcs_port, dash_port = free_port(), free_port()
+    env = {**os.environ, "HOME": str(tmp), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    env.pop("RAY_ADDRESS", None)
+    temp = Path(tempfile.mkdtemp(prefix="rr-", dir="/tmp"))  # unix socket paths must stay short
+    dashboard = f"http://127.0.0.1:{dash_port}"
+    procs = [_start_node(["--head", f"--port={gcs_port}", "--num-cpus=1", f"--dashboard-port={dash_port}",
+                          "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--temp-dir={temp}"], env)]
+    try:
+        _wait_for_nodes(env, dashboard, 1, procs)
+        for _ in range(nodes - 1):
+            procs.append(_start_node([f"--address=127.0.0.1:{gcs_port}", "--num-cpus=1"], env))
+        _wait_for_nodes(env, dashboard, nodes, procs)
+        job_env = {**env, "RAY_ADDRESS": f"127.0.0.1:{gcs_port}", "MILVUS_URI": milvus_uri,
+                   "RAG_COLLECTION": collection, "RAG_DATA_DIR": str(tmp / collection), "HF_HUB_OFFLINE": "1",
+                   "RAG_JOBS_MAX_CONCURRENT": "1", "RAG_JOBS_LOCAL_MAX_FILES": "0"}
+        run = subprocess.run([sys.executable, "-m", "jobs.ingest_files", str(corpus)], env=job_env, cwd=ROOT,
+                             capture_output=True, text=True, timeout=3600)
+        if run.returncode != 0:
+            raise RuntimeError(run.stderr[-3000:])
+        summary: dict[str, Any] = json.loads(run.stdout.strip().splitlines()[-1])
+        return summary
+    finally:
+        for proc in reversed(procs):
+            _stop_node(proc)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--docs", type=int, default=800)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    rates: dict[int, list[float]] = {1: [], 2: []}
+    chunks = 0
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        corpus = tmp / "corpus"
+        corpus.mkdir()
+        write_corpus(corpus, args.docs)
+        with MilvusLiteServer(tmp / "milvus", free_port()) as milvus:
+            for round_ in range(args.rounds):
+                for nodes in (1, 2):  # alternate: a busy spell slows one round, not one side
+                    summary = run_on_cluster(nodes, corpus, milvus.uri, f"scaleout_{round_}_{nodes}", tmp)
+                    assert summary["status"] == "succeeded", summary
+                    chunks = summary["chunks_written"]
+                    rates[nodes].append(chunks / summary["duration_s"])
+    one, two = max(rates[1]), max(rates[2])
+    print(json.dumps({"docs": args.docs, "chunks": chunks, "one_node_chunks_per_s": round(one, 2),
+                      "two_nodes_chunks_per_s": round(two, 2), "ratio": round(two / one, 3),
+                      "one_node_rounds": [round(r, 1) for r in rates[1]],
+                      "two_node_rounds": [round(r, 1) for r in rates[2]], "cpus_per_node": 1}))
+
+
+if __name__ == "__main__":
+    main()
