@@ -20,6 +20,7 @@ from rag_ray.types import SearchHit
 
 _MARKER = re.compile(r"\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]")
 _MARKER_WITH_SPACE = re.compile(r"(\s?)\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]")
+_REFERENCE = re.compile(r"^(?:[-*]\s+)?\[(\d{1,3})\]\s+(.+)$")
 _SENTENCE = re.compile(r"[^.!?。？！\n]+(?:[.!?。？！]+|\n|$)")
 
 
@@ -72,16 +73,35 @@ def cite(answer: str, passages: Sequence[Passage], *, strip: bool = True) -> Cit
     text = _strip_invalid(answer, set(by_number)) if dropped and strip else answer
     citations: list[Citation] = []
     seen: set[tuple[int, int, int]] = set()
-    for sentence in _SENTENCE.finditer(text):
-        claim = _MARKER.sub(" ", sentence.group())
-        for marker in _MARKER.finditer(sentence.group()):
+    for start, sentence in _claims(text, by_number):
+        claim = _MARKER.sub(" ", sentence)
+        for marker in _MARKER.finditer(sentence):
             for number in (n for n in _numbers(marker.group(1)) if n in by_number):
-                citation = _support(by_number[number], claim, sentence.start() + marker.start())
+                citation = _support(by_number[number], claim, start + marker.start())
                 key = (number, citation.start, citation.end)
                 if key not in seen:
                     seen.add(key)
                     citations.append(citation)
     return CitedAnswer(text, citations, dropped)
+
+
+def _claims(text: str, by_number: dict[int, Passage]) -> list[tuple[int, str]]:
+    """(offset, sentence) of the answer's sentences, without the lines of a "Sources" list."""
+    out, offset = [], 0
+    for line in text.splitlines(keepends=True):
+        if not _is_reference_entry(line, by_number):
+            out += [(offset + m.start(), m.group()) for m in _SENTENCE.finditer(line)]
+        offset += len(line)
+    return out
+
+
+def _is_reference_entry(line: str, by_number: dict[int, Passage]) -> bool:
+    """``[n] <source of n>`` (maybe a list item): a line of a "Sources" list, not a claim."""
+    entry = _REFERENCE.match(line.strip())
+    if entry is None or int(entry.group(1)) not in by_number:
+        return False
+    passage, rest = by_number[int(entry.group(1))], entry.group(2).strip()
+    return rest in (passage.source, passage.chunk_id) or " " not in rest
 
 
 def _support(passage: Passage, claim: str, marker_offset: int) -> Citation:

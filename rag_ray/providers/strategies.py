@@ -129,12 +129,14 @@ class QualityScores(Protocol):
 
 
 class QualityBased:
-    """Traffic in proportion to ``weight × estimated answer quality`` (``rag_ray.answers.quality``: feedback and
-    evaluation scores), spread deterministically by smooth weighted round robin: a provider with half the quality of
-    another gets half its share, and still some traffic, so new evidence can redeem it. The fallbacks after the pick
-    go best quality first. Without ``scores`` every entry counts as equally good (plain weighted round robin)."""
+    """Traffic in proportion to ``weight × quality²`` (quality: the estimated share of good answers,
+    ``rag_ray.answers.quality``, from feedback and evaluation scores), spread deterministically by smooth weighted
+    round robin. Squaring sharpens the preference (quality 0.9 vs 0.3: 90 % vs 10 % of the traffic, not 75/25) yet
+    leaves every provider some traffic, so new evidence can redeem it. The fallbacks after the pick go best first.
+    Without ``scores`` every entry counts as equally good (plain weighted round robin)."""
 
     name = "quality"
+    sharpness = 2.0
 
     def __init__(self, scores: QualityScores | None = None, *, floor: float = 0.01, **_: object):
         self.scores = scores
@@ -143,7 +145,7 @@ class QualityBased:
 
     def share(self, c: Candidate) -> float:
         quality = self.scores.quality(c.id) if self.scores is not None else 1.0
-        return max(c.weight, 1e-9) * max(quality, self.floor)
+        return max(c.weight, 1e-9) * max(quality, self.floor) ** self.sharpness
 
     def order(self, candidates: Sequence[C]) -> list[C]:
         if not candidates:
