@@ -7,7 +7,8 @@ served by uvicorn on 127.0.0.1. Each round alternates the two sides: the idle la
 (``/query`` mode rag, ``max_tokens`` 40), then a burst of ``--burst`` long requests that time out (deadline
 ``--burst-timeout`` s through ``X-Request-Timeout``; the client itself gives up one second later, so a server without
 deadlines sees its clients disconnect), and the same short request right after the burst. ``ratio`` = best after-burst
-latency ÷ best idle latency (goal ≤ 1.2); a short request the server failed (e.g. 503 after the provider manager's
+latency ÷ best idle latency (goal ≤ 1.2). A second burst then times how soon ``rag_llm_active_generations`` reads 0
+(``seconds_until_idle_after_burst``). A short request the server failed (e.g. 503 after the provider manager's
 60 s) counts with the time it took, and every request's status is listed. Last line: one JSON object.
 """
 
@@ -90,6 +91,19 @@ def active_generations(url: str) -> float | None:
     return sum(values) if values else None
 
 
+def seconds_until_idle(url: str, limit_s: float = 120.0) -> float | None:
+    """Seconds from now until ``rag_llm_active_generations`` reads 0 (None: no gauge, or not within ``limit_s``)."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < limit_s:
+        active = active_generations(url)
+        if active is None:
+            return None
+        if active == 0:
+            return round(time.perf_counter() - start, 3)
+        time.sleep(0.05)
+    return None
+
+
 def burst(url: str, size: int, timeout_s: float, tokens: int) -> list[str]:
     """``size`` long requests at once; each ends at its deadline (504) or when its client gives up."""
     import httpx
@@ -122,13 +136,16 @@ def main() -> None:
         after: list[tuple[float, int]] = []
         outcomes = []
         left_running: list[float | None] = []
+        settled: list[float | None] = []
         for _ in range(args.rounds):
             idle.append(short_request(url))
             outcomes.append(burst(url, args.burst, args.burst_timeout, args.burst_tokens))
             left_running.append(active_generations(url))
             after.append(short_request(url))
-            print(f"idle {idle[-1]}  after burst {after[-1]}  burst {outcomes[-1]}  left running {left_running[-1]}",
-                  file=sys.stderr)
+            burst(url, args.burst, args.burst_timeout, args.burst_tokens)  # again, to time how soon the model idles
+            settled.append(seconds_until_idle(url))
+            print(f"idle {idle[-1]}  after burst {after[-1]}  burst {outcomes[-1]}  left running {left_running[-1]}"
+                  f"  idle again after {settled[-1]}", file=sys.stderr)
     finally:
         server.should_exit = True
         lite.stop()
@@ -139,7 +156,8 @@ def main() -> None:
                       "burst_timeout_s": args.burst_timeout, "burst_tokens": args.burst_tokens,
                       "idle_all": [(round(t, 2), code) for t, code in idle],
                       "after_all": [(round(t, 2), code) for t, code in after], "burst_outcomes": outcomes,
-                      "active_generations_after_burst": left_running}))
+                      "active_generations_after_burst": left_running,
+                      "seconds_until_idle_after_burst": settled}))
 
 
 if __name__ == "__main__":

@@ -71,6 +71,17 @@ def test_a_body_timeout_replaces_the_route_default(make_settings: Callable[..., 
         assert fake.cancelled == 1
 
 
+def test_a_stream_whose_first_token_misses_the_deadline_is_a_504(make_settings: Callable[..., Settings],
+                                                                  fake_store: ChunkStore) -> None:
+    fake, services = slow_server(make_settings(), fake_store)
+    with live_server(services) as url:
+        response = httpx.post(f"{url}/chat/stream", json=CHAT, headers={**ADMIN, "X-Request-Timeout": "1"},
+                              timeout=60)
+        assert response.status_code == 504 and response.json()["error"] == "timeout"
+        wait_until(lambda: fake.active_generations == 0, 30, "the generation to stop")
+        assert fake.cancelled == 1
+
+
 @pytest.mark.parametrize(("headers", "body", "field"), [
     ({"X-Request-Timeout": "soon"}, {}, "X-Request-Timeout"),
     ({"X-Request-Timeout": "0"}, {}, "X-Request-Timeout"),
