@@ -27,6 +27,7 @@ import numpy as np
 from sqlalchemy import select
 
 from rag_ray.ingest.executor import StageFactories, enrich_stage
+from rag_ray.ingest.rows import KIND_EMPTY
 from rag_ray.ingest.stages import EmbedChunks, EnrichChunks, ParseAndChunk, WriteChunks
 from rag_ray.metadata import JobRecord, MetadataDB
 
@@ -91,18 +92,24 @@ class ControlledParse(ParseAndChunk):
 
 
 class ControlledEmbed(EmbedChunks):
-    """Checks the job before each batch; an ended job's batches become empty (same columns, no rows)."""
+    """Checks the job before each batch; an ended job's batches are not embedded (their rows pass on as empty
+    markers, in the same columns and types, and its write stage drops them)."""
 
     def __init__(self, inner: EmbedChunks, control: JobControl):  # no super().__init__: ``inner`` embeds
         self.inner, self.control = inner, control
         self.embedder = inner.embedder
 
+    def adapt(self, *args: Any, **kwargs: Any) -> EmbedChunks:
+        self.inner.adapt(*args, **kwargs)
+        return self
+
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         if self.control.proceed():
             return self.inner(batch)
-        empty = {name: values[:0] for name, values in batch.items()}
-        empty["vector"] = np.zeros((0, self.embedder.dimension), dtype=np.float32)
-        return empty
+        kinds = batch["kind"]
+        no_chunks = np.full(len(kinds), KIND_EMPTY, dtype=object) if isinstance(kinds, np.ndarray) else \
+            [KIND_EMPTY] * len(kinds)
+        return self.inner({**batch, "kind": no_chunks})  # nothing to embed: zero vectors, no model call
 
 
 class ControlledWrite(WriteChunks):
