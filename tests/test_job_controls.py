@@ -181,6 +181,21 @@ def test_cancel_keeps_every_document_whole_or_absent(local_rig: Rig):
     assert job["items_done"] == len(manifest)
 
 
+def test_cancelling_a_paused_job_ends_it_without_another_batch(local_rig: Rig):
+    rig = local_rig
+    paths = write_docs(inbox(rig.settings) / "docs", 4)
+    expected = expected_chunks(rig.settings, paths)
+    job_id = rig.ingest(paths[0].parent)
+    rig.gate.wait_for(entered=1)
+    rig.control(job_id, "pause")
+    rig.gate.open()
+    quiet(rig, job_id, rounds=2)  # parked
+    assert rig.control(job_id, "cancel")["status"] == "cancelled"
+    job = rig.finished(job_id)  # the parked stages wake, skip the rest, the driver settles
+    assert job["status"] == "cancelled" and rig.gate.entered == 1 and rig.store.count() == 0
+    assert assert_whole_documents(rig, expected) == {}
+
+
 def test_a_job_paused_before_its_driver_starts_stays_paused(make_settings):
     jobs = JobStore(MetadataDB(make_settings().metadata_url))
     job_id = jobs.create("files", {}, created_by="alice")
