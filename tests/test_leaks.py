@@ -7,6 +7,7 @@ canary word or doc id of a document its caller may not read (sources, answer tex
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +35,18 @@ def _query(mode: str, strategy: str) -> Body:
     return lambda q, f: {"query": q, "mode": mode, "k": 50, "search_strategy": strategy, "filters": f}
 
 
+def _conversation(strategy: str) -> Body:
+    """/query in a new conversation: the answer, its citations (chunk, document, quoted span) and the record."""
+    return lambda q, f: {"query": q, "mode": "rag", "k": 50, "search_strategy": strategy, "filters": f,
+                         "conversation_id": "new"}
+
+
+def _openai_history(stream: bool) -> Body:
+    """The whole history, as OpenAI clients send it: the follow-up is condensed with it before retrieval."""
+    return lambda q, f: {"model": "rag", "stream": stream, "messages": [
+        {"role": "user", "content": q}, {"role": "assistant", "content": "noted"}, {"role": "user", "content": q}]}
+
+
 def _generate_rag(strategy: str, mode: str) -> Body:
     """Sources, prompt echo and candidates all carry retrieved text; only dict filters fit retrieval_config."""
     return lambda q, f: {"query": q, "generation_config": {"mode": mode, "ensemble_size": 2},
@@ -54,6 +67,12 @@ PROBES: list[Probe] = [
     Probe("generate rag sparse single", "POST", "/generate/rag", _generate_rag("sparse", "single")),
     Probe("openai chat completions (rag)", "POST", "/v1/chat/completions", lambda q, f: {
         "model": "rag", "messages": [{"role": "user", "content": q}]}),
+    # conversations and citations: condensed follow-ups, citations with quoted spans, streamed extension fields
+    Probe("query rag conversation hybrid", "POST", "/query", _conversation("hybrid")),
+    Probe("openai chat completions (rag, history)", "POST", "/v1/chat/completions", _openai_history(False)),
+    Probe("openai chat completions (rag, history, stream)", "POST", "/v1/chat/completions", _openai_history(True)),
+    Probe("generate rag conversation", "POST", "/generate/rag", lambda q, f: {
+        "query": q, "conversation_id": "new", "generation_config": {"mode": "single"}}),
     Probe("documents list", "GET", "/documents"),
     Probe("documents get", "GET", "/documents/{doc_id}"),  # path probes run once per canary doc id
 ]
@@ -173,6 +192,45 @@ def test_detector_catches_a_missing_access_filter(world: World, monkeypatch: Any
         response = send(world, PROBES[0], "dave", doc.canary, None)
         tally.record(leaked(world, "dave", response.text.replace(doc.canary, "")), doc.name, failures)
     assert tally.leaks > 0
+
+
+# ---- answer records and conversations: per user, whatever the route ----
+def foreign_requests(answer_id: str, conversation_id: str) -> list[tuple[str, str, dict[str, Any] | None]]:
+    """Every way to reach someone else's answer or conversation."""
+    follow_up = "and what about it?"
+    return [("GET", f"/answers/{answer_id}", None),
+            ("POST", f"/answers/{answer_id}/feedback", {"vote": "down"}),
+            ("GET", f"/conversations/{conversation_id}", None),
+            ("DELETE", f"/conversations/{conversation_id}", None),
+            ("POST", "/query", {"query": follow_up, "conversation_id": conversation_id}),
+            ("POST", "/generate/rag", {"query": follow_up, "conversation_id": conversation_id}),
+            ("POST", "/chat", {"conversation_id": conversation_id,
+                               "messages": [{"role": "user", "content": follow_up}]}),
+            ("POST", "/v1/chat/completions", {"model": "rag", "conversation_id": conversation_id,
+                                              "messages": [{"role": "user", "content": follow_up}]})]
+
+
+def test_no_answer_or_conversation_leaks_across_users(world: World) -> None:
+    """Each user asks for each document they can read, in a new conversation; every other user (admins may read
+    answer records) gets a 404 on the answer, its feedback and the conversation, and never its text."""
+    checked = 0
+    for owner in (u.username for u in DEFAULT_USERS if u.role != "admin"):
+        for doc in (d for d in world.docs if world.visible(owner, d)):
+            asked = world.client.post("/query", headers=world.headers(owner), json={
+                "query": doc.canary, "mode": "rag", "conversation_id": "new"}).json()
+            assert doc.canary in json.dumps(asked["citations"]) or doc.canary in asked["answer"]
+            for other in (u.username for u in DEFAULT_USERS if u.username != owner):
+                for method, path, body in foreign_requests(asked["answer_id"], asked["conversation_id"]):
+                    response = world.client.request(method, path, headers=world.headers(other), json=body)
+                    admin_read = other == "admin" and path.startswith("/answers/")
+                    assert response.status_code == (200 if admin_read else 404), f"{other} {method} {path}"
+                    if not admin_read:
+                        assert doc.canary not in response.text and doc.doc_id not in response.text
+                    checked += 1
+            listed = world.client.get("/conversations", headers=world.headers(owner)).json()
+            assert asked["conversation_id"] in {c["conversation_id"] for c in listed}
+    print(f"\nanswer/conversation isolation: {checked} foreign requests")
+    assert checked >= 8 * 5 * 5
 
 
 # ---- governance: sensitivity labels and PII masking on the same probes ----
