@@ -277,20 +277,24 @@ def test_a_full_local_queue_answers_503_with_retry_after_over_http(local_llm_lim
     client = TestClient(create_app(compose(settings, engine=llm)))
     auth = {"Authorization": "Bearer admin-token"}
 
-    async def body() -> Any:
+    async def body() -> tuple[Any, str]:
         running = await occupy(llm)
         waiting = asyncio.create_task(llm.generate(STORY, endless()))
         await until(lambda: llm.status().queued == 1, "one request waiting")
         rejected = llm.status().rejected
         try:
-            return await asyncio.to_thread(client.post, "/chat", headers=auth,
-                                           json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 8})
+            response = await asyncio.to_thread(client.post, "/chat", headers=auth, json={
+                "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8})
+            metrics = await asyncio.to_thread(client.get, "/metrics", headers=auth)
+            return response, metrics.text
         finally:
             assert llm.status().rejected == rejected + 1
             await cancel_and_settle(llm, running, waiting)
 
-    response = asyncio.run(body())
+    response, metrics = asyncio.run(body())
     assert response.status_code == 503, response.text
     assert int(response.headers["Retry-After"]) >= 1
     assert "busy" in response.text and "max_queue 1" in response.text
+    entry = 'provider="local:SmolLM2-135M-Instruct"'
+    assert f"rag_llm_queued{{{entry}}} 1" in metrics and f"rag_llm_active_generations{{{entry}}} 1" in metrics
 

@@ -14,6 +14,7 @@ from fastapi.responses import PlainTextResponse
 
 from rag_ray.api.deps import ServicesDep, admin_principal, current_principal
 from rag_ray.api.services import Services
+from rag_ray.llm.local import TransformersLLM
 
 router = APIRouter(tags=["admin"])
 BREAKER_VALUE = {"closed": 0, "half_open": 1, "open": 2}
@@ -27,6 +28,7 @@ GAUGE_HELP = {
     "rag_llm_calls": "LLM calls per provider since start",
     "rag_llm_failures": "failed LLM calls per provider since start",
     "rag_llm_cost_usd": "LLM spend per provider since start (USD)",
+    "rag_llm_queued": "requests waiting for an in-process local model",
     "rag_embedding_breaker_state": "embedding provider circuit breaker: 0 closed, 1 half-open, 2 open",
     "rag_jobs_recent": "the last 500 ingest/sync jobs by status",
     "rag_llm_quality_estimate": "estimated share of good answers per provider (Beta posterior mean of votes and "
@@ -62,6 +64,10 @@ def _provider_gauges(services: Services) -> Gauges:
         "rag_llm_cost_usd": [({"provider": e["id"]}, e["cost_usd"]) for e in entries],
     }
     gauges.update(_quality_gauges(services, [e["id"] for e in entries]))
+    queued = [({"provider": e.id}, float(b.status().queued)) for e in services.llm.entries
+              if isinstance(b := e.backend, TransformersLLM)]
+    if queued:  # in-process only: under Serve each LLM deployment hosts its model in another process
+        gauges["rag_llm_queued"] = queued
     embedding_entries: Any = services.embeddings.status()["entries"]
     gauges["rag_embedding_breaker_state"] = [({"provider": e["id"]}, _breaker(e)) for e in embedding_entries]
     return gauges
