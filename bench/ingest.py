@@ -99,6 +99,7 @@ def main() -> None:
     from rag_ray.store.lite_server import MilvusLiteServer, free_port
 
     with tempfile.TemporaryDirectory() as tmp:
+        init_ray(Settings(data_dir=Path(tmp) / "data"))  # type: ignore[call-arg]  # first: fail fast
         corpus = Path(tmp) / "corpus"
         corpus.mkdir()
         paths = write_corpus(corpus, args.docs)
@@ -109,7 +110,6 @@ def main() -> None:
         best_bs = max(sweep, key=lambda b: sweep[b])
         raws, pipes = [], []
         with MilvusLiteServer(Path(tmp) / "milvus", free_port()) as milvus:
-            init_ray(Settings(data_dir=Path(tmp) / "data"))  # type: ignore[call-arg]
             for round_ in range(args.rounds):  # alternate the sides: a busy spell slows one round, not one side
                 raws.append(encode_rate(model, texts, best_bs))
                 pipes.append(pipeline_rate(corpus, Path(tmp) / f"data{round_}", milvus.uri, f"bench_{round_}",
