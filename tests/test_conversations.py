@@ -242,6 +242,8 @@ def test_conversations_are_per_user(api: TestClient) -> None:
     ("/v1/chat/completions", {"model": "rag", "messages": [{"role": "user", "content": "x" * 100_001}]}, 422,
      "messages"),
     ("/generate/rag", {"query": "x", "conversation_id": 7}, 422, "conversation_id"),
+    ("/v1/chat/completions", {"model": "fake:echo", "messages": [{"role": "user", "content": "x"}],
+                              "conversation_id": "new"}, 422, "conversation_id"),
 ])
 def test_bad_history_input(api: TestClient, path: str, body: dict[str, Any], status: int, field: str) -> None:
     before = counts(db_of(api))

@@ -13,6 +13,10 @@ An unknown provider or model is a 422 naming ``provider`` / ``model``.
 ``event: done`` with provider, model, usage, latency_ms, cost_usd and finish_reason. Failures before the first
 token fail over and, if nothing can answer, are a normal HTTP error; a failure after it is one
 ``event: error`` frame ``{error, message}`` and the stream ends. A client that disconnects stops generation.
+
+Every answer is recorded (``answer_id`` in the response or the ``done`` event: ``GET /answers/{id}``, feedback).
+``conversation_id`` (``"new"`` or one of the caller's; see ``routes.conversations``) puts the conversation's latest
+messages (as many as fit the character cap) before ``messages`` and stores the last user message and the answer.
 """
 
 from __future__ import annotations

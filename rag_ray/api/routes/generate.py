@@ -8,6 +8,10 @@ ever reach the prompt, fitted to the window of the model(s) that answer (``conte
 
 The ``GenerationService`` is ``services.generation`` (in Serve its evaluator runs in the evaluator deployment).
 
+``/generate/rag`` also takes ``conversation_id`` (see ``routes.conversations``): a follow-up is made self-contained
+before retrieval (``condensed_query``); its ``citations`` are the span citations of ``/query``, with
+``dropped_markers`` and the ``answer_id`` of its record, whose evaluation scores feed the ``quality`` strategy.
+
 Every answer's quality (overall and per metric) and, for ensembles, the consensus score are exported as
 histograms on ``/metrics``.
 """

@@ -285,6 +285,9 @@ async def chat_completions(body: ChatCompletionRequest, request: Request,
                            services: Services = Depends(get_services)) -> Any:
     if body.model == RAG_MODEL:
         return await _rag(body, request, principal, services)
+    if body.conversation_id is not None:
+        raise InvalidInput("conversation_id is for model rag (other models get the history in messages)",
+                           field="conversation_id")
     plan = plan_chat(body, services)
     if body.stream:
         return await _stream(body, plan, request, services)
