@@ -143,15 +143,17 @@ def main() -> None:
                         ["g-bio", "g-med", "g-chem"])
         results: dict[str, Any] = {}
         with TestClient(create_app(services)) as client:
-            headers = user_headers(client, "reader")  # not an admin: every search carries the access filter
             loaded = 0
             for size in sizes:
                 fill_s = fill(services.store, corpus, loaded, size)
                 rows_per_s = round((size - loaded) / max(fill_s, 1e-9))
                 loaded = size
+                # a fresh token after each (possibly long) load; not an admin: every search carries the access filter
+                headers = user_headers(client, "reader")
                 latencies(client, headers, queries[:5], "dense")  # warm-up after the load
                 results[str(size)] = {**measure(client, headers, queries, args.rounds),
                                       "insert_rows_per_s": rows_per_s}
+                print(json.dumps({str(size): results[str(size)]}), file=sys.stderr, flush=True)  # progress
     smallest, largest = str(sizes[0]), str(sizes[-1])
     growth = {f"growth_p50_{s}": round(results[largest][s]["p50_ms"] / results[smallest][s]["p50_ms"], 2)
               for s in STRATEGIES}
