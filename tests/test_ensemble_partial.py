@@ -56,7 +56,7 @@ def test_candidates_that_miss_the_deadline_are_reported_and_the_rest_answers(app
 
 def test_no_candidate_in_time_is_a_504_naming_the_deadline(app: Any) -> None:
     url, services = app
-    response = ensemble(url, ["fake:slow"], 2, 2)
+    response = ensemble(url, ["fake:slow"], 2, 3)
     assert response.status_code == 504, response.text
     body = response.json()
     assert body["error"] == "timeout" and "none of the 2 ensemble candidates" in body["message"]
