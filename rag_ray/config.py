@@ -224,6 +224,16 @@ class Settings(BaseSettings):
     rerank_depth: int = Field(50, ge=1, le=200, validation_alias="RAG_RERANK_DEPTH")
     hybrid_candidates: int = Field(100, ge=1, le=1000, validation_alias="RAG_HYBRID_CANDIDATES")
 
+    # --- Conversations and answer records (rag_ray.conversations, rag_ray.answers) ---
+    # conversations idle this long are deleted with their turns and answer records (0: keep forever)
+    conversation_retention_days: int = Field(30, ge=0, validation_alias="RAG_CONVERSATION_RETENTION_DAYS")
+    # messages (questions + answers) one conversation may hold; a turn past it is a 413 naming conversation_id
+    conversation_max_turns: int = Field(200, ge=2, le=10_000, validation_alias="RAG_CONVERSATION_MAX_TURNS")
+    # how follow-ups become self-contained before retrieval: "llm" (the configured LLM, "terms" as its fallback)
+    # or "terms" (salient words of the previous questions, no LLM call)
+    condenser: Literal["llm", "terms"] = Field("llm", validation_alias="RAG_CONDENSER")
+    condense_timeout_s: float = Field(20.0, gt=0, validation_alias="RAG_CONDENSE_TIMEOUT_S")
+
     # --- Index lifecycle (rag_ray.index: rebuild, evaluation gate, switch; RAG_COLLECTION names the alias) ---
     # the eval set `rag-cli index switch` gates on when none is given (BEIR queries.jsonl and qrels .tsv)
     eval_queries: Path | None = Field(None, validation_alias="RAG_EVAL_QUERIES")
@@ -237,16 +247,6 @@ class Settings(BaseSettings):
     # seconds a replica keeps the limit rules (set with /admin/limits or `rag-cli limits set`) before re-reading them
     limits_cache_s: float = Field(5.0, ge=0.0, validation_alias="RAG_LIMITS_CACHE_S")
     # failed logins per username (case-folded) / per client address within the window before a lockout; the address
-    # --- Conversations and answer records (rag_ray.conversations, rag_ray.answers) ---
-    # conversations idle this long are deleted with their turns and answer records (0: keep forever)
-    conversation_retention_days: int = Field(30, ge=0, validation_alias="RAG_CONVERSATION_RETENTION_DAYS")
-    # messages (questions + answers) one conversation may hold; a turn past it is a 413 naming conversation_id
-    conversation_max_turns: int = Field(200, ge=2, le=10_000, validation_alias="RAG_CONVERSATION_MAX_TURNS")
-    # how follow-ups become self-contained before retrieval: "llm" (the configured LLM, "terms" as its fallback)
-    # or "terms" (salient words of the previous questions, no LLM call)
-    condenser: Literal["llm", "terms"] = Field("llm", validation_alias="RAG_CONDENSER")
-    condense_timeout_s: float = Field(20.0, gt=0, validation_alias="RAG_CONDENSE_TIMEOUT_S")
-
     # limit also counts invalid API keys and invalid refresh tokens (each on its own)
     login_max_failures: int = Field(5, ge=1, validation_alias="RAG_LOGIN_MAX_FAILURES")
     login_address_max_failures: int = Field(20, ge=1, validation_alias="RAG_LOGIN_ADDRESS_MAX_FAILURES")
