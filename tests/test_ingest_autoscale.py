@@ -21,8 +21,9 @@ from rag_ray.store.lite_server import free_port
 from rag_ray.store.milvus import ChunkStore
 from tests.test_multinode import RAY, ROOT, _start_node, _state, _stop_node
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # ~1 min idle; a busy 2-core machine is far slower
 SCIFACT = ROOT.parent / "shared" / "data" / "scifact" / "corpus.jsonl"
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900),  # ~1 min idle; a busy 2-core machine is far slower
+              pytest.mark.skipif(not SCIFACT.exists(), reason=f"shared data not found at {SCIFACT}")]
 
 
 def wait_for_nodes(env: dict[str, str], dashboard: str, count: int, procs: list[subprocess.Popen[bytes]]) -> None:
