@@ -29,6 +29,7 @@ from tests.api_helpers import compose
 SEED = Path(__file__).resolve().parents[2] / "shared" / "seed" / "README.ko.md"
 SEED_DIRECTORY = Path("/path/to/documents")  # the seed's /extract/filesystem body names this directory
 AUTH = {"Authorization": "Bearer admin-token"}
+pytestmark = pytest.mark.skipif(not SEED.exists(), reason=f"the seed spec is not at {SEED}")
 
 
 @dataclass(frozen=True)
