@@ -17,11 +17,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from ray.serve.exceptions import BackPressureError
 
+from deployments.handles import awaited, own_error
 from rag_ray.config import Settings
 from rag_ray.embedding import create_embedder
-from rag_ray.errors import Overloaded, RagError
+from rag_ray.errors import Overloaded
 from rag_ray.generation import (
     ConsensusResult,
     Evaluation,
@@ -95,22 +95,10 @@ class EvaluatorDeployment:
 # ---- the router side --------------------------------------------------------------------------------------
 # Every call is bounded by the request's deadline and cancelled with the task awaiting it (``awaited``), so scoring
 # for a request that timed out or whose client left stops too.
-async def awaited(response: Any) -> Any:
-    try:
-        return await response
-    except asyncio.CancelledError:
-        response.cancel()
-        raise
-    except Exception as exc:
-        raise unwrap(exc) from None
-
-
 def unwrap(exc: BaseException) -> BaseException:
     """Our own error back from Ray's wrapper; a full evaluator queue is a 503 with Retry-After, not a 500."""
-    if isinstance(exc, BackPressureError):
-        return Overloaded("the answer evaluator is at capacity; retry shortly", retry_after=exc.retry_after_s or 1.0)
-    cause = getattr(exc, "cause", None)
-    return cause if isinstance(cause, RagError) else exc
+    return own_error(exc, lambda retry_after: Overloaded("the answer evaluator is at capacity; retry shortly",
+                                                         retry_after=retry_after))
 
 
 class HandleSession:
@@ -137,7 +125,7 @@ class HandleSession:
 
     async def aevaluate_many(self, answers: Sequence[str]) -> list[Evaluation]:
         result: list[Evaluation] = await awaited(
-            self.handle.score.remote(self.query, self.passages, list(answers), self.metrics))
+            self.handle.score.remote(self.query, self.passages, list(answers), self.metrics), unwrap)
         return result
 
 
@@ -168,7 +156,7 @@ class HandleEvaluator:
         return HandleSession(self.handle, query, contexts, metrics)
 
     async def consensus(self, texts: Sequence[str], threshold: float = 0.7) -> ConsensusResult:
-        result: ConsensusResult = await awaited(self.handle.consensus.remote(list(texts), threshold))
+        result: ConsensusResult = await awaited(self.handle.consensus.remote(list(texts), threshold), unwrap)
         return result
 
 

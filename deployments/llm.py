@@ -14,9 +14,8 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from ray.serve.exceptions import BackPressureError
-
-from rag_ray.errors import ProviderRateLimited, ProviderTimeout, RagError
+from deployments.handles import awaited, own_error
+from rag_ray.errors import ProviderRateLimited, ProviderTimeout
 from rag_ray.llm import LLM, ChatMessage, Completion, GenerationParams, StreamChunk
 from rag_ray.llm.windows import CountsTokens, HasContextWindow
 from rag_ray.providers.config import ProviderSpec, llm_entry
@@ -72,23 +71,8 @@ def _unwrap(exc: BaseException, provider: str = "") -> BaseException:
 
     A full deployment queue is the provider saying "slow down": a rate limit the manager can retry or
     route around, and that ends as 503 + Retry-After if nothing else can serve."""
-    if isinstance(exc, BackPressureError):
-        return ProviderRateLimited(f"{provider} deployment queue is full", provider=provider,
-                                   retry_after=exc.retry_after_s or 1.0)
-    cause = getattr(exc, "cause", None)
-    return cause if isinstance(cause, RagError) else exc
-
-
-async def awaited(response: Any, provider: str = "") -> Any:
-    """The result of a Serve handle call; if the awaiting task is cancelled, the call is cancelled too (a queued one
-    never starts, a running one is cancelled in its replica)."""
-    try:
-        return await response
-    except asyncio.CancelledError:
-        response.cancel()
-        raise
-    except Exception as exc:
-        raise _unwrap(exc, provider) from None
+    return own_error(exc, lambda retry_after: ProviderRateLimited(f"{provider} deployment queue is full",
+                                                                  provider=provider, retry_after=retry_after))
 
 
 class HandleLLM:
@@ -98,9 +82,12 @@ class HandleLLM:
         self.handle = handle
         self.provider, self.model = provider, model
 
+    def _unwrap(self, exc: BaseException) -> BaseException:
+        return _unwrap(exc, self.provider)
+
     async def generate(self, messages: Sequence[ChatMessage], params: GenerationParams) -> Completion:
         result: Completion = await awaited(self.handle.generate.remote(list(messages), params, time.time()),
-                                           self.provider)
+                                           self._unwrap)
         return result
 
     async def stream(self, messages: Sequence[ChatMessage], params: GenerationParams) -> AsyncIterator[StreamChunk]:
@@ -109,7 +96,7 @@ class HandleLLM:
             async for chunk in gen:
                 yield chunk
         except Exception as exc:
-            raise _unwrap(exc, self.provider) from None
+            raise self._unwrap(exc) from None
         finally:
             gen.cancel()  # the client went away (or we are done): stop generating upstream
 
@@ -127,7 +114,7 @@ class WindowedHandleLLM(HandleLLM):
         return self._context_window
 
     async def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
-        count: int = await awaited(self.handle.count_tokens.remote(list(messages)), self.provider)
+        count: int = await awaited(self.handle.count_tokens.remote(list(messages)), self._unwrap)
         return count
 
 
