@@ -67,6 +67,13 @@ def test_korean_paragraph_of_udhr(shared_data: Path) -> None:
     ("Όλοι οι άνθρωποι γεννιούνται ελεύθεροι και ίσοι στην αξιοπρέπεια και τα δικαιώματα.", "el"),
     ("", "unknown"),
     ("12345 - 67.89 %", "unknown"),
+    # rendered database rows: column labels are identifiers, not the row's language
+    ("table: Review\nReviewId: 3\nBody: The parcel arrived late and the box was damaged.", "en"),
+    ("table: Notiz\nNotizId: 7\nText: Alle Menschen sind frei und gleich an Würde und Rechten geboren.", "de"),
+    # too little (or only capitalised) Latin text for a statistical guess: names, titles, addresses
+    ("table: Artist\nArtistId: 54\nName: Green Day", "unknown"),
+    ("table: Customer\nCustomerId: 1\nFirstName: Luís\nLastName: Gonçalves\nCompany: Embraer - Empresa "
+     "Brasileira de Aeronáutica S.A.\nAddress: Av. Brigadeiro Faria Lima, 2170\nCity: São José dos Campos", "unknown"),
 ])
 def test_synthetic(text: str, expected: str) -> None:
     assert detect_language(text) == expected

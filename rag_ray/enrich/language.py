@@ -3,10 +3,13 @@
 Fast path first: count letters per Unicode script with precompiled regexes. Hangul decides Korean and
 Korean/English mixes; scripts used by one language (kana, Thai, Greek, ...) decide directly; Latin text that
 is full of English function words is English. Only what is left (other Latin or Cyrillic languages, Han without
-kana) goes to ``langdetect``, seeded so the same text always gets the same label.
+kana) goes to ``langdetect``, seeded so the same text always gets the same label, and only when there is enough
+of it: below ``STATISTICAL_MIN_LETTERS`` its guesses are noise ("Green Day" came out German) at ~5 ms a call,
+which made language detection most of an RDB sync's time.
 
 Code blocks, inline code, URLs and email addresses are removed before counting: they are Latin letters but not
-English prose, and Korean technical documents are full of them.
+English prose, and Korean technical documents are full of them. So are ``field:`` labels at the start of a line
+(the column names of a rendered database row, front-matter keys): identifiers, not the row's language.
 """
 
 from __future__ import annotations
@@ -24,6 +27,11 @@ KO_MIN_SHARE = 0.65  # weighted Hangul share at or above which text is Korean
 MIXED_MIN_SHARE = 0.2  # ... at or above which (and below KO_MIN_SHARE) it is Korean/Latin mixed
 MIN_LETTERS = 3  # fewer letters than this: nothing to decide on
 EN_MIN_STOPWORD_SHARE = 0.12  # share of words that are English function words for the English fast path
+# fewer Latin letters than this (after the fast paths) is too little for a statistical guess: ``unknown``
+STATISTICAL_MIN_LETTERS = 40
+# ... and fewer letters than this in lower-case words: what carries a language (function words, verbs) is written in
+# lower case; names, titles and addresses (most of a customer table) are capitalised and say nothing about it
+STATISTICAL_MIN_LOWERCASE_LETTERS = 15
 # langdetect's random-restart count (its default is 7): its cost is linear in this; 3 gives the same labels on the
 # sample documents at less than half the cost
 STATISTICAL_TRIALS = 3
@@ -33,6 +41,7 @@ _NOT_PROSE = re.compile(
     r"|[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+"  # email addresses
     r"|\b(?:https?|ftp)://\S+|\]\([^)\s]*\)"  # URLs, markdown link targets
 )
+_FIELD_LABEL = re.compile(r"^[ \t]*[A-Za-z_][A-Za-z0-9_.-]{0,63}:[ \t]", re.MULTILINE)
 _HANGUL = re.compile(r"[\uac00-\ud7a3\u1100-\u11ff\u3130-\u318f]")
 _LATIN = re.compile(r"[A-Za-z\u00c0-\u024f]")
 _LATIN_RUN = re.compile(r"[A-Za-z\u00c0-\u024f]+")
@@ -77,7 +86,8 @@ def script_counts(text: str) -> dict[str, int]:
 
 
 def detect_language(text: str) -> str:
-    """``ko``, ``en``, ``mixed``, another ISO 639-1 code, or ``unknown`` for text with (almost) no letters."""
+    """``ko``, ``en``, ``mixed``, another ISO 639-1 code, or ``unknown`` for text with (almost) no letters or
+    too little Latin text to tell its language."""
     prose = _strip_non_prose(text)
     ascii_only = prose.isascii()
     hangul = 0 if ascii_only else len(_HANGUL.findall(prose))
@@ -96,10 +106,14 @@ def detect_language(text: str) -> str:
         return UNKNOWN
     if _looks_english(prose):
         return "en"
+    if latin < STATISTICAL_MIN_LETTERS or _lowercase_letters(prose) < STATISTICAL_MIN_LOWERCASE_LETTERS:
+        return UNKNOWN
     return _statistical(prose)
 
 
 def _strip_non_prose(text: str) -> str:
+    if ":" in text:
+        text = _FIELD_LABEL.sub("", text)
     if "```" in text:
         text = _drop_fenced_code(text)
     if "`" in text or "://" in text or "](" in text or "@" in text:
@@ -151,11 +165,16 @@ def _dominant_other_script(prose: str, latin: int) -> str | None:
 
 
 def _looks_english(prose: str) -> bool:
-    tokens = prose[:3000].lower().split()  # whitespace tokens: a C-speed split instead of a word regex
+    # whitespace tokens (a C-speed split instead of a word regex); numbers, codes and phone numbers are not words
+    tokens = [t for t in prose[:3000].lower().split() if not t[0].isdigit()]
     if len(tokens) < 3:
         return False
     hits = sum(1 for t in tokens if t in _EN_STOPWORDS)
     return hits / len(tokens) >= EN_MIN_STOPWORD_SHARE
+
+
+def _lowercase_letters(prose: str) -> int:
+    return sum(len(t) for t in prose[:3000].split() if t[0].islower())
 
 
 _detector_lock = threading.Lock()
