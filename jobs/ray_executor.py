@@ -112,8 +112,8 @@ class RayDataExecutor:
                 tasks, SharedModelStages(stages), on_results, checkpoint)
             return
         share = self.cpu_share()
-        pool = self.pool_plan(share, float(ray.cluster_resources().get("CPU", 1.0)))
         blocks = max(1, min(len(tasks), (len(tasks) + self.files_per_block - 1) // self.files_per_block))
+        pool = self.pool_plan(share, float(ray.cluster_resources().get("CPU", 1.0)), blocks)
         ds: ray.data.Dataset = ray.data.from_items(tasks, override_num_blocks=blocks)
         parse_pool = ray.data.TaskPoolStrategy(size=self.parse_concurrency)
         ds = ds.flat_map(stages.parse(), num_cpus=0, compute=parse_pool)
@@ -132,13 +132,19 @@ class RayDataExecutor:
             checkpoint()
             on_results(batch)  # type: ignore[arg-type]  # numpy columns index and zip like the lists
 
-    def pool_plan(self, share: float, cluster_cpus: float) -> PoolPlan:
+    def pool_plan(self, share: float, cluster_cpus: float, blocks: int = 1) -> PoolPlan:
         """Between the configured minimum and a maximum of one actor per ``actor_cpus`` of the cluster (or the
         configured maximum). At full size the pool reserves this job's ``share`` of the CPUs, so concurrent jobs'
-        pools always fit; each actor still runs ``actor_cpus`` threads."""
+        pools always fit; each actor still runs ``actor_cpus`` threads.
+
+        The pool starts with, and keeps until its input is consumed, as many actors as the job has input blocks
+        to keep busy (up to the maximum, at least the configured minimum). Every actor loads the model (~20 s on
+        a busy core): grown from one on demand, the second actor started late, and Ray Data's utilisation-based
+        downscaling then released and reloaded it every ~40 s of a 2,600-chunk job (bench/scaleout.py: two
+        nodes slower than one). Ray Data releases the whole pool when the input is done."""
         low, high = self.embed_concurrency
         high = high or max(1, math.floor(cluster_cpus / self.actor_cpus))
-        low = min(low, high)
+        low = max(min(low, high), min(high, blocks))
         cpus = round(min(self.actor_cpus, share / high), 3)
         return PoolPlan(low, high, cpus, max(1, round(self.actor_cpus)))
 

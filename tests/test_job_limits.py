@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from jobs.ingest_files import run_file_job
-from jobs.ray_executor import RayDataExecutor
+from jobs.ray_executor import PoolPlan, RayDataExecutor
 from jobs.ray_logging import CONFIG_PATH, RotatingSessionFileHandler, render_data_logging_config
 from jobs.sync_rdb import run_rdb_job
 from rag_ray.errors import RagError, SourceError
@@ -122,6 +122,16 @@ def test_small_file_jobs_run_in_the_driver_and_others_on_ray_data():
     assert not executor.runs_locally([{"path": f"/{i}"} for i in range(3)])
     assert not executor.runs_locally([{"table": "t", "lower": 1}])  # database partitions
     assert not RayDataExecutor(local_max_files=0).runs_locally([{"path": "/a"}])
+
+
+def test_embedding_pool_starts_and_stays_at_the_size_its_input_keeps_busy():
+    """Each actor loads the model: a pool grown on demand and shrunk by utilisation reloaded it over and over."""
+    executor = RayDataExecutor(embed_concurrency=(1, 0))
+    assert executor.pool_plan(share=2.0, cluster_cpus=2.0, blocks=125) == PoolPlan(2, 2, 1.0, 1)
+    assert executor.pool_plan(share=4.0, cluster_cpus=4.0, blocks=3).low == 3  # three blocks keep three busy
+    assert executor.pool_plan(share=2.0, cluster_cpus=2.0, blocks=1).low == 1
+    assert RayDataExecutor(embed_concurrency=(2, 4)).pool_plan(4.0, 8.0, blocks=1).low == 2  # the minimum holds
+    assert RayDataExecutor(embed_concurrency=(1, 3)).pool_plan(8.0, 8.0, blocks=50).low == 3  # the maximum too
 
 
 def test_ray_data_logs_rotate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
