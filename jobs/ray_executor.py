@@ -35,13 +35,25 @@ from rag_ray.ingest.stages import EmbedChunks, EnrichChunks, ParseAndChunk, Writ
 log = logging.getLogger(__name__)
 
 
+STARTUP_TIMEOUT = "timed out during startup"
+
+
 def init_ray(settings: Settings, **kwargs: Any) -> None:
     """Join ``RAY_ADDRESS`` when configured, else start (or reuse) a local Ray. Logs stay bounded either way
     (``jobs.ray_logging``), also in a job driver that runs inside an already initialised Ray worker."""
     bound_ray_logs()
     if not ray.is_initialized():
-        ray.init(address=settings.ray_address or None, include_dashboard=False, logging_level=logging.WARNING,
-                 log_to_driver=False, configure_logging=True, **kwargs)
+        options = {"address": settings.ray_address or None, "include_dashboard": False,
+                   "logging_level": logging.WARNING, "log_to_driver": False, "configure_logging": True, **kwargs}
+        try:
+            ray.init(**options)
+        except Exception as exc:  # Ray raises a bare Exception for this one
+            if STARTUP_TIMEOUT not in str(exc):
+                raise
+            # Ray waits a fixed 30 s for a new local raylet to register; on a loaded machine (or right after another
+            # local Ray was stopped) it can miss that once. The half-started node is torn down and started again.
+            ray.shutdown()
+            ray.init(**options)
     quiet_ray_data()
 
 
