@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -29,23 +27,12 @@ sys.path.insert(0, str(ROOT))
 
 from bench.ingest import write_corpus  # noqa: E402
 from rag_ray.store.lite_server import MilvusLiteServer, free_port  # noqa: E402
-from tests.test_multinode import _start_node, _stop_node, _wait_for_nodes  # noqa: E402
+from tests.cluster import local_cluster  # noqa: E402
 
 
 def run_on_cluster(nodes: int, corpus: Path, milvus_uri: str, collection: str, tmp: Path) -> dict[str, Any]:
-    gcs_port, dash_port = free_port(), free_port()
-    env = {**os.environ, "HOME": str(tmp), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
-    env.pop("RAY_ADDRESS", None)
-    temp = Path(tempfile.mkdtemp(prefix="rr-", dir="/tmp"))  # unix socket paths must stay short
-    dashboard = f"http://127.0.0.1:{dash_port}"
-    procs = [_start_node(["--head", f"--port={gcs_port}", "--num-cpus=1", f"--dashboard-port={dash_port}",
-                          "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--temp-dir={temp}"], env)]
-    try:
-        _wait_for_nodes(env, dashboard, 1, procs)
-        for _ in range(nodes - 1):
-            procs.append(_start_node([f"--address=127.0.0.1:{gcs_port}", "--num-cpus=1"], env))
-        _wait_for_nodes(env, dashboard, nodes, procs)
-        job_env = {**env, "RAY_ADDRESS": f"127.0.0.1:{gcs_port}", "MILVUS_URI": milvus_uri,
+    with local_cluster(tmp, nodes) as cluster:
+        job_env = {**cluster.env, "RAY_ADDRESS": cluster.address, "MILVUS_URI": milvus_uri,
                    "RAG_COLLECTION": collection, "RAG_DATA_DIR": str(tmp / collection), "HF_HUB_OFFLINE": "1",
                    "RAG_JOBS_MAX_CONCURRENT": "1", "RAG_JOBS_LOCAL_MAX_FILES": "0"}
         run = subprocess.run([sys.executable, "-m", "jobs.ingest_files", str(corpus)], env=job_env, cwd=ROOT,
@@ -54,10 +41,6 @@ def run_on_cluster(nodes: int, corpus: Path, milvus_uri: str, collection: str, t
             raise RuntimeError(run.stderr[-3000:])
         summary: dict[str, Any] = json.loads(run.stdout.strip().splitlines()[-1])
         return summary
-    finally:
-        for proc in reversed(procs):
-            _stop_node(proc)
-        shutil.rmtree(temp, ignore_errors=True)
 
 
 def main() -> None:

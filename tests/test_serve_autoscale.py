@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from rag_ray.store.lite_server import free_port
-from tests.test_multinode import _start_node, _stop_node
+from tests.cluster import start_node, stop_node
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,15 +49,15 @@ def ray_cluster(tmp_path):
            "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0", "HF_HUB_OFFLINE": "1", **FAST_METRICS}
     env.pop("RAY_ADDRESS", None)
     temp = Path(tempfile.mkdtemp(prefix="rs-", dir="/tmp"))  # unix socket paths must stay under 107 bytes
-    nodes = [_start_node(["--head", f"--port={gcs_port}", "--num-cpus=1", "--include-dashboard=false",
+    nodes = [start_node(["--head", f"--port={gcs_port}", "--num-cpus=1", "--include-dashboard=false",
                           f"--temp-dir={temp}"], env)]
     try:
         wait_for_port(gcs_port, nodes[0])
-        nodes.append(_start_node([f"--address=127.0.0.1:{gcs_port}", "--num-cpus=1"], env))
+        nodes.append(start_node([f"--address=127.0.0.1:{gcs_port}", "--num-cpus=1"], env))
         yield env, f"127.0.0.1:{gcs_port}"
     finally:
         for proc in reversed(nodes):
-            _stop_node(proc)
+            stop_node(proc)
         shutil.rmtree(temp, ignore_errors=True)
 
 
