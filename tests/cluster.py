@@ -86,11 +86,11 @@ def wait_for_nodes(env: Mapping[str, str], dashboard: str, count: int, procs: li
 
 
 @contextlib.contextmanager
-def local_cluster(home: Path, nodes: int = 2, extra_env: Mapping[str, str] | None = None) -> Iterator[Cluster]:
+def local_cluster(home: Path, nodes: int = 2) -> Iterator[Cluster]:
     """A head and ``nodes - 1`` more raylets, 1 CPU each, with a dashboard; all stopped on exit."""
     gcs_port, dash_port = free_port(), free_port()
     env = {**os.environ, "HOME": str(home), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
-           "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0", **(extra_env or {})}
+           "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}
     env.pop("RAY_ADDRESS", None)
     temp = Path(tempfile.mkdtemp(prefix="rr-", dir="/tmp"))  # unix socket paths must stay under 107 bytes
     dashboard = f"http://127.0.0.1:{dash_port}"
