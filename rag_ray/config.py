@@ -101,6 +101,9 @@ class Settings(BaseSettings):
     ray_address: str | None = Field(None, validation_alias="RAY_ADDRESS")
     # where jobs run and the API is hosted: "ray" (Ray Data + Ray Serve) or "local" (one process, no Ray)
     platform: str = Field("ray", validation_alias="RAG_PLATFORM")
+    # how HTTP reaches the router on Ray Serve: Serve's own Python proxy, or HAProxy in front of the replicas
+    # (the binary ray[serve] bundles; bench/serve.py: +40% /embeddings texts/s, half the /query overhead on 2 cores)
+    serve_ingress: Literal["proxy", "haproxy"] = Field("proxy", validation_alias="RAG_SERVE_INGRESS")
     # seconds `rag-cli serve`/`rag-server` give a shutdown after SIGTERM/SIGINT before killing what they started
     # (below Kubernetes' default 30 s terminationGracePeriodSeconds and compose's stop_grace_period)
     shutdown_grace_s: float = Field(25.0, gt=0, validation_alias="RAG_SHUTDOWN_GRACE_S")

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from rag_ray.embedding.fake import FakeEmbedder
 from rag_ray.errors import InvalidInput
 from rag_ray.retrieval.filters import retrieval_filter
-from rag_ray.store.filters import INT64_MIN, access_filter, user_filter
+from rag_ray.store.filters import INT64_MIN, MAX_IN_VALUES, access_filter, group_key, user_filter
 from rag_ray.store.milvus import ChunkStore
 from rag_ray.types import Acl, Chunk, Principal, make_chunk_id, sha256_text
 from tests.access_fixtures import reference_visible
@@ -33,9 +33,13 @@ HOSTILE = [
     "alice\\\" or true or \\\"",
     'array_contains_any(group_ids, ["eng"])',
     "%",
+    "_",
+    "e_g",
+    "en%",
+    "a|b",
     "",
 ]
-PLAIN = ["alice", "bob", "eng", "sales", "y", "x"]
+PLAIN = ["alice", "bob", "eng", "engineering", "ng", "a", "b", "sales", "y", "x"]
 
 EXPECTED_RENDERINGS = {
     '") or true or ("': 'owner_id == "\\") or true or (\\"" or visibility == "public" or (visibility == "group" '
@@ -55,7 +59,23 @@ EXPECTED_RENDERINGS = {
 
 @pytest.mark.parametrize("value", list(EXPECTED_RENDERINGS))
 def test_access_filter_renders_hostile_values_as_one_literal(value: str) -> None:
-    assert access_filter(Principal(value, group_ids=(value,))) == EXPECTED_RENDERINGS[value]
+    """On collections from before ``group_key`` (and Milvus 2.3) groups are matched on the array, as literals."""
+    assert access_filter(Principal(value, group_ids=(value,)), keyed_groups=False) == EXPECTED_RENDERINGS[value]
+
+
+def test_group_key_matching_renders_hex_tokens_only() -> None:
+    """Group ids reach the expression as hex between separators: no quote, wildcard or separator of theirs."""
+    hostile = Principal("bob", group_ids=('") or true or ("', "%", "a|b", "_"))
+    assert access_filter(hostile) == (
+        'owner_id == "bob" or visibility == "public" or (visibility == "group" and '
+        '(group_key like "%|2229206f722074727565206f72202822|%" or group_key like "%|25|%" or '
+        'group_key like "%|617c62|%" or group_key like "%|5f|%"))')
+    assert group_key(["eng", "a|b"]) == "|656e67|617c62|" and group_key([]) == ""
+    with pytest.raises(InvalidInput) as info:
+        access_filter(Principal("bob", group_ids=("bell\x07",)))
+    assert info.value.field == "filters.value"
+    with pytest.raises(InvalidInput):
+        access_filter(Principal("bob", group_ids=tuple(f"g{i}" for i in range(MAX_IN_VALUES + 1))))
 
 
 def test_user_filter_and_prefix_renderings() -> None:
@@ -121,13 +141,16 @@ def _expected(rows: dict[str, Acl], p: Principal) -> set[str]:
     return {cid for cid, acl in rows.items() if reference_visible(p, acl.owner_id, acl.group_ids, acl.visibility)}
 
 
-def test_hostile_values_match_nothing_extra_in_milvus(fake_store: ChunkStore) -> None:
+@pytest.mark.parametrize("keyed", [True, False], ids=["group_key", "group_ids array"])
+def test_hostile_values_match_nothing_extra_in_milvus(fake_store: ChunkStore, keyed: bool) -> None:
+    """Wildcards, separators, prefixes and substrings of other ids (``%``, ``e_g``, ``a|b``, ``eng`` in
+    ``engineering``) match their own rows only, on both ways of matching groups."""
     names = HOSTILE + PLAIN
     acls = [Acl(n, (), "private") for n in names] + [Acl("nobody", (n,), "group") for n in names]
     rows = _rows(fake_store, acls)
     for value in names:
         principal = Principal(value, group_ids=(value,))
-        got = fake_store.ids_where(access_filter(principal))
+        got = fake_store.ids_where(access_filter(principal, keyed_groups=keyed))
         assert got == _expected(rows, principal), f"ACL for {value!r}"
         assert len(got) == 2, f"{value!r} must see exactly its own row and its group's row"
         owned = fake_store.ids_where(user_filter({"owner_id": value}))
@@ -157,7 +180,7 @@ def test_hostile_user_filters_cannot_widen_the_access_filter(fake_store: ChunkSt
 
 # ---- property test: Milvus vs the reference model ----
 OWNERS = ["alice", "bob", "carol", "system", '") or true or ("', "“alice”", "trailing\\"]
-GROUPS = ["eng", "sales", "hr", 'x" || owner_id != "y', "＂eng＂", "e ng"]
+GROUPS = ["eng", "engineering", "%", "e_g", "sales", "hr", 'x" || owner_id != "y', "＂eng＂", "e ng"]
 VISIBILITIES = ["private", "group", "public"]
 SAFE_TEXT = st.text(st.characters(blacklist_categories=("Cc", "Cs")), max_size=20)
 
@@ -187,9 +210,9 @@ def test_property_milvus_matches_reference_acl(fake_store: ChunkStore, data: st.
     rows = {r["id"]: Acl(r["owner_id"], tuple(r["group_ids"]), r["visibility"])
             for r in fake_store.query("", ("id", "owner_id", "group_ids", "visibility"))}
     assert len(rows) == 300
-    principal, filters = data.draw(principals), data.draw(user_filters)
+    principal, filters, keyed = data.draw(principals), data.draw(user_filters), data.draw(st.booleans())
     expected = {cid for cid in _expected(rows, principal) if _passes(rows[cid], filters)}
-    assert fake_store.ids_where(retrieval_filter(principal, filters)) == expected
+    assert fake_store.ids_where(retrieval_filter(principal, filters, keyed_groups=keyed)) == expected
 
 
 def _passes(acl: Acl, filters: dict[str, str] | None) -> bool:

@@ -88,8 +88,10 @@ ADMIN = Principal(user_id="root", role="admin")
 def test_policy_filter_default_exact() -> None:
     assert policy_filter(USER, GovernancePolicy()) == (
         'owner_id == "u1" or sensitivity not in ["confidential", "restricted"] or '
-        '(sensitivity in ["confidential"] and array_contains_any(group_ids, ["g1", "g2"]))'
+        '(sensitivity in ["confidential"] and (group_key like "%|6731|%" or group_key like "%|6732|%"))'
     )
+    assert policy_filter(USER, GovernancePolicy(), keyed_groups=False).endswith(
+        '(sensitivity in ["confidential"] and array_contains_any(group_ids, ["g1", "g2"]))')
     assert policy_filter(LONER) == 'owner_id == "u2" or sensitivity not in ["confidential", "restricted"]'
     assert policy_filter(ADMIN) == ""
 
@@ -98,7 +100,7 @@ def test_policy_filter_variants_exact() -> None:
     strict = GovernancePolicy(owner_only={"restricted", "confidential"}, group_only={"internal"})
     assert policy_filter(USER, strict) == (
         'owner_id == "u1" or sensitivity not in ["internal", "confidential", "restricted"] or '
-        '(sensitivity in ["internal"] and array_contains_any(group_ids, ["g1", "g2"]))'
+        '(sensitivity in ["internal"] and (group_key like "%|6731|%" or group_key like "%|6732|%"))'
     )
     assert policy_filter(USER, GovernancePolicy(owner_only=frozenset(), group_only=frozenset())) == ""
     owner_only = GovernancePolicy(group_only=frozenset())
@@ -107,10 +109,13 @@ def test_policy_filter_variants_exact() -> None:
 
 def test_policy_filter_escapes_values() -> None:
     hostile = Principal(user_id='x" or owner_id != "', group_ids=('g") or true or ("',))
-    expr = policy_filter(hostile)
-    assert expr == (
+    assert policy_filter(hostile, keyed_groups=False) == (
         'owner_id == "x\\" or owner_id != \\"" or sensitivity not in ["confidential", "restricted"] or '
         '(sensitivity in ["confidential"] and array_contains_any(group_ids, ["g\\") or true or (\\""]))'
+    )
+    assert policy_filter(hostile) == (
+        'owner_id == "x\\" or owner_id != \\"" or sensitivity not in ["confidential", "restricted"] or '
+        '(sensitivity in ["confidential"] and (group_key like "%|672229206f722074727565206f72202822|%"))'
     )
 
 

@@ -151,9 +151,11 @@ def test_retrieval_filter_ands_the_policy() -> None:
     policy = GovernancePolicy()
     assert retrieval_filter(bob, {"language": "ko"}, policy) == (
         '(owner_id == "u-bob" or visibility == "public" or (visibility == "group" and '
-        'array_contains_any(group_ids, ["g1"]))) and (owner_id == "u-bob" or sensitivity not in '
+        '(group_key like "%|6731|%"))) and (owner_id == "u-bob" or sensitivity not in '
         '["confidential", "restricted"] or (sensitivity in ["confidential"] and '
-        'array_contains_any(group_ids, ["g1"]))) and ((metadata["language"] == "ko"))')
+        '(group_key like "%|6731|%"))) and ((metadata["language"] == "ko"))')
+    assert retrieval_filter(bob, {"language": "ko"}, policy, keyed_groups=False).count(
+        'array_contains_any(group_ids, ["g1"])') == 2
     assert retrieval_filter(bob, None, None) == retrieval_filter(bob)  # no policy: the ACL alone
     assert retrieval_filter(Principal("root", role="admin"), None, policy) == ""
     assert retrieval_filter(bob, None, GovernancePolicy(owner_only=frozenset(), group_only=frozenset())) == (

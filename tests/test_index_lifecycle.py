@@ -253,21 +253,32 @@ def test_gate_refuses_a_worse_model_and_accepts_an_equal_one(settings: Settings,
 def test_acl_filters_hold_on_the_rebuilt_collection(settings: Settings, live_store: ChunkStore,
                                                     identity_db: MetadataDB) -> None:
     """The leak suite's search probes (every user, hostile filters, each canary) and its recall check, answered by
-    the rebuilt collection after the switch."""
+    the rebuilt collection after the switch. The live collection predates ``group_key`` (groups matched on the
+    array): the rebuild is its migration."""
     from tests.test_leaks import GENERIC_QUERY, HOSTILE_FILTERS, PROBES, Tally, seen, send
 
-    world = build_world(settings, identity_db, live_store)
+    live_store.drop()
+    legacy = ChunkStore.connect(settings.milvus_address, settings.collection, 64, embedding_model=OLD,
+                                keyed_groups=False)
+    world = build_world(settings, identity_db, legacy)
+    reopened = ChunkStore.connect(settings.milvus_address, settings.collection, 64, embedding_model=OLD)
+    assert not reopened.keyed_groups  # read from the collection, not from what the server could do
+    principals = {u.username: world.principal(u.username) for u in DEFAULT_USERS}
+    visible = {name: {d.name for d in world.docs if reference_visible(p, world.owner_id(d), d.groups, d.visibility)}
+               for name, p in principals.items()}
+
+    def check_access_filter(store: ChunkStore) -> None:  # the access filter in Milvus: the reference model
+        for name, principal in principals.items():
+            rows = store.query(access_filter(principal, keyed_groups=store.keyed_groups), ("id", "doc_id"))
+            assert {r["doc_id"] for r in rows} == {d.doc_id for d in world.docs if d.name in visible[name]}, name
+
+    check_access_filter(reopened)
     lifecycle = IndexLifecycle(settings, identity_db)
     assert lifecycle.rebuild(RebuildRequest(NEW)).status == "succeeded"
     switched = lifecycle.switch(force=True)
     rebuilt = lifecycle.store(lifecycle.live())
-    assert rebuilt.collection == switched.live and rebuilt.dimension == 96
-    principals = {u.username: world.principal(u.username) for u in DEFAULT_USERS}
-    visible = {name: {d.name for d in world.docs if reference_visible(p, world.owner_id(d), d.groups, d.visibility)}
-               for name, p in principals.items()}
-    for name, principal in principals.items():  # the access filter in Milvus, on the rebuilt rows: the reference
-        rows = rebuilt.query(access_filter(principal), ("id", "doc_id"))
-        assert {r["doc_id"] for r in rows} == {d.doc_id for d in world.docs if d.name in visible[name]}, name
+    assert rebuilt.collection == switched.live and rebuilt.dimension == 96 and rebuilt.keyed_groups
+    check_access_filter(rebuilt)
     dense, hybrid = (next(p for p in PROBES if p.name == name) for name in ("query search dense",
                                                                             "query search hybrid"))
     queries = [(GENERIC_QUERY, f) for f in HOSTILE_FILTERS[1:3]] + [(d.canary, None) for d in world.docs]

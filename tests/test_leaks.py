@@ -186,7 +186,7 @@ def test_detector_catches_a_missing_access_filter(world: World, monkeypatch: Any
     """Drop the access filter on purpose: the same probes must now report leaks."""
     import rag_ray.retrieval.service as retrieval
 
-    monkeypatch.setattr(retrieval, "retrieval_filter", lambda principal, filters=None, policy=None: "")
+    monkeypatch.setattr(retrieval, "retrieval_filter", lambda principal, filters=None, policy=None, **_: "")
     tally, failures = Tally(), []
     for doc in world.docs:
         response = send(world, PROBES[0], "dave", doc.canary, None)

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rag_ray.enrich.pii import mask_pii
 from rag_ray.enrich.sensitivity import SENSITIVITY_LEVELS, Sensitivity
-from rag_ray.store.filters import literal, literal_list
+from rag_ray.store.filters import in_any_group, literal, literal_list
 from rag_ray.types import Principal
 
 
@@ -47,13 +47,13 @@ def _ordered(levels: frozenset[str]) -> list[str]:
     return [level for level in SENSITIVITY_LEVELS if level in levels]
 
 
-def policy_filter(principal: Principal, policy: GovernancePolicy = DEFAULT_POLICY) -> str:
+def policy_filter(principal: Principal, policy: GovernancePolicy = DEFAULT_POLICY, *, keyed_groups: bool = True) -> str:
     """Extra Milvus expression to AND with the ACL; ``""`` when it restricts nothing (admins, empty policy).
 
-    Example (user ``u1`` in group ``g1``, default policy)::
+    Example (user ``u1`` in group ``g1``, default policy; ``6731`` is ``g1`` in hex, see ``in_any_group``)::
 
         owner_id == "u1" or sensitivity not in ["confidential", "restricted"]
-        or (sensitivity in ["confidential"] and array_contains_any(group_ids, ["g1"]))
+        or (sensitivity in ["confidential"] and (group_key like "%|6731|%"))
     """
     if principal.is_admin:
         return ""
@@ -64,7 +64,7 @@ def policy_filter(principal: Principal, policy: GovernancePolicy = DEFAULT_POLIC
     group_levels = _ordered(policy.group_only)
     if group_levels and principal.group_ids:
         rules.append(f"(sensitivity in {literal_list(group_levels)} and "
-                     f"array_contains_any(group_ids, {literal_list(principal.group_ids)}))")
+                     f"{in_any_group(principal.group_ids, keyed=keyed_groups)})")
     return " or ".join(rules)
 
 

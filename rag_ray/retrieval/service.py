@@ -60,7 +60,7 @@ class RetrievalService:
         ``fusion`` overrides the hybrid weights."""
         self._check(query, k)
         strategy = strategy or self.default_strategy
-        expr = retrieval_filter(principal, filters, self.policy)
+        expr = retrieval_filter(principal, filters, self.policy, keyed_groups=self.store.keyed_groups)
         hits = await self.searcher.search(query, expr, k=k, strategy=strategy, fusion=fusion, rerank=rerank)
         return self.masked_hits(principal, hits)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -70,16 +70,53 @@ def and_all(*exprs: str | None) -> str:
     return " and ".join(parts)
 
 
-def access_filter(principal: Principal) -> str:
+GROUP_KEY_FIELD = "group_key"
+
+
+def group_key(group_ids: Iterable[str]) -> str:
+    """A chunk's groups as one string Milvus matches cheaply: ``|<hex id>|<hex id>|`` (``""`` for none).
+
+    Milvus Lite cannot index an ARRAY field and scans ``array_contains_any`` at ~50 µs a row; ``like`` over a
+    VARCHAR costs ~1.5 µs. Hex keeps ids free of LIKE wildcards (``%``, ``_``) and of the separator, so no id
+    needs escaping and none can match another id's pattern.
+    """
+    tokens = [_hex(g) for g in group_ids]
+    return f"|{'|'.join(tokens)}|" if tokens else ""
+
+
+def _hex(group_id: str) -> str:
+    return group_id.encode("utf-8", "surrogatepass").hex()
+
+
+def _group_token(group_id: str) -> str:
+    """``group_id`` as it appears in ``group_key``, after the checks every filter value gets."""
+    problem = _string_problem(group_id, MAX_LITERAL_CHARS)
+    if problem:
+        raise InvalidInput(f"filter values {problem}", field="filters.value")
+    return _hex(group_id)
+
+
+def in_any_group(group_ids: Sequence[str], *, keyed: bool = True) -> str:
+    """The chunk is shared with one of ``group_ids``: over ``group_key`` (collections that have it), else over the
+    ``group_ids`` array (collections from before it, and Milvus 2.3, whose ``like`` only matches prefixes)."""
+    if not keyed:
+        return f"array_contains_any(group_ids, {literal_list(group_ids)})"
+    if len(group_ids) > MAX_IN_VALUES:
+        raise InvalidInput(f"at most {MAX_IN_VALUES} values in one filter", field="filters.value")
+    return "(" + " or ".join(f'{GROUP_KEY_FIELD} like "%|{_group_token(g)}|%"' for g in group_ids) + ")"
+
+
+def access_filter(principal: Principal, *, keyed_groups: bool = True) -> str:
     """What ``principal`` may read: own chunks, public ones, and group chunks of their groups.
 
     Admins get an empty filter (everything). This is the only place the ACL expression is built.
+    ``keyed_groups``: the collection has ``group_key`` (see :func:`in_any_group`).
     """
     if principal.is_admin:
         return ""
     rules = [f"owner_id == {literal(principal.user_id)}", 'visibility == "public"']
     if principal.group_ids:
-        rules.append(f'(visibility == "group" and array_contains_any(group_ids, {literal_list(principal.group_ids)}))')
+        rules.append(f'(visibility == "group" and {in_any_group(principal.group_ids, keyed=keyed_groups)})')
     return " or ".join(rules)
 
 

@@ -13,6 +13,11 @@ BM25 reads the ``lexical`` field, which holds the text after client-side analysi
 (``rag_ray.text.korean.lexical_text``: Kiwi morphemes for Korean, stop-word-free light-stemmed words
 otherwise); queries get the same analysis. Collections created before that field existed keep BM25 on
 ``text`` and raw query text (``lexical_field == "text"``).
+
+Group membership is matched on ``group_key`` (``rag_ray.store.filters.group_key``: the ``group_ids`` array as one
+VARCHAR), because Milvus Lite scans ``array_contains_any`` at ~50 µs a row and cannot index an ARRAY. Collections
+created before that field (and on Milvus 2.3, whose ``like`` only matches prefixes) have ``keyed_groups == False``
+and are filtered on the array; ``rag-cli index rebuild`` + ``switch`` moves one onto the current schema.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from typing import Any, Literal
 import numpy as np
 
 from rag_ray.errors import ConfigError, InvalidInput, RagError, StoreError
+from rag_ray.store.filters import GROUP_KEY_FIELD, group_key
 from rag_ray.types import Chunk, SearchHit
 
 SearchStrategy = Literal["dense", "sparse", "hybrid"]
@@ -38,6 +44,7 @@ TUNED_INDEXES = frozenset({"IVF_FLAT", "HNSW"})  # the types whose parameters Mi
 
 MAX_TEXT_CHARS = 60_000
 MAX_GROUPS_PER_CHUNK = 256
+MAX_GROUP_KEY_CHARS = 65_535  # Milvus's VARCHAR limit
 LEXICAL_FIELD = "lexical"
 _LEXICAL_MAX_CHARS = 20_000  # VARCHAR limits bytes; Hangul is 3 bytes in UTF-8
 OUTPUT_FIELDS = ["id", "doc_id", "source_uri", "chunk_index", "text", "metadata", "owner_id", "group_ids",
@@ -166,44 +173,45 @@ class VectorIndex:
 
 class ChunkStore:
     """One Milvus collection of chunks. Pass a connected ``MilvusClient``. ``embedding_model``
-    (``provider:model``) is recorded on a collection this store creates and checked on one it opens."""
+    (``provider:model``) is recorded on a collection this store creates and checked on one it opens.
+    ``enable_bm25``/``keyed_groups``: None, what the server supports (an opened collection: what it has)."""
 
     def __init__(self, client: Any, collection: str, dimension: int, *, enable_bm25: bool | None = None,
-                 embedding_model: str | None = None, index: VectorIndex | None = None):
+                 embedding_model: str | None = None, index: VectorIndex | None = None,
+                 keyed_groups: bool | None = None):
         self.client = client
         self.collection = collection
         self.dimension = dimension
         self.embedding_model = embedding_model
         self.index = index or VectorIndex()
-        self.supports_bm25 = self._detect_bm25() if enable_bm25 is None else enable_bm25
+        self.supports_bm25 = self._server_at_least((2, 5)) if enable_bm25 is None else enable_bm25
+        self.keyed_groups = self._server_at_least((2, 4)) if keyed_groups is None else keyed_groups  # infix like
         self.lexical_field: str | None = LEXICAL_FIELD if self.supports_bm25 else None
         self._loaded = False
 
     @classmethod
     def connect(cls, uri: str, collection: str, dimension: int, *, token: str = "",
                 enable_bm25: bool | None = None, embedding_model: str | None = None,
-                timeout_s: float = 30.0, index: VectorIndex | None = None) -> ChunkStore:
+                timeout_s: float = 30.0, index: VectorIndex | None = None,
+                keyed_groups: bool | None = None) -> ChunkStore:
         from pymilvus import MilvusClient
 
         with mapped_errors(f"connecting to Milvus at {uri}"):  # pymilvus raises several unrelated types here
             client = MilvusClient(uri=uri, token=token, timeout=timeout_s, grpc_options=GRPC_OPTIONS)
         store = cls(client, collection, dimension, enable_bm25=enable_bm25, embedding_model=embedding_model,
-                    index=index)
+                    index=index, keyed_groups=keyed_groups)
         store.ensure_collection()
         return store
 
     # ---- schema ----
-    def _detect_bm25(self) -> bool:
-        """BM25 functions arrived in Milvus 2.5 (Milvus Lite 3.x has them; the `milvus` 2.3.5 package
-        reports "v2.3.5-lite", so the number decides, not the suffix)."""
-        try:
-            version = str(self.client.get_server_version())
-        except Exception:
-            return False
+    def _server_at_least(self, minimum: tuple[int, int]) -> bool:
+        """BM25 functions arrived in Milvus 2.5, infix ``like`` in 2.4 (Milvus Lite 3.x has both; the `milvus` 2.3.5
+        package reports "v2.3.5-lite", so the number decides, not the suffix)."""
+        version = self.server_version()
         match = re.match(r"v?(\d+)\.(\d+)", version.strip())
         if match is None:
             return "lite" in version.lower()
-        return (int(match.group(1)), int(match.group(2))) >= (2, 5)
+        return (int(match.group(1)), int(match.group(2))) >= minimum
 
     def _schema(self) -> Any:
         from pymilvus import DataType, Function, FunctionType, MilvusClient
@@ -225,6 +233,8 @@ class ChunkStore:
         schema.add_field("owner_id", DataType.VARCHAR, max_length=128)
         schema.add_field("group_ids", DataType.ARRAY, element_type=DataType.VARCHAR, max_capacity=MAX_GROUPS_PER_CHUNK,
                          max_length=128)
+        if self.keyed_groups:
+            schema.add_field(GROUP_KEY_FIELD, DataType.VARCHAR, max_length=MAX_GROUP_KEY_CHARS)
         schema.add_field("visibility", DataType.VARCHAR, max_length=16)
         schema.add_field("sensitivity", DataType.VARCHAR, max_length=16)
         schema.add_field("content_hash", DataType.VARCHAR, max_length=64)
@@ -295,6 +305,11 @@ class ChunkStore:
         if "sparse" not in names:
             self.supports_bm25 = False
         self.lexical_field = None if not self.supports_bm25 else LEXICAL_FIELD if LEXICAL_FIELD in names else "text"
+        self.keyed_groups = GROUP_KEY_FIELD in names
+        if not self.keyed_groups:
+            log.warning("collection %r has no %s field (created before it): access filters match groups on the "
+                        "group_ids array, which Milvus Lite scans at ~50 µs a row; `rag-cli index rebuild` and "
+                        "`switch` move it onto the current schema", self.collection, GROUP_KEY_FIELD)
 
     def stored_embedding(self) -> StoredEmbedding | None:
         """The dimension and recorded embedding model of the collection; None when it does not exist."""
@@ -324,18 +339,23 @@ class ChunkStore:
     def rows(self, chunks: Sequence[Chunk], vectors: np.ndarray | Sequence[Sequence[float]]) -> list[dict[str, Any]]:
         """Chunks in collection shape (with their BM25 text), for ``upsert_rows``."""
         now = int(time.time())
-        return [self._with_lexical(_row(chunk, vector, now)) for chunk, vector in zip(chunks, vectors, strict=True)]
+        return [self._completed(_row(chunk, vector, now)) for chunk, vector in zip(chunks, vectors, strict=True)]
 
     def upsert_rows(self, rows: list[dict[str, Any]]) -> int:
         """Upsert rows already in collection shape (used by the Ray Data sink)."""
         if rows:
             with mapped_errors(f"upsert of {len(rows)} rows"):
-                self.client.upsert(self.collection, [self._with_lexical(dict(r)) for r in rows])
+                self.client.upsert(self.collection, [self._completed(dict(r)) for r in rows])
         return len(rows)
 
-    def _with_lexical(self, row: dict[str, Any]) -> dict[str, Any]:
+    def _completed(self, row: dict[str, Any]) -> dict[str, Any]:
+        """``row`` with the derived fields this collection has (and none it lacks): BM25 text, group key."""
         if self.lexical_field == LEXICAL_FIELD and LEXICAL_FIELD not in row:
             row[LEXICAL_FIELD] = self.analyze(str(row.get("text", "")))
+        if self.keyed_groups:
+            row[GROUP_KEY_FIELD] = _group_key(row)
+        else:
+            row.pop(GROUP_KEY_FIELD, None)
         return row
 
     def analyze(self, text: str) -> str:
@@ -481,6 +501,14 @@ def _row(chunk: Chunk, vector: Sequence[float], now: int) -> dict[str, Any]:
         "created_at": int(meta.get("created_at", now)),
         "updated_at": now,
     }
+
+
+def _group_key(row: dict[str, Any]) -> str:
+    key = group_key(row.get("group_ids") or ())
+    if len(key) > MAX_GROUP_KEY_CHARS:
+        raise StoreError(f"chunk {row.get('id')}: its group ids take more than {MAX_GROUP_KEY_CHARS} characters "
+                         "together; share it with fewer or shorter-named groups")
+    return key
 
 
 def _hit(item: dict[str, Any]) -> SearchHit:
