@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
 import statistics
 import sys
 import tempfile
@@ -188,8 +187,6 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     os.environ.update(INGRESS_ENV[args.ingress])  # read by Serve's controller and replicas (children of this Ray)
-    if args.ingress == "haproxy" and shutil.which("haproxy"):
-        os.environ.setdefault("RAY_SERVE_HAPROXY_BINARY_PATH", str(shutil.which("haproxy")))
 
     import ray
     from ray import serve

@@ -6,14 +6,22 @@ default ``ray``) without importing this package.
 
 from __future__ import annotations
 
+import logging
+import os
+import shutil
+import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from rag_ray.config import Settings
 from rag_ray.ingest.file_ingest import FileIngestRequest, IngestSummary
 from rag_ray.ingest.rdb_sync import RdbSyncRequest, RdbSyncSummary
 from rag_ray.server.platform import Listeners
+
+log = logging.getLogger(__name__)
 
 
 class RayPlatform:
@@ -44,15 +52,40 @@ class RayPlatform:
         from deployments.app import build_app
         from jobs.ray_executor import init_ray
 
-        init_ray(settings)
-        try:
-            serve.start(http_options={"host": settings.api_host, "port": settings.api_port,
-                                      "request_timeout_s": 300})
-            serve.run(build_app(settings), name="rag", route_prefix="/", blocking=False)
-            on_ready(f"http://{settings.api_host}:{settings.api_port}")
-            stop.wait()
-        finally:
+        with ingress(settings):
+            init_ray(settings)
             try:
-                serve.shutdown()
+                serve.start(http_options={"host": settings.api_host, "port": settings.api_port,
+                                          "request_timeout_s": 300})
+                serve.run(build_app(settings), name="rag", route_prefix="/", blocking=False)
+                on_ready(f"http://{settings.api_host}:{settings.api_port}")
+                stop.wait()
             finally:
-                ray.shutdown()
+                try:
+                    serve.shutdown()
+                finally:
+                    ray.shutdown()
+
+
+@contextmanager
+def ingress(settings: Settings) -> Iterator[None]:
+    """The environment Serve reads for ``RAG_SERVE_INGRESS``, set before the local Ray starts: Serve's controller
+    and proxies run under that Ray and inherit it. HAProxy (the binary ``ray[serve]`` bundles, or
+    ``RAY_SERVE_HAPROXY_BINARY_PATH``) keeps its config and admin socket in a directory of this server's own, not
+    Serve's shared ``/tmp/haproxy-serve``, so two servers on one machine do not rewrite each other's config."""
+    if settings.serve_ingress != "haproxy":
+        yield
+        return
+    if settings.ray_address:
+        log.warning("RAG_SERVE_INGRESS=haproxy reaches a Ray this server starts; on the cluster at RAY_ADDRESS, "
+                    "set RAY_SERVE_ENABLE_HA_PROXY=1 in the nodes' environment (cluster.yaml)")
+    home = Path(tempfile.mkdtemp(prefix="rag-haproxy-"))  # short: a unix socket path has ~100 bytes
+    os.environ.update({"RAY_SERVE_ENABLE_HA_PROXY": "1",
+                       "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(home / "haproxy.cfg"),
+                       "RAY_SERVE_HAPROXY_SOCKET_PATH": str(home / "admin.sock"),
+                       "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(home),
+                       "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(home / "server-state")})
+    try:
+        yield
+    finally:
+        shutil.rmtree(home, ignore_errors=True)

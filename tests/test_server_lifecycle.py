@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from rag_ray.cli.reloader import default_watch_dirs, server_argv
@@ -204,6 +205,41 @@ def test_sigterm_on_the_ray_platform_stops_ray_and_milvus_in_order(tmp_path, ser
         assert time.monotonic() < deadline, f"processes the server started outlived it: {left}"
         time.sleep(0.2)  # orphans finish exiting
     assert not port_open("127.0.0.1", server.milvus_port)
+
+
+def _listener(port: int) -> psutil.Process:
+    """The process accepting connections on ``port`` (127.0.0.1)."""
+    for conn in psutil.net_connections("tcp"):
+        if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port and conn.pid is not None:
+            return psutil.Process(conn.pid)
+    raise AssertionError(f"nothing listens on {port}")
+
+
+@pytest.mark.slow
+def test_haproxy_ingress_answers_requests_and_stops_with_the_server(tmp_path, servers):
+    """``RAG_SERVE_INGRESS=haproxy``: HAProxy (the binary ``ray[serve]`` bundles) owns ``API_PORT`` in front of
+    Serve, a login and a search go through it, and SIGTERM stops it with Serve, Ray and Milvus Lite."""
+    grace_s = 60.0
+    env = {k: v for k, v in server_env(tmp_path, RAG_PLATFORM="ray", RAY_ENABLE_UV_RUN_RUNTIME_ENV="0",
+                                       RAG_SERVE_INGRESS="haproxy", RAG_SHUTDOWN_GRACE_S=str(grace_s)).items()
+           if k != "RAY_ADDRESS" and not k.startswith("RAY_SERVE_")}
+    server = Server([str(BIN / "rag-server")], env, tmp_path)
+    servers.append(server)
+    server.wait_healthy(timeout_s=600)
+    haproxy = _listener(int(env["API_PORT"]))
+    assert haproxy.name() == "haproxy", haproxy.cmdline()
+    assert "/tmp/haproxy-serve/" not in " ".join(haproxy.cmdline())  # this server's own config, not Serve's shared one
+    token = httpx.post(f"{server.url}/auth/token", json={"username": "admin", "password": "lifecycle-admin-pw"},
+                       timeout=30).json()["access_token"]
+    searched = httpx.post(f"{server.url}/query", headers={"Authorization": f"Bearer {token}"}, timeout=60,
+                          json={"query": "what is in the index?", "mode": "search", "k": 3})
+    assert searched.status_code == 200 and searched.json()["sources"] == [], searched.text[:500]
+    assert searched.headers.get("x-request-id")
+
+    server.signal(signal.SIGTERM)
+    assert server.proc.wait(timeout=grace_s + 30) == 0, server.text()[-3000:]
+    haproxy.wait(timeout=30)  # raises if it outlives the server
+    wait_closed(int(env["API_PORT"]), timeout_s=30)
 
 
 def _stuck_request(url: str) -> socket.socket:
