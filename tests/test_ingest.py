@@ -137,3 +137,37 @@ def test_acl_change_restamps_chunks(tmp_path, shared_data, db, fake_store):
     ingestor.run(FileIngestRequest(path=docs, file_types=["txt"], acl=Acl("alice", ("team",), "group")))
     rows = fake_store.query("", ("visibility", "group_ids"))
     assert rows and all(r["visibility"] == "group" and r["group_ids"] == ["team"] for r in rows)
+
+
+class RecordingStore(ChunkStore):
+    """The same Milvus Lite collection, noting the order of upserts and seals (Milvus Lite reports neither)."""
+
+    def __init__(self, store: ChunkStore) -> None:
+        super().__init__(store.client, store.collection, store.dimension)
+        self.ensure_collection()
+        self.calls: list[str] = []
+
+    def upsert(self, chunks, vectors):  # type: ignore[no-untyped-def]
+        self.calls.append("upsert")
+        return super().upsert(chunks, vectors)
+
+    def seal_and_warm(self) -> None:
+        super().seal_and_warm()
+        self.calls.append("seal")
+
+
+def test_a_job_seals_and_warms_what_it_wrote(tmp_path, shared_data, db, fake_store, caplog):
+    """Milvus Lite scans unsealed rows on every BM25 search: a job that wrote chunks seals them and searches them
+    once before it reports success; a job that wrote nothing leaves the collection alone."""
+    store = RecordingStore(fake_store)
+    ingestor = local_ingestor(db, store)
+    request = FileIngestRequest(path=copy_documents(shared_data, tmp_path), acl=Acl("system", (), "public"))
+    assert ingestor.run(request).status == "succeeded"
+    assert store.calls.count("seal") == 1 and store.calls[-1] == "seal" and "upsert" in store.calls
+    store.calls.clear()
+    assert ingestor.run(request).chunks_written == 0
+    assert store.calls == []
+
+    store.drop()  # sealing is best effort: a failure is logged, never the writer's
+    store.seal_and_warm()
+    assert "sealing and warming" in caplog.text

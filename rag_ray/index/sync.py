@@ -250,4 +250,6 @@ def apply_sync(plan: SyncPlan, materializer: Materializer, registry: IndexRegist
         stats.merge(batch)
         if progress:
             progress(len(part), batch.chunks)
+    if plan.changed:
+        materializer.target.seal_and_warm()  # before the gate's and users' searches reach it
     return stats

@@ -160,6 +160,8 @@ class FileIngestor:
             except BaseException:
                 self._settle(plan, results, request, tracker, summary)
                 raise
+            finally:
+                self.store.seal_and_warm()
             self._finalise(plan, results, request, tracker, summary)
 
     # ---- planning ----

@@ -219,6 +219,9 @@ class RdbIngestor:
         except BaseException:
             self._settle(plans, results, request, tracker, summary)
             raise
+        finally:
+            if tasks:
+                self.store.seal_and_warm()
         self._finalise(plans, results, request, tracker, summary)
 
     def _stages(self, request: RdbSyncRequest) -> RdbStages:
