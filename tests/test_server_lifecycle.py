@@ -235,6 +235,11 @@ def test_haproxy_ingress_answers_requests_and_stops_with_the_server(tmp_path, se
                           json={"query": "what is in the index?", "mode": "search", "k": 3})
     assert searched.status_code == 200 and searched.json()["sources"] == [], searched.text[:500]
     assert searched.headers.get("x-request-id")
+    with httpx.stream("POST", f"{server.url}/chat/stream", headers={"Authorization": f"Bearer {token}"}, timeout=60,
+                      json={"messages": [{"role": "user", "content": "say hi"}]}) as streamed:  # SSE through HAProxy
+        assert streamed.status_code == 200 and streamed.headers["content-type"].startswith("text/event-stream")
+        frames = [line for line in streamed.iter_lines() if line.startswith("event:")]
+    assert frames and frames[-1] == "event: done", frames
 
     server.signal(signal.SIGTERM)
     assert server.proc.wait(timeout=grace_s + 30) == 0, server.text()[-3000:]
