@@ -4,7 +4,6 @@ them in-process (tests, tiny ingests, machines without Ray)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -80,30 +79,12 @@ class LocalExecutor:
 
     def run(self, tasks: list[dict[str, Any]], stages: StageFactories, on_results: ResultHandler,
             checkpoint: Callable[[], None]) -> None:
-        """Writing one batch overlaps parsing and embedding the next (the model releases the GIL), so waiting on
-        Milvus — a network round trip to a server — is off the embedding path. On 2 cores with Milvus Lite beside
-        it the upsert's CPU competes with the model's instead (bench/rdb.py: no change). One write in flight;
-        results are reported in order, on this thread, and a write in flight when the job stops (cancelled,
-        failed) is waited for and its stored rows still reported."""
         parse, enrich, embed, write = stages.parse(), enrich_stage(stages), stages.embed(), stages.write()
         if self.policy is not None:
             embed.adapt(self.policy)
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-write") as writer:
-            in_flight: Future[dict[str, list[Any]]] | None = None
-            try:
-                for batch in _batched(_flatten(parse, order_tasks(tasks, self.strategy)), self.batch_size):
-                    checkpoint()
-                    embedded = embed(enrich(rows_to_columns(batch, CHUNK_COLUMNS)))
-                    written, in_flight = in_flight, None
-                    if written is not None:
-                        on_results(written.result())
-                    in_flight = writer.submit(write, embedded)
-            except BaseException:
-                if in_flight is not None and in_flight.exception() is None:
-                    on_results(in_flight.result())
-                raise
-            if in_flight is not None:
-                on_results(in_flight.result())
+        for batch in _batched(_flatten(parse, order_tasks(tasks, self.strategy)), self.batch_size):
+            checkpoint()
+            on_results(write(embed(enrich(rows_to_columns(batch, CHUNK_COLUMNS)))))
 
 
 def batch_policy(settings: Settings) -> BatchPolicy:
