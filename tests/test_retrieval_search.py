@@ -169,3 +169,30 @@ def test_feature_reranker_rescoring_keeps_the_candidate_set(fake_store: ChunkSto
     assert {h.chunk_id for h in reranked} == {h.chunk_id for h in plain}
     assert all(0.0 <= h.score <= 1.0 for h in reranked)
     assert reranked[0].source_uri in {"mem://f2", "mem://f6"}
+
+
+class _VersionedClient:
+    """Only what ``ChunkStore.__init__`` asks of a client: its server version, counting the round trips."""
+
+    def __init__(self, version: str) -> None:
+        self.version = version
+        self.calls = 0
+
+    def get_server_version(self) -> str:
+        self.calls += 1
+        return self.version
+
+
+@pytest.mark.parametrize(("version", "bm25", "keyed"), [
+    ("milvus_lite-3.0.1", True, True),  # Lite 3.x: no number, both capabilities
+    ("v2.3.5-lite", False, False),  # the `milvus` 2.3.5 package: prefix-only like, no BM25
+    ("v2.4.15", False, True),
+    ("v2.5.4", True, True),
+    ("", False, False),  # unknown: the safe, older path
+])
+def test_capabilities_follow_the_server_release_in_one_round_trip(version: str, bm25: bool, keyed: bool) -> None:
+    client = _VersionedClient(version)
+    store = ChunkStore(client, "c", 8)
+    assert (store.supports_bm25, store.keyed_groups, client.calls) == (bm25, keyed, 1)
+    assert ChunkStore(client, "c", 8, enable_bm25=not bm25, keyed_groups=not keyed).keyed_groups is not keyed
+    assert client.calls == 1  # both given: the server is not asked

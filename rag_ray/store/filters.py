@@ -58,10 +58,15 @@ def _string_problem(value: str, max_chars: int) -> str:
 
 
 def literal_list(values: Iterable[Any]) -> str:
+    items = _bounded(values)
+    return "[" + ", ".join(literal(v) for v in items) + "]"
+
+
+def _bounded(values: Iterable[Any]) -> list[Any]:
     items = list(values)
     if len(items) > MAX_IN_VALUES:
         raise InvalidInput(f"at most {MAX_IN_VALUES} values in one filter", field="filters.value")
-    return "[" + ", ".join(literal(v) for v in items) + "]"
+    return items
 
 
 def and_all(*exprs: str | None) -> str:
@@ -101,9 +106,7 @@ def in_any_group(group_ids: Sequence[str], *, keyed: bool = True) -> str:
     ``group_ids`` array (collections from before it, and Milvus 2.3, whose ``like`` only matches prefixes)."""
     if not keyed:
         return f"array_contains_any(group_ids, {literal_list(group_ids)})"
-    if len(group_ids) > MAX_IN_VALUES:
-        raise InvalidInput(f"at most {MAX_IN_VALUES} values in one filter", field="filters.value")
-    return "(" + " or ".join(f'{GROUP_KEY_FIELD} like "%|{_group_token(g)}|%"' for g in group_ids) + ")"
+    return "(" + " or ".join(f'{GROUP_KEY_FIELD} like "%|{_group_token(g)}|%"' for g in _bounded(group_ids)) + ")"
 
 
 def access_filter(principal: Principal, *, keyed_groups: bool = True) -> str:

@@ -184,8 +184,9 @@ class ChunkStore:
         self.dimension = dimension
         self.embedding_model = embedding_model
         self.index = index or VectorIndex()
-        self.supports_bm25 = self._server_at_least((2, 5)) if enable_bm25 is None else enable_bm25
-        self.keyed_groups = self._server_at_least((2, 4)) if keyed_groups is None else keyed_groups  # infix like
+        release = self._server_release() if None in (enable_bm25, keyed_groups) else (0, 0)  # one round trip
+        self.supports_bm25 = release >= (2, 5) if enable_bm25 is None else enable_bm25
+        self.keyed_groups = release >= (2, 4) if keyed_groups is None else keyed_groups  # infix like
         self.lexical_field: str | None = LEXICAL_FIELD if self.supports_bm25 else None
         self._loaded = False
 
@@ -204,14 +205,15 @@ class ChunkStore:
         return store
 
     # ---- schema ----
-    def _server_at_least(self, minimum: tuple[int, int]) -> bool:
-        """BM25 functions arrived in Milvus 2.5, infix ``like`` in 2.4 (Milvus Lite 3.x has both; the `milvus` 2.3.5
-        package reports "v2.3.5-lite", so the number decides, not the suffix)."""
+    def _server_release(self) -> tuple[int, int]:
+        """(major, minor): BM25 functions arrived in Milvus 2.5, infix ``like`` in 2.4. Milvus Lite 3.x has both and
+        may report no number; the `milvus` 2.3.5 package reports "v2.3.5-lite", so the number decides, not the
+        suffix."""
         version = self.server_version()
         match = re.match(r"v?(\d+)\.(\d+)", version.strip())
         if match is None:
-            return "lite" in version.lower()
-        return (int(match.group(1)), int(match.group(2))) >= minimum
+            return (99, 0) if "lite" in version.lower() else (0, 0)
+        return int(match.group(1)), int(match.group(2))
 
     def _schema(self) -> Any:
         from pymilvus import DataType, Function, FunctionType, MilvusClient
