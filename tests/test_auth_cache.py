@@ -104,3 +104,16 @@ def test_a_token_is_not_reused_past_its_expiry(accounts):
     clock.now += accounts.keys.access_ttl_s + 1  # the JWT's own exp has passed (on this clock), the TTL has not
     cache.authenticate(token)  # so the cache does not answer: the token goes back to AuthService (real clock)
     assert counting.calls == 2
+
+
+def test_known_answers_only_verified_unexpired_tokens_without_the_db(accounts):
+    cache, counting, clock, token = rig(accounts)
+    assert cache.known(token) is None  # never verified: the request path verifies it on a worker thread
+    verified = cache.authenticate(token)
+    clock.now += 4.9
+    assert cache.known(token) == verified and counting.calls == 1
+    clock.now += 0.2
+    assert cache.known(token) is None  # past the TTL: verified again, revocation honoured
+    off, _, _, token = rig(accounts, ttl_s=0)
+    off.authenticate(token)
+    assert off.known(token) is None

@@ -30,20 +30,28 @@ class CachingAuthenticator:
                  clock: Callable[[], float] = time.time):
         self.inner, self.ttl_s, self.max_entries, self.clock = inner, ttl_s, max_entries, clock
         self._entries: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
-        self._lock = threading.Lock()  # FastAPI runs the (sync) auth dependency on a thread pool
+        self._lock = threading.Lock()  # misses are verified on a worker thread, hits on the event loop
 
     def authenticate(self, token: str) -> Principal:
-        if self.ttl_s <= 0:
-            return self.inner.authenticate(token)
+        known = self.known(token)
+        if known is not None:
+            return known
         now = self.clock()
+        principal = self.inner.authenticate(token)  # verifies; raises on any failure (nothing cached then)
+        if self.ttl_s > 0:
+            self._remember(token, principal, min(now + self.ttl_s, _expiry(token)))
+        return principal
+
+    def known(self, token: str) -> Principal | None:
+        """A cached, unexpired success: no DB, no signature check (the request path skips a thread hop)."""
+        if self.ttl_s <= 0:
+            return None
         with self._lock:
             entry = self._entries.get(token)
-            if entry is not None and entry[1] > now:
-                self._entries.move_to_end(token)
-                return entry[0]
-        principal = self.inner.authenticate(token)  # verifies; raises on any failure (nothing cached then)
-        self._remember(token, principal, min(now + self.ttl_s, _expiry(token)))
-        return principal
+            if entry is None or entry[1] <= self.clock():
+                return None
+            self._entries.move_to_end(token)
+            return entry[0]
 
     def _remember(self, token: str, principal: Principal, until: float) -> None:
         with self._lock:

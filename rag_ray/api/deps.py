@@ -10,13 +10,14 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
 
 from rag_ray.api.services import Services
 from rag_ray.errors import AuthenticationError, PermissionDenied
 from rag_ray.types import Principal
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:  # async: a sync dependency costs a thread-pool hop
     services: Services = request.app.state.services
     return services
 
@@ -32,8 +33,12 @@ def bearer_token(request: Request) -> str:
     return token.strip()
 
 
-def current_principal(request: Request, services: ServicesDep) -> Principal:
-    principal = services.auth.authenticate(bearer_token(request))
+async def current_principal(request: Request, services: ServicesDep) -> Principal:
+    """The caller: from the auth cache on the event loop, else verified against the DB on a worker thread."""
+    token = bearer_token(request)
+    principal = services.auth.known(token)
+    if principal is None:
+        principal = await run_in_threadpool(services.auth.authenticate, token)
     request.state.principal = principal
     return principal
 
@@ -41,7 +46,7 @@ def current_principal(request: Request, services: ServicesDep) -> Principal:
 PrincipalDep = Annotated[Principal, Depends(current_principal)]
 
 
-def admin_principal(principal: PrincipalDep) -> Principal:
+async def admin_principal(principal: PrincipalDep) -> Principal:
     if not principal.is_admin:
         raise PermissionDenied("this endpoint needs the admin role")
     return principal

@@ -28,7 +28,11 @@ from rag_ray.types import Principal
 
 class Authenticator(Protocol):
     def authenticate(self, token: str) -> Principal:
-        """Validate a bearer token (JWT or API key) → the caller; raise AuthenticationError."""
+        """Validate a bearer token (JWT or API key) → the caller; raise AuthenticationError. May block (DB)."""
+        ...
+
+    def known(self, token: str) -> Principal | None:
+        """The caller of a token verified recently, without I/O (safe on the event loop); None: ``authenticate``."""
         ...
 
 

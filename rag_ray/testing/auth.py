@@ -15,3 +15,6 @@ class StaticAuthenticator:
             return self.tokens[token]
         except KeyError:
             raise AuthenticationError("invalid token") from None
+
+    def known(self, token: str) -> Principal | None:
+        return self.tokens.get(token)

@@ -47,7 +47,7 @@ def as_list(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
 
-def embedding_service(services: ServicesDep) -> EmbeddingService:
+async def embedding_service(services: ServicesDep) -> EmbeddingService:
     return services.embeddings
 
 

@@ -46,10 +46,10 @@ def scrape_token_matches(request: Request, services: Services) -> bool:
                                                               expected.get_secret_value().encode())
 
 
-def metrics_reader(request: Request, services: ServicesDep) -> None:
+async def metrics_reader(request: Request, services: ServicesDep) -> None:
     """The scrape token, else an admin's JWT or API key (401/403 otherwise)."""
     if not scrape_token_matches(request, services):
-        admin_principal(current_principal(request, services))
+        await admin_principal(await current_principal(request, services))
 
 
 def _provider_gauges(services: Services) -> Gauges:

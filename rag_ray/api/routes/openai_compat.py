@@ -55,7 +55,6 @@ from rag_ray.api.routes.embeddings import (
     Text,
     VectorsResponse,
     as_list,
-    embedding_service,
     encode_vector,
     usage,
 )
@@ -411,7 +410,7 @@ def model_cards(services: Services) -> list[dict[str, Any]]:
     llms: Sequence[dict[str, Any]] = services.llm.status()["entries"]
     cards = [model_card(e["id"], e["provider"]) for e in llms]
     cards.append(model_card(RAG_MODEL, "rag-ray"))
-    cards.extend(model_card(m.id, m.provider) for m in embedding_service(services).models())
+    cards.extend(model_card(m.id, m.provider) for m in services.embeddings.models())
     return cards
 
 
