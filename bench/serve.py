@@ -1,15 +1,16 @@
 """Serve benchmark: /embeddings at the model's limit, and /query HTTP overhead, measured side by side.
 
     uv run python bench/serve.py [--rounds 3] [--requests 192] [--ingress proxy|direct|haproxy]
-                                 [--encoding float|base64] [--auth-cache-ttl 5] [--router-batch 1|0]
+                                 [--throughput-optimized] [--encoding float|base64] [--auth-cache-ttl 5]
+                                 [--router-batch 1|0]
 
 Runs the real deployment graph (local embedding model, fake LLM) on a local Ray and, in each round, alternates:
 ``/embeddings`` texts/s at 32 concurrent clients (one short text per request, like query embedding) ↔ the same
 model in-process on the same texts at its best batch size (the physical limit on this machine, swept once), then
 ``/query`` (search mode) over HTTP ↔ the same retrieval called in-process. Best of the rounds on each side, so a
 busy machine lowers both sides alike. ``embed_efficiency_c32`` = served ÷ raw; ``query_overhead_p50_ms`` = HTTP p50
-− in-process p50. The switches select the options being compared (Serve's ingress mode, the response encoding,
-the principal cache, router-side batching into the embedder). Last line: one JSON object.
+− in-process p50. The switches select the options being compared (Serve's ingress mode, its throughput-optimized
+mode, the response encoding, the principal cache, router-side batching into the embedder). Last line: one JSON object.
 """
 
 from __future__ import annotations
@@ -177,6 +178,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--query-requests", type=int, default=40)
     parser.add_argument("--docs", type=int, default=60)
     parser.add_argument("--ingress", choices=tuple(INGRESS_ENV), default="proxy")
+    parser.add_argument("--throughput-optimized", action="store_true",
+                        help="RAY_SERVE_THROUGHPUT_OPTIMIZED=1 (RAG_SERVE_THROUGHPUT_OPTIMIZED)")
     parser.add_argument("--encoding", choices=("float", "base64"), default="float")
     parser.add_argument("--auth-cache-ttl", type=float, default=None, help="RAG_AUTH_CACHE_TTL_S (default: setting)")
     parser.add_argument("--router-batch", type=int, choices=(0, 1), default=None,
@@ -187,6 +190,8 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     os.environ.update(INGRESS_ENV[args.ingress])  # read by Serve's controller and replicas (children of this Ray)
+    if args.throughput_optimized:
+        os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
 
     import ray
     from ray import serve
@@ -244,7 +249,8 @@ def main() -> None:
               "query_http_p50_ms": round(min(http_p50), 2), "query_inproc_p50_ms": round(min(inproc_p50), 2),
               "query_overhead_p50_ms": round(min(http_p50) - min(inproc_p50), 2),
               "query_http_p95_ms": round(pct(http_all, 95), 2), "query_inproc_p95_ms": round(pct(inproc_all, 95), 2),
-              "ingress": args.ingress, "encoding": args.encoding, "rounds": args.rounds,
+              "ingress": args.ingress, "throughput_optimized": args.throughput_optimized, "encoding": args.encoding,
+              "rounds": args.rounds,
               "texts_per_round": args.requests, **{k: v for k, v in switches.items()}}
     print(json.dumps(result))
 

@@ -13,6 +13,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -86,23 +87,41 @@ def wait_for_nodes(env: Mapping[str, str], dashboard: str, count: int, procs: li
 
 
 @contextlib.contextmanager
-def local_cluster(home: Path, nodes: int = 2) -> Iterator[Cluster]:
-    """A head and ``nodes - 1`` more raylets, 1 CPU each, with a dashboard; all stopped on exit."""
+def local_cluster(home: Path, nodes: int = 2, *, extra_env: Mapping[str, str] | None = None,
+                  dashboard: bool = True) -> Iterator[Cluster]:
+    """A head and ``nodes - 1`` more raylets, 1 CPU each; all stopped on exit. ``dashboard=False``: no dashboard (a
+    lighter head), so ``Cluster.dashboard`` is empty and the caller waits for the raylets through the GCS."""
     gcs_port, dash_port = free_port(), free_port()
     env = {**os.environ, "HOME": str(home), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
-           "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}
+           "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0", **(extra_env or {})}
     env.pop("RAY_ADDRESS", None)
     temp = Path(tempfile.mkdtemp(prefix="rr-", dir="/tmp"))  # unix socket paths must stay under 107 bytes
-    dashboard = f"http://127.0.0.1:{dash_port}"
-    procs = [start_node(["--head", f"--port={gcs_port}", "--num-cpus=1", f"--dashboard-port={dash_port}",
-                         "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--temp-dir={temp}"], env)]
+    url = f"http://127.0.0.1:{dash_port}" if dashboard else ""
+    web = [f"--dashboard-port={dash_port}", "--include-dashboard=true", "--dashboard-host=127.0.0.1"] if dashboard \
+        else ["--include-dashboard=false"]
+    procs = [start_node(["--head", f"--port={gcs_port}", "--num-cpus=1", *web, f"--temp-dir={temp}"], env)]
     try:
-        wait_for_nodes(env, dashboard, 1, procs)
+        if dashboard:
+            wait_for_nodes(env, url, 1, procs)
+        else:
+            wait_for_port(gcs_port, procs[0])
         for _ in range(nodes - 1):
             procs.append(start_node([f"--address=127.0.0.1:{gcs_port}", "--num-cpus=1"], env))
-        wait_for_nodes(env, dashboard, nodes, procs)
-        yield Cluster(env, f"127.0.0.1:{gcs_port}", dashboard)
+        if dashboard:
+            wait_for_nodes(env, url, nodes, procs)
+        yield Cluster(env, f"127.0.0.1:{gcs_port}", url)
     finally:
         for proc in reversed(procs):
             stop_node(proc)
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes]) -> None:
+    """Until the head's GCS accepts connections (it opens its port once it is up)."""
+    deadline = time.monotonic() + NODES_UP_S
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the ray head exited while starting"
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=2):
+            return
+        time.sleep(0.5)
+    raise AssertionError("the ray head's GCS did not come up")

@@ -258,6 +258,8 @@ def test_a_batch_answers_exactly_like_one_request_at_a_time(local_llm_limits: An
         batches = llm.status().batches
         await cancel_and_settle(llm, blocker)
         results = await asyncio.gather(*together)
+        # A caller hears its answer before the worker thread counts the batch: wait for the count, not for time.
+        await until(lambda: llm.status().batches >= batches + 2, "both batches counted", timeout_s=60)
         return alone, results, llm.status().batches - batches
 
     alone, together, batches = asyncio.run(body())

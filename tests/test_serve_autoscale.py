@@ -10,16 +10,11 @@ session's own Ray), prints what it saw as one JSON line, and waits on conditions
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-import os
 import secrets
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -27,7 +22,7 @@ from typing import Any
 import pytest
 
 from rag_ray.store.lite_server import free_port
-from tests.cluster import start_node, stop_node
+from tests.cluster import local_cluster
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,33 +37,10 @@ FAST_METRICS = {"RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "0.5",
 
 @pytest.fixture
 def ray_cluster(tmp_path):
-    """Head (1 CPU) + second raylet (1 CPU), started with test_multinode's helpers but without a dashboard (the driver
-    itself waits for both nodes through the GCS); yields (env, GCS address)."""
-    gcs_port = free_port()
-    env = {**os.environ, "HOME": str(tmp_path), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
-           "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0", "HF_HUB_OFFLINE": "1", **FAST_METRICS}
-    env.pop("RAY_ADDRESS", None)
-    temp = Path(tempfile.mkdtemp(prefix="rs-", dir="/tmp"))  # unix socket paths must stay under 107 bytes
-    nodes = [start_node(["--head", f"--port={gcs_port}", "--num-cpus=1", "--include-dashboard=false",
-                          f"--temp-dir={temp}"], env)]
-    try:
-        wait_for_port(gcs_port, nodes[0])
-        nodes.append(start_node([f"--address=127.0.0.1:{gcs_port}", "--num-cpus=1"], env))
-        yield env, f"127.0.0.1:{gcs_port}"
-    finally:
-        for proc in reversed(nodes):
-            stop_node(proc)
-        shutil.rmtree(temp, ignore_errors=True)
-
-
-def wait_for_port(port: int, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "the ray head exited while starting"
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=2):
-            return
-        time.sleep(0.5)  # the GCS opens its port when it is up
-    raise AssertionError("the ray head's GCS did not come up")
+    """Head (1 CPU) + second raylet (1 CPU), without a dashboard (the driver itself waits for both nodes through the
+    GCS); yields (env, GCS address)."""
+    with local_cluster(tmp_path, 2, extra_env={"HF_HUB_OFFLINE": "1", **FAST_METRICS}, dashboard=False) as cluster:
+        yield cluster.env, cluster.address
 
 
 def test_embedder_and_llm_scale_up_under_load_and_back_down(ray_cluster, milvus_uri, tmp_path):
@@ -114,7 +86,7 @@ def drive(raw_args: str) -> None:
     options = DeploymentOptions(router_cpus=0.05, embedder_cpus=0.05, llm_cpus=0.05, evaluator_cpus=0.05,
                                 upscale_delay_s=1, downscale_delay_s=3, look_back_period_s=2)
     serve.run(build_app(settings, options), name="rag", route_prefix="/", blocking=False)
-    seen: dict[str, Any] = {EMBEDDER: [replicas(EMBEDDER)], LLM: [replicas(LLM)], "errors": 0}
+    seen: dict[str, Any] = {EMBEDDER: [replicas(EMBEDDER)], LLM: [replicas(LLM)], "errors": 0, "answered": {}}
     asyncio.run(load_until_scaled(f"http://127.0.0.1:{port}", seen))
     wait_for(lambda: record(seen) == (1, 1), "both deployments back at one replica")
     print(json.dumps(seen), flush=True)
@@ -145,6 +117,13 @@ def replicas(deployment: str) -> int:
     status = serve.status().applications["rag"].deployments[deployment]
     live = (ReplicaState.STARTING, ReplicaState.UPDATING, ReplicaState.RECOVERING, ReplicaState.RUNNING)
     return int(sum(status.replica_states.get(state, 0) for state in live))
+
+
+def status_messages() -> dict[str, str]:
+    from ray import serve
+
+    deployments = serve.status().applications["rag"].deployments
+    return {name: f"{d.status}: {d.message}" for name, d in deployments.items()}
 
 
 def record(seen: dict[str, Any]) -> tuple[int, int]:
@@ -180,11 +159,13 @@ async def load_until_scaled(url: str, seen: dict[str, Any]) -> None:
             while not done.is_set():
                 response = await client.post(path, json=body, headers=headers)
                 seen["errors"] += response.status_code != 200
+                seen["answered"][path] = seen["answered"].get(path, 0) + 1
 
         async def watch() -> None:
             deadline = time.monotonic() + WAIT_S
             while await asyncio.to_thread(record, seen) != (2, 2) and time.monotonic() < deadline:
                 await asyncio.sleep(0.5)  # polling Serve's status API
+            seen["status"] = await asyncio.to_thread(status_messages)  # what Serve said, for a failure's message
             done.set()
 
         clients = [client_loop("/embeddings", {"input": texts}) for _ in range(8)]
