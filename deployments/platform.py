@@ -67,21 +67,30 @@ class RayPlatform:
                     ray.shutdown()
 
 
+def serve_env(variable: str, setting: str, settings: Settings) -> None:
+    """Turn on a Serve switch read from the environment by the Ray this server starts (its controller, proxies and
+    replicas inherit it); a cluster's nodes read their own environment."""
+    os.environ[variable] = "1"
+    if settings.ray_address:
+        log.warning("%s reaches a Ray this server starts; on the cluster at RAY_ADDRESS, set %s=1 in the nodes' "
+                    "environment (cluster.yaml)", setting, variable)
+
+
 @contextmanager
 def ingress(settings: Settings) -> Iterator[None]:
-    """The environment Serve reads for ``RAG_SERVE_INGRESS``, set before the local Ray starts: Serve's controller
-    and proxies run under that Ray and inherit it. HAProxy (the binary ``ray[serve]`` bundles, or
-    ``RAY_SERVE_HAPROXY_BINARY_PATH``) keeps its config and admin socket in a directory of this server's own, not
-    Serve's shared ``/tmp/haproxy-serve``, so two servers on one machine do not rewrite each other's config."""
+    """The environment Serve reads for ``RAG_SERVE_INGRESS`` and ``RAG_SERVE_THROUGHPUT_OPTIMIZED``, set before the
+    local Ray starts: Serve's controller, proxies and replicas run under that Ray and inherit it. HAProxy (the
+    binary ``ray[serve]`` bundles, or ``RAY_SERVE_HAPROXY_BINARY_PATH``) keeps its config and admin socket in a
+    directory of this server's own, not Serve's shared ``/tmp/haproxy-serve``, so two servers on one machine do not
+    rewrite each other's config."""
+    if settings.serve_throughput_optimized:
+        serve_env("RAY_SERVE_THROUGHPUT_OPTIMIZED", "RAG_SERVE_THROUGHPUT_OPTIMIZED", settings)
     if settings.serve_ingress != "haproxy":
         yield
         return
-    if settings.ray_address:
-        log.warning("RAG_SERVE_INGRESS=haproxy reaches a Ray this server starts; on the cluster at RAY_ADDRESS, "
-                    "set RAY_SERVE_ENABLE_HA_PROXY=1 in the nodes' environment (cluster.yaml)")
+    serve_env("RAY_SERVE_ENABLE_HA_PROXY", "RAG_SERVE_INGRESS=haproxy", settings)
     home = Path(tempfile.mkdtemp(prefix="rag-haproxy-"))  # short: a unix socket path has ~100 bytes
-    os.environ.update({"RAY_SERVE_ENABLE_HA_PROXY": "1",
-                       "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(home / "haproxy.cfg"),
+    os.environ.update({"RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(home / "haproxy.cfg"),
                        "RAY_SERVE_HAPROXY_SOCKET_PATH": str(home / "admin.sock"),
                        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(home),
                        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(home / "server-state")})

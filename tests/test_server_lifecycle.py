@@ -215,13 +215,20 @@ def _listener(port: int) -> psutil.Process:
     raise AssertionError(f"nothing listens on {port}")
 
 
+def _serve_replicas(pid: int) -> list[psutil.Process]:
+    return [p for p in psutil.Process(pid).children(recursive=True) if "ServeReplica" in " ".join(p.cmdline())]
+
+
 @pytest.mark.slow
-def test_haproxy_ingress_answers_requests_and_stops_with_the_server(tmp_path, servers):
+@pytest.mark.parametrize("throughput_optimized", [False, True], ids=["haproxy", "haproxy+throughput-optimized"])
+def test_haproxy_ingress_answers_requests_and_stops_with_the_server(tmp_path, servers, throughput_optimized):
     """``RAG_SERVE_INGRESS=haproxy``: HAProxy (the binary ``ray[serve]`` bundles) owns ``API_PORT`` in front of
-    Serve, a login and a search go through it, and SIGTERM stops it with Serve, Ray and Milvus Lite."""
+    Serve, a login, a search, a stream and a deadline go through it, and SIGTERM stops it with Serve, Ray and Milvus
+    Lite. With ``RAG_SERVE_THROUGHPUT_OPTIMIZED``, Serve's replicas run in that mode and behave the same."""
     grace_s = 60.0
     env = {k: v for k, v in server_env(tmp_path, RAG_PLATFORM="ray", RAY_ENABLE_UV_RUN_RUNTIME_ENV="0",
-                                       RAG_SERVE_INGRESS="haproxy", RAG_SHUTDOWN_GRACE_S=str(grace_s)).items()
+                                       RAG_SERVE_INGRESS="haproxy", RAG_SHUTDOWN_GRACE_S=str(grace_s),
+                                       RAG_SERVE_THROUGHPUT_OPTIMIZED=str(throughput_optimized).lower()).items()
            if k != "RAY_ADDRESS" and not k.startswith("RAY_SERVE_")}
     server = Server([str(BIN / "rag-server")], env, tmp_path)
     servers.append(server)
@@ -229,8 +236,13 @@ def test_haproxy_ingress_answers_requests_and_stops_with_the_server(tmp_path, se
     haproxy = _listener(int(env["API_PORT"]))
     assert haproxy.name() == "haproxy", haproxy.cmdline()
     assert "/tmp/haproxy-serve/" not in " ".join(haproxy.cmdline())  # this server's own config, not Serve's shared one
+    modes = {p.environ().get("RAY_SERVE_THROUGHPUT_OPTIMIZED", "0") for p in _serve_replicas(server.proc.pid)}
+    assert modes == {"1" if throughput_optimized else "0"}, modes
     token = httpx.post(f"{server.url}/auth/token", json={"username": "admin", "password": "lifecycle-admin-pw"},
                        timeout=30).json()["access_token"]
+    spent = httpx.post(f"{server.url}/chat", json={"messages": [{"role": "user", "content": "hi"}]}, timeout=60,
+                       headers={"Authorization": f"Bearer {token}", "X-Request-Timeout": "0.001"})
+    assert spent.status_code == 504, spent.text[:500]  # the deadline crosses the hop to the LLM deployment
     searched = httpx.post(f"{server.url}/query", headers={"Authorization": f"Bearer {token}"}, timeout=60,
                           json={"query": "what is in the index?", "mode": "search", "k": 3})
     assert searched.status_code == 200 and searched.json()["sources"] == [], searched.text[:500]
