@@ -7,10 +7,10 @@ Routes declare what they need with the ``Annotated`` aliases::
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from fastapi import Depends, Request
-from starlette.concurrency import run_in_threadpool
 
 from rag_ray.api.services import Services
 from rag_ray.errors import AuthenticationError, PermissionDenied
@@ -38,7 +38,7 @@ async def current_principal(request: Request, services: ServicesDep) -> Principa
     token = bearer_token(request)
     principal = services.auth.known(token)
     if principal is None:
-        principal = await run_in_threadpool(services.auth.authenticate, token)
+        principal = await asyncio.to_thread(services.auth.authenticate, token)
     request.state.principal = principal
     return principal
 

@@ -43,6 +43,8 @@ IndexType = Literal["AUTOINDEX", "FLAT", "IVF_FLAT", "HNSW"]
 TUNED_INDEXES = frozenset({"IVF_FLAT", "HNSW"})  # the types whose parameters Milvus Lite would not keep
 
 MAX_TEXT_CHARS = 60_000
+UNNUMBERED_LITE = (99, 0)  # a Milvus Lite that reports no release number: a recent one, with every capability
+UNKNOWN_RELEASE = (0, 0)  # not asked or not answered: assume none of the version-gated capabilities
 MAX_GROUPS_PER_CHUNK = 256
 MAX_GROUP_KEY_CHARS = 65_535  # Milvus's VARCHAR limit
 LEXICAL_FIELD = "lexical"
@@ -184,7 +186,7 @@ class ChunkStore:
         self.dimension = dimension
         self.embedding_model = embedding_model
         self.index = index or VectorIndex()
-        release = self._server_release() if None in (enable_bm25, keyed_groups) else (0, 0)  # one round trip
+        release = self._server_release() if None in (enable_bm25, keyed_groups) else UNKNOWN_RELEASE  # one round trip
         self.supports_bm25 = release >= (2, 5) if enable_bm25 is None else enable_bm25
         self.keyed_groups = release >= (2, 4) if keyed_groups is None else keyed_groups  # infix like
         self.lexical_field: str | None = LEXICAL_FIELD if self.supports_bm25 else None
@@ -212,7 +214,7 @@ class ChunkStore:
         version = self.server_version()
         match = re.match(r"v?(\d+)\.(\d+)", version.strip())
         if match is None:
-            return (99, 0) if "lite" in version.lower() else (0, 0)
+            return UNNUMBERED_LITE if "lite" in version.lower() else UNKNOWN_RELEASE
         return int(match.group(1)), int(match.group(2))
 
     def _schema(self) -> Any:
