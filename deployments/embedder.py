@@ -11,7 +11,6 @@ one text each become a few handle calls instead of 32, and every handle call cos
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -51,7 +50,6 @@ class EmbedderDeployment:
     def __init__(self, settings: Settings, max_batch_size: int = MAX_BATCH_SIZE,
                  batch_wait_timeout_s: float = BATCH_WAIT_S):
         self.embedder = create_embedder(settings)
-        self._model_lock = threading.Lock()
         self.provider, self.model, self.dimension = (self.embedder.provider, self.embedder.model,
                                                      self.embedder.dimension)
         self.reconfigure({"max_batch_size": max_batch_size, "batch_wait_timeout_s": batch_wait_timeout_s})
@@ -73,13 +71,9 @@ class EmbedderDeployment:
 
     async def _encode(self, texts: list[str], input_type: InputType) -> np.ndarray:
         # on a worker thread: the replica's loop keeps taking requests (the next batch) and answering Serve's
-        # health and metrics calls while the model runs (the same loop in RAY_SERVE_THROUGHPUT_OPTIMIZED mode);
-        # one call at a time, as before: a tokenizer is not safe across threads and the model is parallel inside
-        return await asyncio.to_thread(self._encode_locked, texts, input_type)
-
-    def _encode_locked(self, texts: list[str], input_type: InputType) -> np.ndarray:
-        with self._model_lock:  # held by the thread, so a cancelled caller cannot let a second call in early
-            return self.embedder.embed(texts, input_type=input_type)
+        # health and metrics calls while the model runs (the same loop in RAY_SERVE_THROUGHPUT_OPTIMIZED mode); a
+        # local model serialises its own calls, so a cancelled caller's thread still finishes before the next runs
+        return await asyncio.to_thread(self.embedder.embed, texts, input_type=input_type)
 
     async def embed(self, texts: Sequence[str], input_type: InputType = "document") -> np.ndarray:
         return await self._embed_batched((tuple(texts), input_type))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -56,14 +57,18 @@ class SentenceTransformerEmbedder:
         self.model = model
         self.batch_size = batch_size
         self._st = SentenceTransformer(path, device=device)
+        # one encode at a time: callers on worker threads share one fast tokenizer (not safe across threads), and
+        # torch already runs the model on every thread it has
+        self._lock = threading.Lock()
         self.dimension = int(self._st.get_embedding_dimension() or 0) if hasattr(
             self._st, "get_embedding_dimension") else int(self._st.get_sentence_embedding_dimension() or 0)
 
     def embed(self, texts: Sequence[str], *, input_type: InputType = "document") -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        vectors = self._st.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
-                                  convert_to_numpy=True, show_progress_bar=False)
+        with self._lock:
+            vectors = self._st.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
+                                      convert_to_numpy=True, show_progress_bar=False)
         return np.asarray(vectors, dtype=np.float32)
 
 
