@@ -10,12 +10,14 @@ session's own Ray), prints what it saw as one JSON line, and waits on conditions
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import secrets
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +78,8 @@ def drive(raw_args: str) -> None:
     settings = Settings(data_dir=Path(args["data_dir"]), milvus_uri=args["milvus_uri"],
                         collection=f"autoscale_{secrets.token_hex(4)}", app_env="test", api_port=port,
                         secret_key="autoscale-secret-" + "z" * 40, admin_password="autoscale-pass-1",
-                        llm_providers_json='[{"id": "fake:echo", "options": {"delay_s": 1.0}}]')
+                        llm_providers_json='[{"id": "fake:echo", "options": {"delay_s": 1.0}}]',
+                        embedding_cache_size=0)  # every text reaches the model (the load is what the test is about)
     db = MetadataDB(settings.metadata_url)
     bootstrap_admin(settings, db)
     db.dispose()
@@ -151,13 +154,18 @@ async def load_until_scaled(url: str, seen: dict[str, Any]) -> None:
                  ).json()["access_token"]
         headers = {"Authorization": f"Bearer {token}"}
         done = asyncio.Event()
-        # large requests: the model, not the router, is what the load keeps busy
-        texts = [f"autoscaling test sentence number {i} about replicas, queues and load" for i in range(128)]
+        # large requests of long, distinct texts: the model, not the router, is what the load keeps busy
+        paragraph = " ".join(f"replicas queues and load number {i}" for i in range(40))
+        sent = itertools.count()
         chat = {"model": "fake:echo", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 8}
 
-        async def client_loop(path: str, body: dict[str, Any]) -> None:
+        def embeddings() -> dict[str, Any]:
+            batch = next(sent)
+            return {"input": [f"request {batch} text {i}: {paragraph}" for i in range(32)], "encoding_format": "base64"}
+
+        async def client_loop(path: str, body: Callable[[], dict[str, Any]]) -> None:
             while not done.is_set():
-                response = await client.post(path, json=body, headers=headers)
+                response = await client.post(path, json=body(), headers=headers)
                 seen["errors"] += response.status_code != 200
                 seen["answered"][path] = seen["answered"].get(path, 0) + 1
 
@@ -168,6 +176,6 @@ async def load_until_scaled(url: str, seen: dict[str, Any]) -> None:
             seen["status"] = await asyncio.to_thread(status_messages)  # what Serve said, for a failure's message
             done.set()
 
-        clients = [client_loop("/embeddings", {"input": texts}) for _ in range(8)]
-        clients += [client_loop("/v1/chat/completions", chat) for _ in range(16)]
+        clients = [client_loop("/embeddings", embeddings) for _ in range(8)]
+        clients += [client_loop("/v1/chat/completions", lambda: chat) for _ in range(16)]
         await asyncio.gather(watch(), *clients)
