@@ -106,6 +106,7 @@ class RayDataExecutor:
     parse_concurrency: int = 2  # parse/enrich tasks at once per job (they reserve no CPU)
     policy: BatchPolicy = field(default_factory=BatchPolicy)
     strategy: str = "fifo"  # the order files are processed in (rag_ray.ingest.scan.order_tasks)
+    chunk_stride: int = 700  # new characters per chunk (chunk size - overlap): sizes a file job's embedding work
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RayDataExecutor:
@@ -114,7 +115,8 @@ class RayDataExecutor:
                    embed_batch_size=max(256, policy.maximum if policy.adaptive else policy.size),
                    local_max_files=settings.jobs_local_max_files,
                    max_concurrent_jobs=settings.jobs_max_concurrent, actor_cpus=settings.embed_actor_cpus,
-                   policy=policy, strategy=settings.ingest_processing_strategy)
+                   policy=policy, strategy=settings.ingest_processing_strategy,
+                   chunk_stride=settings.chunk_size - settings.chunk_overlap)
 
     def run(self, tasks: list[dict[str, Any]], stages: StageFactories, on_results: ResultHandler,
             checkpoint: Callable[[], None]) -> None:
@@ -125,7 +127,7 @@ class RayDataExecutor:
             return
         share = self.cpu_share()
         blocks = max(1, min(len(tasks), (len(tasks) + self.files_per_block - 1) // self.files_per_block))
-        pool = self.pool_plan(share, float(ray.cluster_resources().get("CPU", 1.0)), blocks)
+        pool = self.pool_plan(share, float(ray.cluster_resources().get("CPU", 1.0)), self.embed_inputs(tasks, blocks))
         ds: ray.data.Dataset = ray.data.from_items(tasks, override_num_blocks=blocks)
         parse_pool = ray.data.TaskPoolStrategy(size=self.parse_concurrency)
         ds = ds.flat_map(stages.parse(), num_cpus=0, compute=parse_pool)
@@ -144,19 +146,30 @@ class RayDataExecutor:
             checkpoint()
             on_results(batch)  # type: ignore[arg-type]  # numpy columns index and zip like the lists
 
-    def pool_plan(self, share: float, cluster_cpus: float, blocks: int = 1) -> PoolPlan:
+    def embed_inputs(self, tasks: list[dict[str, Any]], blocks: int) -> int:
+        """How many batches the embedding step will receive (at most one per input block): a file job's bytes in
+        chunks of ``chunk_stride``, ``embed_batch_size`` chunks a batch. Bytes overcount the text of PDF, DOCX and
+        XLSX files, so the estimate errs towards more actors. Database partitions: one per block."""
+        if not all("path" in task for task in tasks):
+            return blocks
+        chunks = sum(_size_or_zero(task["path"]) for task in tasks) / self.chunk_stride
+        return max(1, min(blocks, math.ceil(chunks / self.embed_batch_size)))
+
+    def pool_plan(self, share: float, cluster_cpus: float, inputs: int = 1) -> PoolPlan:
         """Between the configured minimum and a maximum of one actor per ``actor_cpus`` of the cluster (or the
         configured maximum). At full size the pool reserves this job's ``share`` of the CPUs, so concurrent jobs'
         pools always fit; each actor still runs ``actor_cpus`` threads.
 
-        The pool starts with, and keeps until its input is consumed, as many actors as the job has input blocks
-        to keep busy (up to the maximum, at least the configured minimum). Every actor loads the model (~20 s on
-        a busy core): grown from one on demand, the second actor started late, and Ray Data's utilisation-based
-        downscaling then released and reloaded it every ~40 s of a 2,600-chunk job (bench/scaleout.py: two
-        nodes slower than one). Ray Data releases the whole pool when the input is done."""
+        The pool starts with, and keeps until its input is consumed, as many actors as the embedding step has
+        ``inputs`` (batches) to keep busy (up to the maximum, at least the configured minimum). Every actor loads
+        the model (~20 s on a busy core): grown from one on demand, the second actor started late, and Ray Data's
+        utilisation-based downscaling then released and reloaded it every ~40 s of a 2,600-chunk job
+        (bench/scaleout.py: two nodes slower than one); a second actor for a job of one batch only loads a model
+        (bench/ingest.py, 40 documents: 13.5 s → 11.7 s with one). Ray Data releases the pool when the input is
+        done."""
         low, high = self.embed_concurrency
         high = high or max(1, math.floor(cluster_cpus / self.actor_cpus))
-        low = max(min(low, high), min(high, blocks))
+        low = max(min(low, high), min(high, inputs))
         cpus = round(min(self.actor_cpus, share / high), 3)
         return PoolPlan(low, high, cpus, max(1, round(self.actor_cpus)))
 
@@ -174,6 +187,14 @@ class RayDataExecutor:
         """This job's share of the cluster's CPUs (at least a fraction of one embedding actor's worth)."""
         total = float(ray.cluster_resources().get("CPU", 1.0))
         return max(total / max(1, self.max_concurrent_jobs), 0.2)
+
+
+def _size_or_zero(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:  # gone since the scan: its parse task reports it
+        return 0
+
 
 EMBEDDER_NAMESPACE = "rag-ray"
 EMBEDDER_IDLE_S = 600.0  # the shared embedding actor exits after this long without work

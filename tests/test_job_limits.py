@@ -127,11 +127,25 @@ def test_small_file_jobs_run_in_the_driver_and_others_on_ray_data():
 def test_embedding_pool_starts_and_stays_at_the_size_its_input_keeps_busy():
     """Each actor loads the model: a pool grown on demand and shrunk by utilisation reloaded it over and over."""
     executor = RayDataExecutor(embed_concurrency=(1, 0))
-    assert executor.pool_plan(share=2.0, cluster_cpus=2.0, blocks=125) == PoolPlan(2, 2, 1.0, 1)
-    assert executor.pool_plan(share=4.0, cluster_cpus=4.0, blocks=3).low == 3  # three blocks keep three busy
-    assert executor.pool_plan(share=2.0, cluster_cpus=2.0, blocks=1).low == 1
-    assert RayDataExecutor(embed_concurrency=(2, 4)).pool_plan(4.0, 8.0, blocks=1).low == 2  # the minimum holds
-    assert RayDataExecutor(embed_concurrency=(1, 3)).pool_plan(8.0, 8.0, blocks=50).low == 3  # the maximum too
+    assert executor.pool_plan(share=2.0, cluster_cpus=2.0, inputs=125) == PoolPlan(2, 2, 1.0, 1)
+    assert executor.pool_plan(share=4.0, cluster_cpus=4.0, inputs=3).low == 3  # three batches keep three busy
+    assert executor.pool_plan(share=2.0, cluster_cpus=2.0, inputs=1).low == 1
+    assert RayDataExecutor(embed_concurrency=(2, 4)).pool_plan(4.0, 8.0, inputs=1).low == 2  # the minimum holds
+    assert RayDataExecutor(embed_concurrency=(1, 3)).pool_plan(8.0, 8.0, inputs=50).low == 3  # the maximum too
+
+
+def test_a_file_jobs_embedding_inputs_are_estimated_from_its_bytes(tmp_path):
+    """One embedding batch of text needs one model, whatever the number of input blocks (Ray Data warned that the
+    second actor of such a job had no input); bytes beyond a batch per block count; database partitions: blocks."""
+    small, large = tmp_path / "small.txt", tmp_path / "large.txt"
+    small.write_text("x" * 7_000)  # 10 chunks of 700 new characters
+    large.write_text("x" * 700 * 600)  # 600 chunks: 3 batches of 256
+    executor = RayDataExecutor(chunk_stride=700, embed_batch_size=256)
+    assert executor.embed_inputs([{"path": str(small)}] * 20, blocks=3) == 1
+    assert executor.embed_inputs([{"path": str(large)}, {"path": str(small)}], blocks=2) == 2  # at most the blocks
+    assert executor.embed_inputs([{"path": str(large)}], blocks=5) == 3
+    assert executor.embed_inputs([{"path": str(tmp_path / "gone.txt")}], blocks=1) == 1
+    assert executor.embed_inputs([{"table": "t", "lower": 1}] * 4, blocks=4) == 4
 
 
 def test_ray_data_logs_rotate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
