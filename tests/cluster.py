@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,21 +99,27 @@ def local_cluster(home: Path, nodes: int = 2, *, extra_env: Mapping[str, str] | 
     url = f"http://127.0.0.1:{dash_port}" if dashboard else ""
     web = [f"--dashboard-port={dash_port}", "--include-dashboard=true", "--dashboard-host=127.0.0.1"] if dashboard \
         else ["--include-dashboard=false"]
+    wait_up = _nodes_waiter(env, url, gcs_port)
     procs = [start_node(["--head", f"--port={gcs_port}", "--num-cpus=1", *web, f"--temp-dir={temp}"], env)]
     try:
-        if dashboard:
-            wait_for_nodes(env, url, 1, procs)
-        else:
-            wait_for_port(gcs_port, procs[0])
+        wait_up(1, procs)
         for _ in range(nodes - 1):
             procs.append(start_node([f"--address=127.0.0.1:{gcs_port}", "--num-cpus=1"], env))
-        if dashboard:
-            wait_for_nodes(env, url, nodes, procs)
+        wait_up(nodes, procs)
         yield Cluster(env, f"127.0.0.1:{gcs_port}", url)
     finally:
         for proc in reversed(procs):
             stop_node(proc)
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def _nodes_waiter(env: Mapping[str, str], dashboard: str, gcs_port: int
+                  ) -> Callable[[int, list[subprocess.Popen[bytes]]], None]:
+    """Waits until ``count`` nodes are up: through the dashboard's state API, or without a dashboard until the
+    head's GCS answers (the driver then waits for the other raylets through the GCS itself)."""
+    if dashboard:
+        return lambda count, procs: wait_for_nodes(env, dashboard, count, procs)
+    return lambda _count, procs: wait_for_port(gcs_port, procs[0])
 
 
 def wait_for_port(port: int, proc: subprocess.Popen[bytes]) -> None:
