@@ -7,7 +7,10 @@ Ray sessions are untouched), runs `python -m jobs.ingest_files` against it with 
 embedding pool autoscales to the cluster's CPUs; one model thread per reserved CPU) into a fresh collection of
 one Milvus Lite, and stops it. The sides alternate (one node, two nodes, one node, ...); the best round of each is
 kept. Throughput: chunks written / the job's own duration (actor start-up included, Python start-up not).
-Last line: one JSON object with ``ratio`` = two-node chunks/s ÷ one-node chunks/s.
+Last line: one JSON object with ``ratio`` = two-node chunks/s ÷ one-node chunks/s, and the machine's busy cores
+while each side's job ran (``/proc/stat``, every process): ``ratio_ceiling`` = the machine's cores ÷ what the
+one-node job already kept busy, the most a second node can add here (a 1-CPU raylet's job also needs the driver,
+the parse workers, the writer and Milvus beside its model).
 """
 
 from __future__ import annotations
@@ -18,8 +21,11 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,12 +41,20 @@ def run_on_cluster(nodes: int, corpus: Path, milvus_uri: str, collection: str, t
         job_env = {**cluster.env, "RAY_ADDRESS": cluster.address, "MILVUS_URI": milvus_uri,
                    "RAG_COLLECTION": collection, "RAG_DATA_DIR": str(tmp / collection), "HF_HUB_OFFLINE": "1",
                    "RAG_JOBS_MAX_CONCURRENT": "1", "RAG_JOBS_LOCAL_MAX_FILES": "0"}
+        busy_before, started = _busy_seconds(), time.monotonic()
         run = subprocess.run([sys.executable, "-m", "jobs.ingest_files", str(corpus)], env=job_env, cwd=ROOT,
                              capture_output=True, text=True, timeout=3600)
+        busy_cores = (_busy_seconds() - busy_before) / (time.monotonic() - started)
         if run.returncode != 0:
             raise RuntimeError(run.stderr[-3000:])
         summary: dict[str, Any] = json.loads(run.stdout.strip().splitlines()[-1])
-        return summary
+        return {**summary, "busy_cores": busy_cores}
+
+
+def _busy_seconds() -> float:
+    """CPU seconds the whole machine has spent not idle (every process: the job, Ray, Milvus)."""
+    times = psutil.cpu_times()
+    return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
 
 
 def main() -> None:
@@ -49,6 +63,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     rates: dict[int, list[float]] = {1: [], 2: []}
+    busy: dict[int, list[float]] = {1: [], 2: []}
     chunks = 0
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -62,11 +77,17 @@ def main() -> None:
                     assert summary["status"] == "succeeded", summary
                     chunks = summary["chunks_written"]
                     rates[nodes].append(chunks / summary["duration_s"])
+                    busy[nodes].append(summary["busy_cores"])
     one, two = max(rates[1]), max(rates[2])
+    one_busy = busy[1][rates[1].index(one)]  # of the round kept
     print(json.dumps({"docs": args.docs, "chunks": chunks, "one_node_chunks_per_s": round(one, 2),
                       "two_nodes_chunks_per_s": round(two, 2), "ratio": round(two / one, 3),
                       "one_node_rounds": [round(r, 1) for r in rates[1]],
-                      "two_node_rounds": [round(r, 1) for r in rates[2]], "cpus_per_node": 1}))
+                      "two_node_rounds": [round(r, 1) for r in rates[2]], "cpus_per_node": 1,
+                      "one_node_busy_cores": [round(b, 2) for b in busy[1]],
+                      "two_node_busy_cores": [round(b, 2) for b in busy[2]],
+                      "machine_cores": psutil.cpu_count(),
+                      "ratio_ceiling": round(min(2.0, (psutil.cpu_count() or 1) / one_busy), 3)}))
 
 
 if __name__ == "__main__":

@@ -129,7 +129,7 @@ class RayDataExecutor:
         blocks = max(1, min(len(tasks), (len(tasks) + self.files_per_block - 1) // self.files_per_block))
         pool = self.pool_plan(share, float(ray.cluster_resources().get("CPU", 1.0)), self.embed_inputs(tasks, blocks))
         ds: ray.data.Dataset = ray.data.from_items(tasks, override_num_blocks=blocks)
-        parse_pool = ray.data.TaskPoolStrategy(size=self.parse_concurrency)
+        parse_pool = ray.data.TaskPoolStrategy(size=min(self.parse_concurrency, blocks))  # no idle task slots
         ds = ds.flat_map(stages.parse(), num_cpus=0, compute=parse_pool)
         # rules only, no model: plain tasks (fusable with the parse step), not an actor pool
         ds = ds.map_batches(enrich_stage(stages), batch_size=self.enrich_batch_size, num_cpus=0, compute=parse_pool)
