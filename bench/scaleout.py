@@ -80,14 +80,14 @@ def main() -> None:
                     busy[nodes].append(summary["busy_cores"])
     one, two = max(rates[1]), max(rates[2])
     one_busy = busy[1][rates[1].index(one)]  # of the round kept
+    cores = psutil.cpu_count() or 1
     print(json.dumps({"docs": args.docs, "chunks": chunks, "one_node_chunks_per_s": round(one, 2),
                       "two_nodes_chunks_per_s": round(two, 2), "ratio": round(two / one, 3),
                       "one_node_rounds": [round(r, 1) for r in rates[1]],
                       "two_node_rounds": [round(r, 1) for r in rates[2]], "cpus_per_node": 1,
                       "one_node_busy_cores": [round(b, 2) for b in busy[1]],
                       "two_node_busy_cores": [round(b, 2) for b in busy[2]],
-                      "machine_cores": psutil.cpu_count(),
-                      "ratio_ceiling": round(min(2.0, (psutil.cpu_count() or 1) / one_busy), 3)}))
+                      "machine_cores": cores, "ratio_ceiling": round(min(2.0, cores / one_busy), 3)}))
 
 
 if __name__ == "__main__":

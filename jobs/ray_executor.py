@@ -29,7 +29,7 @@ from rag_ray.config import Settings
 from rag_ray.embedding.local import limit_threads
 from rag_ray.ingest.batching import BatchPolicy
 from rag_ray.ingest.executor import LocalExecutor, ResultHandler, StageFactories, batch_policy, enrich_stage
-from rag_ray.ingest.scan import order_tasks
+from rag_ray.ingest.scan import order_tasks, stat_or_none
 from rag_ray.ingest.stages import EmbedChunks, EnrichChunks, ParseAndChunk, WriteChunks
 
 log = logging.getLogger(__name__)
@@ -150,9 +150,10 @@ class RayDataExecutor:
         """How many batches the embedding step will receive (at most one per input block): a file job's bytes in
         chunks of ``chunk_stride``, ``embed_batch_size`` chunks a batch. Bytes overcount the text of PDF, DOCX and
         XLSX files, so the estimate errs towards more actors. Database partitions: one per block."""
-        if not all("path" in task for task in tasks):
+        if not _is_file_job(tasks):
             return blocks
-        chunks = sum(_size_or_zero(task["path"]) for task in tasks) / self.chunk_stride
+        stats = (stat_or_none(task["path"]) for task in tasks)
+        chunks = sum(stat.st_size for stat in stats if stat is not None) / self.chunk_stride
         return max(1, min(blocks, math.ceil(chunks / self.embed_batch_size)))
 
     def pool_plan(self, share: float, cluster_cpus: float, inputs: int = 1) -> PoolPlan:
@@ -165,7 +166,7 @@ class RayDataExecutor:
         the model (~20 s on a busy core): grown from one on demand, the second actor started late, and Ray Data's
         utilisation-based downscaling then released and reloaded it every ~40 s of a 2,600-chunk job
         (bench/scaleout.py: two nodes slower than one); a second actor for a job of one batch only loads a model
-        (bench/ingest.py, 40 documents: 13.5 s → 11.7 s with one). Ray Data releases the pool when the input is
+        (bench/ingest.py, 40 documents: 13.5 s → 11.9 s with one). Ray Data releases the pool when the input is
         done."""
         low, high = self.embed_concurrency
         high = high or max(1, math.floor(cluster_cpus / self.actor_cpus))
@@ -181,7 +182,7 @@ class RayDataExecutor:
 
     def runs_locally(self, tasks: list[dict[str, Any]]) -> bool:
         """A file job of at most ``local_max_files`` files (rows of database tables always go to Ray Data)."""
-        return 0 < len(tasks) <= self.local_max_files and all("path" in t for t in tasks)
+        return 0 < len(tasks) <= self.local_max_files and _is_file_job(tasks)
 
     def cpu_share(self) -> float:
         """This job's share of the cluster's CPUs (at least a fraction of one embedding actor's worth)."""
@@ -189,11 +190,9 @@ class RayDataExecutor:
         return max(total / max(1, self.max_concurrent_jobs), 0.2)
 
 
-def _size_or_zero(path: str) -> int:
-    try:
-        return os.path.getsize(path)
-    except OSError:  # gone since the scan: its parse task reports it
-        return 0
+def _is_file_job(tasks: list[dict[str, Any]]) -> bool:
+    """Files only (database partitions carry no ``path``)."""
+    return all("path" in task for task in tasks)
 
 
 EMBEDDER_NAMESPACE = "rag-ray"

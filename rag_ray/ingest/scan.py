@@ -221,7 +221,7 @@ def order_tasks(tasks: list[dict[str, object]], strategy: str) -> list[dict[str,
     """
     if strategy == "fifo":
         return list(tasks)
-    stats = {id(t): _stat_or_none(t.get("path")) for t in tasks}
+    stats = {id(t): stat_or_none(t.get("path")) for t in tasks}
     present = [t for t in tasks if stats[id(t)] is not None]
     if strategy == "size_based":
         present.sort(key=lambda t: stats[id(t)].st_size)  # type: ignore[union-attr]
@@ -233,7 +233,8 @@ def order_tasks(tasks: list[dict[str, object]], strategy: str) -> list[dict[str,
     return present + [t for t in tasks if stats[id(t)] is None]
 
 
-def _stat_or_none(path: object) -> os.stat_result | None:
+def stat_or_none(path: object) -> os.stat_result | None:
+    """A file task's file, or None for a database partition (no path) or a file gone since the scan."""
     if not isinstance(path, str):
         return None
     try:
