@@ -207,11 +207,15 @@ def test_sigterm_on_the_ray_platform_stops_ray_and_milvus_in_order(tmp_path, ser
     assert not port_open("127.0.0.1", server.milvus_port)
 
 
-def _listener(port: int) -> psutil.Process:
-    """The process accepting connections on ``port`` (127.0.0.1)."""
-    for conn in psutil.net_connections("tcp"):
-        if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port and conn.pid is not None:
-            return psutil.Process(conn.pid)
+def _listener(port: int, timeout_s: float = 30.0) -> psutil.Process:
+    """The process accepting connections on ``port`` (127.0.0.1). Polled: Serve reloads HAProxy as replicas come
+    up, and one sample taken while the new HAProxy process takes the socket over found no listener (CI)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for conn in psutil.net_connections("tcp"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port and conn.pid is not None:
+                return psutil.Process(conn.pid)
+        time.sleep(0.2)  # polling the kernel's socket table
     raise AssertionError(f"nothing listens on {port}")
 
 
