@@ -2,11 +2,12 @@
 
     uv run python bench/serve.py [--rounds 3] [--requests 192] [--ingress proxy|direct|haproxy]
                                  [--throughput-optimized] [--encoding float|base64] [--auth-cache-ttl 5]
-                                 [--router-batch 1|0]
+                                 [--router-batch 1|0] [--embedder-replicas N]
 
-Runs the real deployment graph (local embedding model, fake LLM) on a local Ray and, in each round, alternates:
+Runs the real deployment graph (local embedding model, fake LLM) on a local Ray, the embedder held at its autoscaling
+maximum (2 replicas, each on half the cores: where a steady load takes it), and in each round alternates:
 ``/embeddings`` texts/s at 32 concurrent clients (one short text per request, like query embedding) ↔ the same
-model in-process on the same texts at its best batch size (the physical limit on this machine, swept once), then
+model in-process on all cores, same texts, at its best batch size (the physical limit on this machine, swept once), then
 ``/query`` (search mode) over HTTP ↔ the same retrieval called in-process. Best of the rounds on each side, so a
 busy machine lowers both sides alike. ``embed_efficiency_c32`` = served ÷ raw; ``query_overhead_p50_ms`` = HTTP p50
 − in-process p50. The switches select the options being compared (Serve's ingress mode, its throughput-optimized
@@ -178,6 +179,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--query-requests", type=int, default=40)
     parser.add_argument("--docs", type=int, default=60)
     parser.add_argument("--ingress", choices=tuple(INGRESS_ENV), default="proxy")
+    parser.add_argument("--embedder-replicas", type=int, default=0,
+                        help="embedder replicas, held fixed (0: the default autoscaling maximum)")
     parser.add_argument("--throughput-optimized", action="store_true",
                         help="RAY_SERVE_THROUGHPUT_OPTIMIZED=1 (RAG_SERVE_THROUGHPUT_OPTIMIZED)")
     parser.add_argument("--encoding", choices=("float", "base64"), default="float")
@@ -223,9 +226,11 @@ def main() -> None:
         batch = best_raw_batch(embedder, sample)
         init_ray(settings)
         serve.start(http_options={"host": "127.0.0.1", "port": settings.api_port})
-        # default deployment options, one embedder replica (one model, like the raw side; bench/scaleout_serve.py: 2)
-        serve.run(build_app(settings, DeploymentOptions(embedder_max_replicas=1)), name="bench", route_prefix="/",
-                  blocking=False)
+        # default deployment options with the embedder held at --embedder-replicas (default: its autoscaling maximum,
+        # where a steady load takes it), so the replica count does not change during a round
+        replicas = args.embedder_replicas or DeploymentOptions().embedder_max_replicas
+        options = DeploymentOptions(embedder_min_replicas=replicas, embedder_max_replicas=replicas)
+        serve.run(build_app(settings, options), name="bench", route_prefix="/", blocking=False)
         url = ingress_url(settings, args.ingress)
         headers = admin_headers(url)
         asyncio.run(served_rate(url, headers, sample[:64], args.encoding))  # warm-up: connections, caches
@@ -249,6 +254,7 @@ def main() -> None:
               "query_http_p50_ms": round(min(http_p50), 2), "query_inproc_p50_ms": round(min(inproc_p50), 2),
               "query_overhead_p50_ms": round(min(http_p50) - min(inproc_p50), 2),
               "query_http_p95_ms": round(pct(http_all, 95), 2), "query_inproc_p95_ms": round(pct(inproc_all, 95), 2),
+              "embedder_replicas": replicas,
               "ingress": args.ingress, "throughput_optimized": args.throughput_optimized, "encoding": args.encoding,
               "rounds": args.rounds,
               "texts_per_round": args.requests, **{k: v for k, v in switches.items()}}

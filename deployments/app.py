@@ -31,14 +31,15 @@ class DeploymentOptions:
     llm_cpus: float = 0.25
     evaluator_cpus: float = 0.25
     embedder_min_replicas: int = 1
+    # also how many embedder replicas may share a node's cores: each runs its model on cores ÷ this many threads
     embedder_max_replicas: int = 2
     llm_max_replicas: int = 2
     evaluator_max_replicas: int = 2
     # Autoscaling: Serve adds a replica while the average ongoing requests per replica stay above the target for
     # upscale_delay_s, and removes one after downscale_delay_s below it. The router gathers concurrent texts into
-    # at most Gatherer.max_in_flight (4) calls per router, so the embedder's target is small: 4 calls waiting on
-    # one replica is a saturated model.
-    embedder_target_ongoing: float = 2
+    # two calls in flight (Gatherer.steady_in_flight; more only with full batches), so the embedder's target is
+    # small: two calls on one replica all the time is a busy model, and it gets a second replica.
+    embedder_target_ongoing: float = 1.5
     llm_target_ongoing: float = 4
     evaluator_target_ongoing: float = 8
     upscale_delay_s: float = 5
@@ -89,7 +90,7 @@ def build_app(settings: Settings, options: DeploymentOptions | None = None,
                                             opts.embedder_min_replicas),
         max_ongoing_requests=opts.max_ongoing_requests, max_queued_requests=opts.max_queued_requests,
         backpressure_config=opts.backpressure(),
-    ).bind(settings, opts.embed_max_batch_size, opts.embed_batch_wait_s)
+    ).bind(settings, opts.embed_max_batch_size, opts.embed_batch_wait_s, opts.embedder_max_replicas)
     evaluator = _deployment(EvaluatorDeployment).options(
         name="evaluator", ray_actor_options=opts.model_actor(opts.evaluator_cpus),
         autoscaling_config=opts.autoscaling(opts.evaluator_max_replicas, opts.evaluator_target_ongoing),
