@@ -1,6 +1,7 @@
 """Scale-out of /embeddings: texts/s at 32 concurrent clients with one embedder replica vs two, side by side.
 
-    uv run python bench/scaleout_serve.py [--rounds 2] [--requests 192] [--threads 1]
+    uv run python bench/scaleout_serve.py [--rounds 2] [--requests 192] [--threads 1] [--ingress proxy|haproxy]
+                                          [--throughput-optimized]
 
 The real deployment graph (local embedding model) on a local Ray with 2 CPUs; the embedder is redeployed with a fixed
 replica count (min = max) alternately 1, 2, 1, 2 … and each count keeps its best round. Every replica runs the model
@@ -25,7 +26,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.serve import SCIFACT, admin_headers, load_texts, served_rate  # noqa: E402
+from bench.serve import INGRESS_ENV, SCIFACT, admin_headers, ingress_url, load_texts, served_rate  # noqa: E402
 
 
 def main() -> None:
@@ -33,7 +34,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--requests", type=int, default=192, help="texts per round (one per request)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per embedder replica")
+    parser.add_argument("--ingress", choices=("proxy", "haproxy"), default="proxy")
+    parser.add_argument("--throughput-optimized", action="store_true", help="RAY_SERVE_THROUGHPUT_OPTIMIZED=1")
     args = parser.parse_args()
+    os.environ.update(INGRESS_ENV[args.ingress])  # read by Serve's controller and replicas (children of this Ray)
+    if args.throughput_optimized:
+        os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
 
     import ray
     from ray import serve
@@ -55,7 +61,7 @@ def main() -> None:
         bootstrap_admin(settings, MetadataDB(settings.metadata_url))
         init_ray(settings, num_cpus=2)
         serve.start(http_options={"host": "127.0.0.1", "port": settings.api_port})
-        url = f"http://127.0.0.1:{settings.api_port}"
+        url = ingress_url(settings, args.ingress)
         for _ in range(args.rounds):
             for replicas in (1, 2):  # alternate the sides
                 options = DeploymentOptions(embedder_cpus=0.5, embedder_min_replicas=replicas,
@@ -71,6 +77,7 @@ def main() -> None:
     print(json.dumps({"embed_texts_per_s_1_replica": round(one, 2), "embed_texts_per_s_2_replicas": round(two, 2),
                       "scaleout_ratio": round(two / one, 3), "rounds_1": [round(v, 1) for v in rates[1]],
                       "rounds_2": [round(v, 1) for v in rates[2]], "threads_per_replica": args.threads,
+                      "ingress": args.ingress, "throughput_optimized": args.throughput_optimized,
                       "concurrency": 32, "texts_per_round": args.requests}))
 
 
