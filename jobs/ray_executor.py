@@ -42,6 +42,9 @@ def init_ray(settings: Settings, **kwargs: Any) -> None:
     """Join ``RAY_ADDRESS`` when configured, else start (or reuse) a local Ray. Logs stay bounded either way
     (``jobs.ray_logging``), also in a job driver that runs inside an already initialised Ray worker."""
     bound_ray_logs()
+    # a local head's GCS gets 30 s to bind its port; the first start on a cold machine (binaries and site-packages
+    # not yet in the page cache) missed that once here. Ray's own override, so an operator's value still wins.
+    os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "120")
     if not ray.is_initialized():
         options = {"address": settings.ray_address or None, "include_dashboard": False,
                    "logging_level": logging.WARNING, "log_to_driver": False, "configure_logging": True, **kwargs}
