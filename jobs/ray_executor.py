@@ -29,7 +29,7 @@ from rag_ray.config import Settings
 from rag_ray.embedding.local import limit_threads
 from rag_ray.ingest.batching import BatchPolicy
 from rag_ray.ingest.executor import LocalExecutor, ResultHandler, StageFactories, batch_policy, enrich_stage
-from rag_ray.ingest.scan import order_tasks, stat_or_none
+from rag_ray.ingest.scan import estimated_text_bytes, order_tasks
 from rag_ray.ingest.stages import EmbedChunks, EnrichChunks, ParseAndChunk, WriteChunks
 
 log = logging.getLogger(__name__)
@@ -150,14 +150,14 @@ class RayDataExecutor:
             on_results(batch)  # type: ignore[arg-type]  # numpy columns index and zip like the lists
 
     def embed_inputs(self, tasks: list[dict[str, Any]], blocks: int) -> int:
-        """How many batches the embedding step will receive (at most one per input block): a file job's bytes in
-        chunks of ``chunk_stride``, ``embed_batch_size`` chunks a batch. Bytes overcount the text of PDF, DOCX and
-        XLSX files, so the estimate errs towards more actors. Database partitions: one per block."""
+        """How many inputs the embedding step will receive: Ray Data hands it bundles of whole blocks holding at least
+        ``embed_batch_size`` chunks, so about the job's text in chunks of ``chunk_stride`` ÷ that, rounded down (a
+        remainder joins the last bundle), at most one per block and at least one. Text is estimated from the files'
+        sizes (``estimated_text_bytes``). Database partitions: one per block."""
         if not _is_file_job(tasks):
             return blocks
-        stats = (stat_or_none(task["path"]) for task in tasks)
-        chunks = sum(stat.st_size for stat in stats if stat is not None) / self.chunk_stride
-        return max(1, min(blocks, math.ceil(chunks / self.embed_batch_size)))
+        chunks = sum(estimated_text_bytes(task["path"]) for task in tasks) / self.chunk_stride
+        return max(1, min(blocks, math.floor(chunks / self.embed_batch_size)))
 
     def pool_plan(self, share: float, cluster_cpus: float, inputs: int = 1) -> PoolPlan:
         """Between the configured minimum and a maximum of one actor per ``actor_cpus`` of the cluster (or the

@@ -136,14 +136,18 @@ def test_embedding_pool_starts_and_stays_at_the_size_its_input_keeps_busy():
 
 def test_a_file_jobs_embedding_inputs_are_estimated_from_its_bytes(tmp_path):
     """One embedding batch of text needs one model, whatever the number of input blocks (Ray Data warned that the
-    second actor of such a job had no input); bytes beyond a batch per block count; database partitions: blocks."""
+    second actor of such a job had no input); Ray Data bundles at least a batch per input, so a remainder adds none;
+    a PDF's bytes are mostly not text; database partitions: blocks."""
     small, large = tmp_path / "small.txt", tmp_path / "large.txt"
     small.write_text("x" * 7_000)  # 10 chunks of 700 new characters
-    large.write_text("x" * 700 * 600)  # 600 chunks: 3 batches of 256
+    large.write_text("x" * 700 * 600)  # 600 chunks: two bundles of at least 256
+    pdf = tmp_path / "scan.pdf"
+    pdf.write_bytes(b"%PDF" + b"\0" * 700 * 600)  # the same bytes as a PDF: ~30 chunks of text
     executor = RayDataExecutor(chunk_stride=700, embed_batch_size=256)
     assert executor.embed_inputs([{"path": str(small)}] * 20, blocks=3) == 1
-    assert executor.embed_inputs([{"path": str(large)}, {"path": str(small)}], blocks=2) == 2  # at most the blocks
-    assert executor.embed_inputs([{"path": str(large)}], blocks=5) == 3
+    assert executor.embed_inputs([{"path": str(large)}, {"path": str(small)}], blocks=5) == 2
+    assert executor.embed_inputs([{"path": str(large)}] * 3, blocks=2) == 2  # at most the blocks
+    assert executor.embed_inputs([{"path": str(pdf)}] * 4, blocks=4) == 1
     assert executor.embed_inputs([{"path": str(tmp_path / "gone.txt")}], blocks=1) == 1
     assert executor.embed_inputs([{"table": "t", "lower": 1}] * 4, blocks=4) == 4
 
