@@ -64,6 +64,8 @@ def quiet_ray_data() -> None:
     logging.getLogger("ray.data").setLevel(os.environ.get("RAY_DATA_LOG_LEVEL", "WARNING"))
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # the CLI draws its own bar from the job's counters
+    # ... so Ray Data's "Progress bars disabled" warning, printed once per process, only tells the user our choice
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
     ctx.print_on_execution_start = False
     ctx.execution_options.verbose_progress = False
 
