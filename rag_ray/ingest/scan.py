@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rag_ray.errors import InvalidInput, PermissionDenied, RagError
+from rag_ray.sources.files import file_type
 
 MAX_FILES_PER_JOB = 100_000
 MAX_PATH_BYTES = 4096  # PATH_MAX on Linux
@@ -253,5 +254,4 @@ def estimated_text_bytes(path: object) -> int:
     stat_result = stat_or_none(path)
     if stat_result is None:
         return 0
-    suffix = Path(str(path)).suffix.lower().lstrip(".")
-    return int(stat_result.st_size * TEXT_PER_BYTE.get(suffix, 1.0))
+    return int(stat_result.st_size * TEXT_PER_BYTE.get(file_type(str(path)), 1.0))
