@@ -105,16 +105,19 @@ class Gatherer:
         self.send, self.max_texts = send, max_texts
         self.steady_in_flight, self.max_in_flight = steady_in_flight, max(max_in_flight, steady_in_flight)
         self.pending: list[tuple[BatchItem, asyncio.Future[np.ndarray]]] = []
-        self.pending_texts = 0
         self.in_flight = 0
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def submit(self, item: BatchItem) -> np.ndarray:
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
         self.pending.append((item, future))
-        self.pending_texts += len(item[0])
         self._launch_ready()
         return await future
+
+    @property
+    def pending_texts(self) -> int:
+        """Texts of the waiting calls whose caller is still there."""
+        return sum(len(item[0]) for item, future in self.pending if not future.done())
 
     def _may_launch(self) -> bool:
         if not self.pending:
@@ -133,13 +136,11 @@ class Gatherer:
         """The oldest pending calls up to ``max_texts`` texts (always at least one call, however large); calls whose
         caller has gone (cancelled) are dropped, not encoded."""
         self.pending = [(item, future) for item, future in self.pending if not future.done()]
-        self.pending_texts = sum(len(item[0]) for item, _ in self.pending)
         taken, texts = 0, 0
         while taken < len(self.pending) and (taken == 0 or texts + len(self.pending[taken][0][0]) <= self.max_texts):
             texts += len(self.pending[taken][0][0])
             taken += 1
         batch, self.pending = self.pending[:taken], self.pending[taken:]
-        self.pending_texts -= texts
         return batch
 
     def _launch(self, batch: list[tuple[BatchItem, asyncio.Future[np.ndarray]]]) -> None:
