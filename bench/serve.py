@@ -2,23 +2,26 @@
 
     uv run python bench/serve.py [--rounds 3] [--requests 192] [--ingress proxy|direct|haproxy]
                                  [--throughput-optimized] [--encoding float|base64] [--auth-cache-ttl 5]
-                                 [--router-batch 1|0] [--embedder-replicas N]
+                                 [--router-batch 1|0] [--embedder-replicas N] [--embed-batch-wait S]
 
 Runs the real deployment graph (local embedding model, fake LLM) on a local Ray, the embedder held at its autoscaling
 maximum (2 replicas, each on half the cores: where a steady load takes it), and in each round alternates:
 ``/embeddings`` texts/s at 32 concurrent clients (one short text per request, like query embedding) ↔ the same
 model in-process on all cores, same texts, at its best batch size (the physical limit on this machine, swept once), then
 ``/query`` (search mode) over HTTP ↔ the same retrieval called in-process. Best of the rounds on each side, so a
-busy machine lowers both sides alike. ``embed_efficiency_c32`` = served ÷ raw; ``query_overhead_p50_ms`` = HTTP p50
-− in-process p50. The switches select the options being compared (Serve's ingress mode, its throughput-optimized
-mode, the response encoding, the principal cache, router-side batching into the embedder). Last line: one JSON object.
+busy machine lowers both sides alike. ``embed_efficiency_c32`` = served ÷ raw; ``query_overhead_p50_ms`` = the
+median of HTTP − in-process over each query's pair (run back to back, so a busy moment hits both). The switches select
+the options being compared (Serve's ingress mode, its throughput-optimized mode, the response encoding, the principal
+cache, router-side batching into the embedder, the embedder's batch wait). Last line: one JSON object.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
+import operator
 import os
 import statistics
 import sys
@@ -88,17 +91,20 @@ def best_raw_batch(embedder: Any, texts: list[str]) -> int:
     return max(rates, key=lambda size: rates[size])
 
 
-def http_latencies(url: str, headers: dict[str, str], queries: list[str]) -> list[float]:
-    import httpx
+class HttpSearch:
+    """``/query`` in search mode over one kept-alive HTTP connection, as a client that queries again and again."""
 
-    out = []
-    with httpx.Client(timeout=60) as client:
-        for q in queries:
-            start = time.perf_counter()
-            r = client.post(f"{url}/query", headers=headers, json={"query": q, "mode": "search", "k": 5})
-            r.raise_for_status()
-            out.append((time.perf_counter() - start) * 1000)
-    return out
+    def __init__(self, url: str, headers: dict[str, str]):
+        import httpx
+
+        self.url, self.headers = url, headers
+        self.client = httpx.Client(timeout=60)
+
+    def latency(self, query: str) -> float:
+        start = time.perf_counter()
+        r = self.client.post(f"{self.url}/query", headers=self.headers, json={"query": query, "mode": "search", "k": 5})
+        r.raise_for_status()
+        return (time.perf_counter() - start) * 1000
 
 
 class InProcessSearch:
@@ -114,13 +120,16 @@ class InProcessSearch:
         self.admin = Principal("bench-admin", "admin", "admin")
         self.loop = asyncio.new_event_loop()
 
-    def latencies(self, queries: list[str]) -> list[float]:
-        out = []
-        for q in queries:
-            start = time.perf_counter()
-            self.loop.run_until_complete(self.service.search(self.admin, q, k=5))
-            out.append((time.perf_counter() - start) * 1000)
-        return out
+    def latency(self, query: str) -> float:
+        start = time.perf_counter()
+        self.loop.run_until_complete(self.service.search(self.admin, query, k=5))
+        return (time.perf_counter() - start) * 1000
+
+
+def search_latencies(http: HttpSearch, inproc: InProcessSearch, queries: list[str]) -> tuple[list[float], list[float]]:
+    """Each query over HTTP, then in-process, query by query: both sides see the machine in the same state."""
+    pairs = [(http.latency(q), inproc.latency(q)) for q in queries]
+    return [h for h, _ in pairs], [i for _, i in pairs]
 
 
 # ------------------------------------------------------------------------------------------------- set-up
@@ -176,13 +185,15 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--requests", type=int, default=192, help="texts per /embeddings round (one per request)")
-    parser.add_argument("--query-requests", type=int, default=40)
+    parser.add_argument("--query-requests", type=int, default=100)
     parser.add_argument("--docs", type=int, default=60)
     parser.add_argument("--ingress", choices=tuple(INGRESS_ENV), default="proxy")
     parser.add_argument("--embedder-replicas", type=int, default=0,
                         help="embedder replicas, held fixed (0: the default autoscaling maximum)")
     parser.add_argument("--throughput-optimized", action="store_true",
                         help="RAY_SERVE_THROUGHPUT_OPTIMIZED=1 (RAG_SERVE_THROUGHPUT_OPTIMIZED)")
+    parser.add_argument("--embed-batch-wait", type=float, default=None,
+                        help="the embedder's @serve.batch wait in s (default: DeploymentOptions)")
     parser.add_argument("--encoding", choices=("float", "base64"), default="float")
     parser.add_argument("--auth-cache-ttl", type=float, default=None, help="RAG_AUTH_CACHE_TTL_S (default: setting)")
     parser.add_argument("--router-batch", type=int, choices=(0, 1), default=None,
@@ -230,21 +241,22 @@ def main() -> None:
         # where a steady load takes it), so the replica count does not change during a round
         replicas = args.embedder_replicas or DeploymentOptions().embedder_max_replicas
         options = DeploymentOptions(embedder_min_replicas=replicas, embedder_max_replicas=replicas)
+        if args.embed_batch_wait is not None:
+            options = dataclasses.replace(options, embed_batch_wait_s=args.embed_batch_wait)
         serve.run(build_app(settings, options), name="bench", route_prefix="/", blocking=False)
         url = ingress_url(settings, args.ingress)
         headers = admin_headers(url)
         asyncio.run(served_rate(url, headers, sample[:64], args.encoding))  # warm-up: connections, caches
-        http_latencies(url, headers, queries[:5])
-        inproc.latencies(queries[:5])
+        http = HttpSearch(url, headers)
+        search_latencies(http, inproc, queries[:5])
         served, raw, http_p50, inproc_p50, http_all, inproc_all = [], [], [], [], [], []
         for _ in range(args.rounds):  # alternate the sides; best of the rounds on each
             served.append(asyncio.run(served_rate(url, headers, sample, args.encoding)))
             raw.append(raw_rate(embedder, sample, batch))
-            http = http_latencies(url, headers, queries)
-            local = inproc.latencies(queries)
-            http_p50.append(pct(http, 50))
+            over_http, local = search_latencies(http, inproc, queries)
+            http_p50.append(pct(over_http, 50))
             inproc_p50.append(pct(local, 50))
-            http_all += http
+            http_all += over_http
             inproc_all += local
         serve.shutdown()
         ray.shutdown()
@@ -252,9 +264,9 @@ def main() -> None:
               "raw_best_batch": batch, "embed_efficiency_c32": round(max(served) / max(raw), 3),
               "embed_served_rounds": [round(v, 1) for v in served], "embed_raw_rounds": [round(v, 1) for v in raw],
               "query_http_p50_ms": round(min(http_p50), 2), "query_inproc_p50_ms": round(min(inproc_p50), 2),
-              "query_overhead_p50_ms": round(min(http_p50) - min(inproc_p50), 2),
+              "query_overhead_p50_ms": round(statistics.median(map(operator.sub, http_all, inproc_all)), 2),
               "query_http_p95_ms": round(pct(http_all, 95), 2), "query_inproc_p95_ms": round(pct(inproc_all, 95), 2),
-              "embedder_replicas": replicas,
+              "embedder_replicas": replicas, "embed_batch_wait_s": options.embed_batch_wait_s,
               "ingress": args.ingress, "throughput_optimized": args.throughput_optimized, "encoding": args.encoding,
               "rounds": args.rounds,
               "texts_per_round": args.requests, **{k: v for k, v in switches.items()}}
