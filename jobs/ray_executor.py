@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 
 # Ray's messages when a new local node misses a startup wait: the raylet registering (30 s), the GCS binding its port
 STARTUP_TIMEOUTS = ("timed out during startup", "Timed out waiting for file")
+# On a machine just started, one start missed the GCS's port wait and the start after it the raylet's registration
+# (neither process wrote a log); a start minutes later took 2 s. Each start costs at most the two waits, 90 s.
+STARTUP_ATTEMPTS = 3
 
 
 def init_ray(settings: Settings, **kwargs: Any) -> None:
@@ -49,18 +52,24 @@ def init_ray(settings: Settings, **kwargs: Any) -> None:
     if not ray.is_initialized():
         options = {"address": settings.ray_address or None, "include_dashboard": False,
                    "logging_level": logging.WARNING, "log_to_driver": False, "configure_logging": True, **kwargs}
+        start_local_ray(options)
+    quiet_ray_data()
+
+
+def start_local_ray(options: dict[str, Any]) -> None:
+    """``ray.init``, started again (up to ``STARTUP_ATTEMPTS`` in all) when the new node missed a startup wait: a
+    local raylet gets a fixed 30 s to register, the GCS a bounded wait to bind its port (above). The half-started node
+    is torn down first. Any other error is the caller's."""
+    for attempt in range(1, STARTUP_ATTEMPTS + 1):
         try:
             ray.init(**options)
-        except Exception as exc:  # Ray raises a bare Exception for this one
-            if not any(timeout in str(exc) for timeout in STARTUP_TIMEOUTS):
+            return
+        except Exception as exc:  # Ray raises a bare Exception for the raylet's timeout
+            if attempt == STARTUP_ATTEMPTS or not any(timeout in str(exc) for timeout in STARTUP_TIMEOUTS):
                 raise
-            # a new local raylet gets a fixed 30 s to register, the GCS a bounded wait to bind its port (above); on a
-            # loaded or cold machine (a clean-clone CI run: the GCS never wrote a log) a node can miss that once. The
-            # half-started node is torn down and started again.
-            log.warning("local Ray missed a startup wait (%s); starting it again", exc)
+            log.warning("local Ray missed a startup wait (%s); starting it again (%d of %d)", exc, attempt + 1,
+                        STARTUP_ATTEMPTS)
             ray.shutdown()
-            ray.init(**options)
-    quiet_ray_data()
 
 
 def quiet_ray_data() -> None:
