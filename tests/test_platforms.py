@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,7 +15,8 @@ import pytest
 
 from rag_ray.errors import ConfigError
 from rag_ray.server.platform import LocalPlatform, load_platform
-from rag_ray.store.lite_server import free_port, port_open
+from rag_ray.store import lite_server
+from rag_ray.store.lite_server import PICK_FROM, ephemeral_start, free_port, port_open
 
 
 def test_platforms_are_found_by_name_without_the_library_importing_them():
@@ -24,6 +26,20 @@ def test_platforms_are_found_by_name_without_the_library_importing_them():
     assert isinstance(load_platform("ray"), RayPlatform)
     with pytest.raises(ConfigError, match=r"unknown platform 'nope'.*local.*ray"):
         load_platform("nope")
+
+
+def test_free_ports_are_below_what_port_0_binds_get_and_skip_busy_ones(monkeypatch, tmp_path):
+    """Serve's proxy once failed to bind a port picked with a port-0 bind: Ray's processes had taken it meanwhile."""
+    below = ephemeral_start()
+    assert all(PICK_FROM <= free_port() < below for _ in range(20))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", free_port()))
+        taken, spare = busy.getsockname()[1], free_port()
+        picks = iter([taken, spare])
+        monkeypatch.setattr(lite_server.random, "randrange", lambda _low, _high: next(picks))
+        assert free_port() == spare
+    monkeypatch.setattr(lite_server, "EPHEMERAL_RANGE", tmp_path / "no-such-file")
+    assert ephemeral_start() == 49152
 
 
 def _wait_healthy(url: str, proc: subprocess.Popen[str], timeout_s: float = 180) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import random
 import shutil
 import signal
 import socket
@@ -29,10 +30,32 @@ def port_open(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+# Ports picked below the kernel's ephemeral range (what a port-0 bind gets; Ray's processes bind many such ports as they
+# start) and above Ray's worker ports (10002–19999): a port-0 pick once lost that race in CI between being picked and
+# being bound by Serve's proxy ("Failed to bind to address").
+PICK_FROM = 20000
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free local port that no port-0 bind or Ray worker will take before its user binds it."""
+    below = ephemeral_start()
+    for _ in range(64):
+        port = random.randrange(PICK_FROM, below) if below > PICK_FROM else 0
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:  # in use: try another
+                continue
+            return int(sock.getsockname()[1])
+    raise OSError(f"no free local port in {PICK_FROM}–{below - 1}")
+
+
+def ephemeral_start() -> int:
+    try:
+        return int(EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):  # not Linux: the IANA default
+        return 49152
 
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
