@@ -96,7 +96,7 @@ def busy_cores(texts_run: Callable[[], float]) -> tuple[float, dict[str, float]]
 
 async def served_rate(url: str, headers: dict[str, str], texts: list[str], encoding: str) -> float:
     """Texts/s through HTTP: ``CONCURRENCY`` clients, one text per request, every text once. The clients share the
-    machine with the server, so they are aiohttp's (0.07 cores at ~150 req/s here; httpx's took 0.15)."""
+    machine with the server, so they are aiohttp's (0.05 cores at ~150 req/s here; httpx's took 0.15)."""
     import aiohttp
 
     queue = list(range(len(texts)))
@@ -304,6 +304,7 @@ def main() -> None:
             inproc_p50.append(pct(local, 50))
             http_all += over_http
             inproc_all += local
+        http.client.close()
         serve.shutdown()
         ray.shutdown()
     best_served, best_raw = served.index(max(served)), raw.index(max(raw))

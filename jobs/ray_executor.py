@@ -46,8 +46,8 @@ def init_ray(settings: Settings, **kwargs: Any) -> None:
     """Join ``RAY_ADDRESS`` when configured, else start (or reuse) a local Ray. Logs stay bounded either way
     (``jobs.ray_logging``), also in a job driver that runs inside an already initialised Ray worker."""
     bound_ray_logs()
-    # a local head's GCS gets 30 s to bind its port; the first start on a cold machine (binaries and site-packages
-    # not yet in the page cache) missed that once here. Ray's own override, so an operator's value still wins.
+    # a local head's GCS gets 30 s to bind its port; the first start on a machine just started missed that (the GCS
+    # never wrote a log; the disk reads fast, the cause is unknown). Ray's own override: an operator's value wins.
     os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "60")
     if not ray.is_initialized():
         options = {"address": settings.ray_address or None, "include_dashboard": False,
