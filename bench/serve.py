@@ -72,26 +72,29 @@ def role(title: str, pid: int) -> str:
     return "other"  # Ray's GCS, raylet and workers, Milvus Lite, the controller
 
 
-def cpu_seconds() -> dict[str, float]:
-    """CPU seconds (user + system) each role has used so far, over every process of the machine."""
+def cpu_seconds() -> dict[tuple[int, str], float]:
+    """CPU seconds (user + system) each process of the machine has used so far, by (pid, role)."""
     import psutil
 
-    used: dict[str, float] = {}
+    used: dict[tuple[int, str], float] = {}
     for proc in psutil.process_iter(["pid", "cmdline", "cpu_times"]):
         times, cmdline = proc.info["cpu_times"], proc.info["cmdline"]
         if times is None:
             continue  # gone, or not ours to read
-        name = role(" ".join(cmdline or ()), proc.info["pid"])
-        used[name] = used.get(name, 0.0) + times.user + times.system
+        used[proc.info["pid"], role(" ".join(cmdline or ()), proc.info["pid"])] = times.user + times.system
     return used
 
 
 def busy_cores(texts_run: Callable[[], float]) -> tuple[float, dict[str, float]]:
-    """``texts_run()``'s result, and the cores each role kept busy meanwhile (CPU seconds ÷ wall seconds)."""
+    """``texts_run()``'s result, and the cores each role kept busy meanwhile (CPU seconds ÷ wall seconds). A process
+    that starts meanwhile counts from zero; one that exits meanwhile is left out (its CPU time is gone with it)."""
     before, start = cpu_seconds(), time.perf_counter()
     result = texts_run()
     after, wall = cpu_seconds(), time.perf_counter() - start
-    return result, {k: round((after.get(k, 0.0) - before.get(k, 0.0)) / wall, 2) for k in sorted(after)}
+    busy: dict[str, float] = {}
+    for (pid, name), seconds in after.items():
+        busy[name] = busy.get(name, 0.0) + seconds - before.get((pid, name), 0.0)
+    return result, {k: round(v / wall, 2) for k, v in sorted(busy.items())}
 
 
 async def served_rate(url: str, headers: dict[str, str], texts: list[str], encoding: str) -> float:

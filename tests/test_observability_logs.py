@@ -243,3 +243,30 @@ def test_text_format_and_level(tmp_path: Path) -> None:
     assert path is not None
     [line] = path.read_text().splitlines()
     assert " ERROR [req-text] " in line and line.endswith("rag_ray.test: an error line")
+
+
+def test_both_sinks_get_masked_lines_and_to_stderr_false_leaves_the_file_only(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A record is masked once and every handler writes the masked text; ``to_stderr=False`` (a Serve replica whose
+    stderr Serve turns into its own log records) writes the log file only — unless there is no file."""
+    settings = Settings(data_dir=tmp_path, llm_api_key="configured-key-123456", app_env="test")  # type: ignore[call-arg]
+    log = logging.getLogger("rag_ray.test")
+    for to_stderr in (True, False):
+        path = configure_logging(settings, to_stderr=to_stderr)
+        try:
+            log.warning("to_stderr=%s key configured-key-123456", to_stderr)
+        finally:
+            reset_logging()
+        assert path is not None
+        line = path.read_text(encoding="utf-8").splitlines()[-1]
+        assert f"to_stderr={to_stderr} key {MASK}" in line
+        err = capsys.readouterr().err
+        assert "configured-key-123456" not in err
+        assert (f"to_stderr={to_stderr} key {MASK}" in err) is to_stderr
+    no_file = settings.model_copy(update={"log_file": False})
+    assert configure_logging(no_file, to_stderr=False) is None
+    try:
+        log.warning("no file, still on stderr")
+    finally:
+        reset_logging()
+    assert "no file, still on stderr" in capsys.readouterr().err

@@ -74,6 +74,9 @@ class SecretMasker(logging.Filter):
         return text
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "_masked", False):  # each handler runs its filters: mask a record once
+            return True
+        record._masked = True
         try:
             message = record.getMessage()
         except Exception:  # a bad format string: keep the raw parts, masked
@@ -193,20 +196,23 @@ def log_file_path(settings: Settings) -> Path:
 
 
 def configure_logging(settings: Settings, *, stderr_level: int | str | None = None,
-                      file_level: int | str | None = None) -> Path | None:
+                      file_level: int | str | None = None, to_stderr: bool = True) -> Path | None:
     """Install rag-ray's handlers on the root logger (replacing ones an earlier call installed).
 
-    ``stderr_level``/``file_level`` default to ``RAG_LOG_LEVEL``. Returns the log file's path (None: no file)."""
+    ``stderr_level``/``file_level`` default to ``RAG_LOG_LEVEL``. ``to_stderr=False``: the log file only, where there
+    is one (a process whose stderr its host already copies into a log file). Returns the log file's path (None: no
+    file)."""
     reset_logging()
     level = logging.getLevelName(settings.log_level.upper())
-    stderr_level = _level(stderr_level, level)
-    file_level = _level(file_level, level)
     formatter: logging.Formatter = JsonFormatter() if settings.log_json else logging.Formatter(TEXT_FORMAT)
     filters: list[logging.Filter] = [ContextFilter(), SecretMasker(secret_values(settings))]
-    handlers: list[tuple[logging.Handler, int]] = [(StderrHandler(), stderr_level)]
+    handlers: list[tuple[logging.Handler, int]] = []
     path = log_file_path(settings) if settings.log_file else None
     if path is not None:
-        handlers.append((AppLogFileHandler(path, settings.log_max_bytes, settings.log_backup_count), file_level))
+        handlers.append((AppLogFileHandler(path, settings.log_max_bytes, settings.log_backup_count),
+                         _level(file_level, level)))
+    if to_stderr or path is None:
+        handlers.append((StderrHandler(), _level(stderr_level, level)))
     root = logging.getLogger()
     for handler, handler_level in handlers:
         handler.setLevel(handler_level)
