@@ -139,7 +139,10 @@ class World:
 
     def visible(self, username: str, doc: DocSpec) -> bool:
         """The reference ACL model, judged from the DB's current view of the user."""
-        return reference_visible(self.principal(username), self.owner_id(doc), doc.groups, doc.visibility)
+        return self.visible_to(self.principal(username), doc)
+
+    def visible_to(self, principal: Principal, doc: DocSpec) -> bool:
+        return reference_visible(principal, self.owner_id(doc), doc.groups, doc.visibility)
 
 
 def reference_visible(p: Principal, owner_id: str, groups: Sequence[str], visibility: str) -> bool:

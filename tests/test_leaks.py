@@ -104,7 +104,12 @@ def send(world: World, probe: Probe, username: str, query: str, filters: Any) ->
 
 
 def leaked(world: World, username: str, text: str) -> list[str]:
-    return [d.name for d in world.docs if not world.visible(username, d) and (d.canary in text or d.doc_id in text)]
+    """Documents named in ``text`` that ``username`` may not see (the user's DB view read once per probe)."""
+    named = [d for d in world.docs if d.canary in text or d.doc_id in text]
+    if not named:
+        return []
+    principal = world.principal(username)
+    return [d.name for d in named if not world.visible_to(principal, d)]
 
 
 def seen(world: World, text: str) -> set[str]:
