@@ -23,6 +23,7 @@ import pytest
 from rag_ray.cli.reloader import default_watch_dirs, server_argv
 from rag_ray.cli.server_main import cli_argv
 from rag_ray.store.lite_server import free_port, port_open
+from tests.job_helpers import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -250,7 +251,9 @@ def test_haproxy_ingress_answers_requests_and_stops_with_the_server(tmp_path, se
     searched = httpx.post(f"{server.url}/query", headers={"Authorization": f"Bearer {token}"}, timeout=60,
                           json={"query": "what is in the index?", "mode": "search", "k": 3})
     assert searched.status_code == 200 and searched.json()["sources"] == [], searched.text[:500]
-    assert searched.headers.get("x-request-id")
+    request_id = searched.headers["x-request-id"]
+    app_log = Path(env["RAG_DATA_DIR"]) / "logs" / "app.log"  # the router's access line, in either mode
+    wait_until(lambda: app_log.is_file() and request_id in app_log.read_text(), 30, "the search's line in app.log")
     with httpx.stream("POST", f"{server.url}/chat/stream", headers={"Authorization": f"Bearer {token}"}, timeout=60,
                       json={"messages": [{"role": "user", "content": "say hi"}]}) as streamed:  # SSE through HAProxy
         assert streamed.status_code == 200 and streamed.headers["content-type"].startswith("text/event-stream")
