@@ -7,7 +7,9 @@ SentenceTransformer.encode at each batch size on a sample (``--sweep-sample`` ch
 Then, alternating in each round: encode every chunk at that batch size in this process on all cores (the raw
 rate), and the real job (scan → parse → chunk → enrich → autoscaled embedding actors → Milvus upsert, actor
 start-up included) into a fresh collection of one Milvus Lite. The best round of each side is kept (a busy
-machine slows both alike). Last line: one JSON object.
+machine slows both alike). ``pipeline_busy_cores``: the cores each part of the job kept busy during its best round
+(every process of the machine, by role; the embedding actors' include their start-up); ``raw_busy_cores``: the
+in-process model's; ``model_core_efficiency``: chunks/s per busy model core, pipeline ÷ raw. Last line: one JSON object.
 """
 
 from __future__ import annotations
@@ -20,12 +22,23 @@ import tempfile
 import time
 from pathlib import Path
 
+from cores import OTHER, CpuMeter  # bench/cores.py: this script's directory is on sys.path
+
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 SCIFACT = ROOT.parent / "shared" / "data" / "scifact" / "corpus.jsonl"
+
+
+def role(title: str, pid: int) -> str:
+    """Which part of the job a process is, from its title (Ray names workers after the task or actor they run)."""
+    if pid == os.getpid():
+        return "driver"  # the job's driver, and the raw side's model
+    parts = {"MapBatches(_Embed)": "embedding_actors", "MapBatches(_Write)": "milvus_writer",
+             "FlatMap(": "parse_enrich_tasks", "MapBatches(Enrich": "parse_enrich_tasks", "milvus-lite": "milvus"}
+    return next((name for marker, name in parts.items() if marker in title), OTHER)  # other: Ray's own processes
 
 
 def write_corpus(target: Path, limit: int) -> list[Path]:
@@ -108,20 +121,29 @@ def main() -> None:
         sample = texts[: args.sweep_sample] if args.sweep_sample else texts
         sweep = {bs: encode_rate(model, sample, bs) for bs in (int(b) for b in args.batch_sizes.split(","))}
         best_bs = max(sweep, key=lambda b: sweep[b])
-        raws, pipes = [], []
+        raws, pipes, raw_cores, pipe_cores = [], [], [], []
         with MilvusLiteServer(Path(tmp) / "milvus", free_port()) as milvus:
             for round_ in range(args.rounds):  # alternate the sides: a busy spell slows one round, not one side
-                raws.append(encode_rate(model, texts, best_bs))
-                pipes.append(pipeline_rate(corpus, Path(tmp) / f"data{round_}", milvus.uri, f"bench_{round_}",
-                                           best_bs))
+                with CpuMeter(role) as raw_meter:
+                    raws.append(encode_rate(model, texts, best_bs))
+                raw_cores.append(raw_meter.cores().get("driver", 0.0))
+                with CpuMeter(role) as pipe_meter:
+                    pipes.append(pipeline_rate(corpus, Path(tmp) / f"data{round_}", milvus.uri, f"bench_{round_}",
+                                               best_bs))
+                pipe_cores.append(pipe_meter.cores())
             ray.shutdown()
     raw = max(raws)
     rate, chunks, elapsed = max(pipes)
+    best_pipe, best_raw = pipes.index(max(pipes)), raws.index(raw)
+    model_cores = pipe_cores[best_pipe].get("embedding_actors", 0.0)
     result = {"docs": len(paths), "chunks": chunks, "raw_chunks_per_s": round(raw, 2),
               "raw_best_batch_size": best_bs, "sweep_rates_by_batch": {str(k): round(v, 2) for k, v in sweep.items()},
               "pipeline_chunks_per_s": round(rate, 2), "pipeline_seconds": round(elapsed, 1),
               "ratio": round(rate / raw, 3), "rounds": args.rounds,
               "raw_rounds": [round(r, 1) for r in raws], "pipeline_rounds": [round(p[0], 1) for p in pipes],
+              "pipeline_busy_cores": pipe_cores[best_pipe], "raw_busy_cores": raw_cores[best_raw],
+              "model_core_efficiency": round(rate / model_cores / (raw / raw_cores[best_raw]), 3) if model_cores
+              else None,
               "threads": threads}
     print(json.dumps(result))
 

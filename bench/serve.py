@@ -34,6 +34,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cores import OTHER, CpuMeter  # bench/cores.py: this script's directory is on sys.path
+
 os.environ["RAY_ENABLE_UV_RUN_RUNTIME_ENV"] = "0"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # a busy machine: Serve's proxy may need more than its default 5 s / 10 s to answer its readiness and health checks
@@ -69,32 +71,14 @@ def role(title: str, pid: int) -> str:
         return "embedder" if ":embedder" in title else "router" if ":router" in title else "other_replicas"
     if "haproxy" in title or "ProxyActor" in title:
         return "ingress"
-    return "other"  # Ray's GCS, raylet and workers, Milvus Lite, the controller
-
-
-def cpu_seconds() -> dict[tuple[int, str], float]:
-    """CPU seconds (user + system) each process of the machine has used so far, by (pid, role)."""
-    import psutil
-
-    used: dict[tuple[int, str], float] = {}
-    for proc in psutil.process_iter(["pid", "cmdline", "cpu_times"]):
-        times, cmdline = proc.info["cpu_times"], proc.info["cmdline"]
-        if times is None:
-            continue  # gone, or not ours to read
-        used[proc.info["pid"], role(" ".join(cmdline or ()), proc.info["pid"])] = times.user + times.system
-    return used
+    return OTHER  # Ray's GCS, raylet and workers, Milvus Lite, the controller
 
 
 def busy_cores(texts_run: Callable[[], float]) -> tuple[float, dict[str, float]]:
-    """``texts_run()``'s result, and the cores each role kept busy meanwhile (CPU seconds ÷ wall seconds). A process
-    that starts meanwhile counts from zero; one that exits meanwhile is left out (its CPU time is gone with it)."""
-    before, start = cpu_seconds(), time.perf_counter()
-    result = texts_run()
-    after, wall = cpu_seconds(), time.perf_counter() - start
-    busy: dict[str, float] = {}
-    for (pid, name), seconds in after.items():
-        busy[name] = busy.get(name, 0.0) + seconds - before.get((pid, name), 0.0)
-    return result, {k: round(v / wall, 2) for k, v in sorted(busy.items())}
+    """``texts_run()``'s result, and the cores each role kept busy meanwhile (``bench/cores.py``)."""
+    with CpuMeter(role) as meter:
+        result = texts_run()
+    return result, meter.cores()
 
 
 async def served_rate(url: str, headers: dict[str, str], texts: list[str], encoding: str) -> float:
