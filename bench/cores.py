@@ -12,10 +12,12 @@ import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
+from typing import TypeVar
 
 import psutil
 
 OTHER = "other"
+T = TypeVar("T")
 
 
 def cpu_by_pid() -> dict[int, tuple[str, float]]:
@@ -71,3 +73,10 @@ class CpuMeter:
             role = self.roles[pid]
             busy[role] = busy.get(role, 0.0) + seconds - self.start.get(pid, 0.0)
         return {role: round(seconds / self.wall, 2) for role, seconds in sorted(busy.items())}
+
+
+def metered(classify: Callable[[str, int], str], run: Callable[[], T]) -> tuple[T, dict[str, float]]:
+    """``run()``'s result, and the cores each role (``classify``) kept busy meanwhile."""
+    with CpuMeter(classify) as meter:
+        result = run()
+    return result, meter.cores()

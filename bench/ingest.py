@@ -20,9 +20,10 @@ import os
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
-from cores import OTHER, CpuMeter  # bench/cores.py: this script's directory is on sys.path
+from cores import OTHER, metered  # bench/cores.py: this script's directory is on sys.path
 
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -124,17 +125,16 @@ def main() -> None:
         raws, pipes, raw_cores, pipe_cores = [], [], [], []
         with MilvusLiteServer(Path(tmp) / "milvus", free_port()) as milvus:
             for round_ in range(args.rounds):  # alternate the sides: a busy spell slows one round, not one side
-                with CpuMeter(role) as raw_meter:
-                    raws.append(encode_rate(model, texts, best_bs))
-                raw_cores.append(raw_meter.cores().get("driver", 0.0))
-                with CpuMeter(role) as pipe_meter:
-                    pipes.append(pipeline_rate(corpus, Path(tmp) / f"data{round_}", milvus.uri, f"bench_{round_}",
-                                               best_bs))
-                pipe_cores.append(pipe_meter.cores())
+                raw_rate, cores = metered(role, lambda: encode_rate(model, texts, best_bs))
+                raws.append(raw_rate)
+                raw_cores.append(cores.get("driver", 0.0))
+                pipe, cores = metered(role, partial(pipeline_rate, corpus, Path(tmp) / f"data{round_}", milvus.uri,
+                                                    f"bench_{round_}", best_bs))
+                pipes.append(pipe)
+                pipe_cores.append(cores)
             ray.shutdown()
-    raw = max(raws)
-    rate, chunks, elapsed = max(pipes)
-    best_pipe, best_raw = pipes.index(max(pipes)), raws.index(raw)
+    best_pipe, best_raw = pipes.index(max(pipes)), raws.index(max(raws))
+    raw, (rate, chunks, elapsed) = raws[best_raw], pipes[best_pipe]
     model_cores = pipe_cores[best_pipe].get("embedding_actors", 0.0)
     result = {"docs": len(paths), "chunks": chunks, "raw_chunks_per_s": round(raw, 2),
               "raw_best_batch_size": best_bs, "sweep_rates_by_batch": {str(k): round(v, 2) for k, v in sweep.items()},

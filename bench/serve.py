@@ -30,11 +30,10 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cores import OTHER, CpuMeter  # bench/cores.py: this script's directory is on sys.path
+from cores import OTHER, metered  # bench/cores.py: this script's directory is on sys.path
 
 os.environ["RAY_ENABLE_UV_RUN_RUNTIME_ENV"] = "0"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -72,13 +71,6 @@ def role(title: str, pid: int) -> str:
     if "haproxy" in title or "ProxyActor" in title:
         return "ingress"
     return OTHER  # Ray's GCS, raylet and workers, Milvus Lite, the controller
-
-
-def busy_cores(texts_run: Callable[[], float]) -> tuple[float, dict[str, float]]:
-    """``texts_run()``'s result, and the cores each role kept busy meanwhile (``bench/cores.py``)."""
-    with CpuMeter(role) as meter:
-        result = texts_run()
-    return result, meter.cores()
 
 
 async def served_rate(url: str, headers: dict[str, str], texts: list[str], encoding: str) -> float:
@@ -280,10 +272,10 @@ def main() -> None:
         served_cores: list[dict[str, float]] = []
         raw_cores: list[float] = []
         for _ in range(args.rounds):  # alternate the sides; best of the rounds on each
-            rate, cores = busy_cores(lambda: asyncio.run(served_rate(url, headers, sample, args.encoding)))
+            rate, cores = metered(role, lambda: asyncio.run(served_rate(url, headers, sample, args.encoding)))
             served.append(rate)
             served_cores.append(cores)
-            rate, cores = busy_cores(lambda: raw_rate(embedder, sample, batch))
+            rate, cores = metered(role, lambda: raw_rate(embedder, sample, batch))
             raw.append(rate)
             raw_cores.append(cores["load_generator"])  # this process: the model on all cores
             over_http, local = search_latencies(http, inproc, queries)
