@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from jobs.ray_executor import RayDataExecutor, init_ray
+from jobs.ray_executor import RayDataExecutor
 from rag_ray.config import Settings, load_settings
 from rag_ray.errors import RagError
 from rag_ray.ingest.file_ingest import FileIngestor, FileIngestRequest, IngestSummary
@@ -42,7 +42,7 @@ def check_store_reachable(settings: Settings) -> None:
 
 def run_file_job(settings: Settings, request: FileIngestRequest, job_id: str | None = None,
                  listeners: list[ProgressListener] | None = None, *, confine: bool = False) -> IngestSummary:
-    """Run one file ingest on Ray (joins or starts Ray; starts Milvus Lite if needed).
+    """Run one file ingest on Ray (joins or starts Ray for a pipeline; starts Milvus Lite if needed).
 
     With ``job_id`` (a job recorded by the API) the whole driver runs supervised — queued until admitted, stopped
     at its deadline — and a failure to reach Milvus or start Ray fails the job with the reason."""
@@ -50,8 +50,7 @@ def run_file_job(settings: Settings, request: FileIngestRequest, job_id: str | N
     try:
         with Runtime(settings) as runtime, job_lifecycle(job_store(runtime), job_id), \
                 callback_listeners(settings, request) as callbacks:
-            check_store_reachable(settings)
-            init_ray(settings)
+            check_store_reachable(settings)  # Ray starts with the first pipeline (RayDataExecutor.connect)
             return build_ingestor(runtime, confine=confine).run(request, job_id=job_id,
                                                                 listeners=[*(listeners or []), *callbacks])
     finally:

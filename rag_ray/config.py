@@ -205,7 +205,8 @@ class Settings(BaseSettings):
     jobs_timeout_s: float = Field(3600.0, ge=0, validation_alias="RAG_JOBS_TIMEOUT_S")
     # reaching a job's vector store / source database; an unreachable one fails the job after this long
     jobs_connect_timeout_s: float = Field(10.0, gt=0, validation_alias="RAG_JOBS_CONNECT_TIMEOUT_S")
-    # jobs with at most this many files run in their driver process (no Ray Data actors); 0: always Ray Data
+    # jobs with at most this many files (or text for one embedding input) run in their driver process (no Ray Data
+    # actors); 0: always Ray Data
     jobs_local_max_files: int = Field(8, ge=0, validation_alias="RAG_JOBS_LOCAL_MAX_FILES")
 
     # --- Enrichment and governance ---

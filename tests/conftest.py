@@ -82,9 +82,8 @@ def local_llm():  # type: ignore[no-untyped-def]
     """The real default LLM (SmolLM2-135M-Instruct from its PyPI package), loaded once; read its load through
     ``status()`` / ``active_generations``."""
     from rag_ray.llm.local import TransformersLLM
-    from rag_ray.llm.local.cache import default_cache_dir
 
-    return TransformersLLM(cache_dir=default_cache_dir())  # as the provider factory builds it
+    return TransformersLLM()
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,8 @@ pytestmark = pytest.mark.usefixtures("ray_local")
 
 @pytest.fixture
 def local_settings(make_settings):
-    return make_settings(embedding_provider="local", embedding_model="all-MiniLM-L6-v2")
+    # jobs_local_max_files=0: these documents (text for one embedding input) would otherwise run in the driver
+    return make_settings(embedding_provider="local", embedding_model="all-MiniLM-L6-v2", jobs_local_max_files=0)
 
 
 def test_ray_job_ingests_documents_and_retrieval_finds_them(tmp_path, shared_data, local_settings, local_embedder):
@@ -50,13 +51,30 @@ def test_ray_job_ingests_documents_and_retrieval_finds_them(tmp_path, shared_dat
             assert expected in [Path(h.source_uri).name for h in hits], (query, [h.source_uri for h in hits])
 
 
+def script_env(settings, home: Path) -> dict[str, str]:
+    return {"RAG_DATA_DIR": str(settings.data_dir), "MILVUS_URI": settings.milvus_uri or "",
+            "RAG_COLLECTION": settings.collection, "EMBEDDING_PROVIDER": "fake", "EMBEDDING_MODEL": "hash-bow",
+            "PATH": "/usr/bin:/bin", "HOME": str(home), "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}
+
+
+def test_a_job_its_driver_runs_starts_no_ray(tmp_path, shared_data, make_settings):
+    """The README's documents (14 files, text for one embedding input: a pipeline could run one embedding actor)
+    run in the driver, and a driver outside Ray (the CLI, this script) starts no Ray for them."""
+    docs = copy_documents(shared_data, tmp_path)
+    script = ("import json, sys, ray; from jobs.ingest_files import main; rc = main(sys.argv[1:]); "
+              "print(json.dumps({'rc': rc, 'ray_started': ray.is_initialized()}))")
+    proc = subprocess.run([sys.executable, "-c", script, str(docs)], capture_output=True, text=True,
+                          env=script_env(make_settings(), tmp_path), timeout=300, cwd=Path(__file__).parents[1])
+    summary, outcome = (json.loads(line) for line in proc.stdout.strip().splitlines()[-2:])
+    assert outcome == {"rc": 0, "ray_started": False}, proc.stderr[-2000:]
+    assert summary["files_processed"] == 14 and summary["chunks_written"] > 100
+
+
 def test_job_module_runs_as_a_script(tmp_path, shared_data, make_settings):
     """`python -m jobs.ingest_files` (what `ray job submit` runs) works and prints a JSON summary."""
     settings = make_settings()
     docs = copy_documents(shared_data, tmp_path)
-    env = {"RAG_DATA_DIR": str(settings.data_dir), "MILVUS_URI": settings.milvus_uri or "",
-           "RAG_COLLECTION": settings.collection, "EMBEDDING_PROVIDER": "fake", "EMBEDDING_MODEL": "hash-bow",
-           "PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}
+    env = script_env(settings, tmp_path)
     proc = subprocess.run([sys.executable, "-m", "jobs.ingest_files", str(docs), "--file-types", "txt,md"],
                           capture_output=True, text=True, env=env, timeout=300, cwd=Path(__file__).parents[1])
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -120,9 +120,23 @@ def test_job_limits_come_from_the_settings(make_settings):
 def test_small_file_jobs_run_in_the_driver_and_others_on_ray_data():
     executor = RayDataExecutor(local_max_files=2)
     assert executor.runs_locally([{"path": "/a"}, {"path": "/b"}])
-    assert not executor.runs_locally([{"path": f"/{i}"} for i in range(3)])
     assert not executor.runs_locally([{"table": "t", "lower": 1}])  # database partitions
     assert not RayDataExecutor(local_max_files=0).runs_locally([{"path": "/a"}])
+
+
+def test_file_jobs_a_pipeline_could_not_spread_run_in_the_driver(tmp_path):
+    """More files than ``local_max_files``, but text for one embedding input (one actor): the driver runs it."""
+    def files(name: str, count: int, size: int) -> list[dict[str, str]]:
+        (tmp_path / name).mkdir()
+        paths = [tmp_path / name / f"{i}.txt" for i in range(count)]
+        for path in paths:
+            path.write_text("x" * size)
+        return [{"path": str(p)} for p in paths]
+
+    executor = RayDataExecutor(local_max_files=2, embed_batch_size=256, chunk_stride=700)
+    assert executor.runs_locally(files("small", 20, 5_000))  # ~143 chunks
+    assert not executor.runs_locally(files("large", 20, 20_000))  # ~571 chunks: two inputs, two actors
+    assert not RayDataExecutor(local_max_files=0).runs_locally(files("zero", 20, 100))
 
 
 def test_embedding_pool_starts_and_stays_at_the_size_its_input_keeps_busy():

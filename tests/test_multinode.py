@@ -29,7 +29,8 @@ def test_ingest_job_runs_on_both_nodes(two_node_cluster, tmp_path, shared_data, 
     runtime_env = {"working_dir": str(ROOT), "excludes": [".venv", "data", ".git", "**/__pycache__"],
                    "env_vars": {"MILVUS_URI": settings.milvus_address, "RAG_COLLECTION": settings.collection,
                                 "RAG_DATA_DIR": str(tmp_path / "jobdata"), "EMBEDDING_PROVIDER": "fake",
-                                "EMBEDDING_MODEL": "hash-bow", "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}}
+                                "EMBEDDING_MODEL": "hash-bow", "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
+                                "RAG_JOBS_LOCAL_MAX_FILES": "0"}}  # a pipeline, though one actor could embed it
     args = ["job", "submit", f"--address={dashboard}", f"--runtime-env-json={json.dumps(runtime_env)}",
             "--", "python", "-m", "jobs.ingest_files", str(docs), "--file-types", "txt,md,docx,xlsx"]
     deadline = time.monotonic() + 120

@@ -27,7 +27,6 @@ from typing import Any
 
 from rag_ray.config import DEFAULT_LLM_MODEL
 from rag_ray.llm.base import LLMS
-from rag_ray.llm.local.cache import default_cache_dir
 from rag_ray.llm.local.model import (
     DEFAULT_MAX_CONTEXT,
     NO_REPEAT_NGRAM_SIZE,
@@ -53,7 +52,7 @@ def _create(model: str = DEFAULT_LLM_MODEL, **options: Any) -> TransformersLLM:
     """Options: ``threads`` (0: every core), ``max_context``, ``repetition_penalty``, ``no_repeat_ngram_size``,
     ``max_queue``, ``max_batch``, ``batch_wait_s``, ``cache_dir`` (of converted GGUF models; "" for none)."""
     cache = options.get("cache_dir")
-    cache_dir = default_cache_dir() if cache is None else Path(cache) if cache else None
+    cached: dict[str, Path | None] = {} if cache is None else {"cache_dir": Path(cache) if cache else None}
     return TransformersLLM(model or DEFAULT_LLM_MODEL, threads=int(options.get("threads", 0) or 0),
                            max_context=int(options.get("max_context") or DEFAULT_MAX_CONTEXT),
                            repetition_penalty=float(options.get("repetition_penalty", REPETITION_PENALTY)),
@@ -61,7 +60,7 @@ def _create(model: str = DEFAULT_LLM_MODEL, **options: Any) -> TransformersLLM:
                            max_queue=int(options.get("max_queue") or DEFAULT_MAX_QUEUE),
                            max_batch=int(options.get("max_batch") or DEFAULT_MAX_BATCH),
                            batch_wait_s=float(options.get("batch_wait_s", DEFAULT_BATCH_WAIT_S)),
-                           cache_dir=cache_dir)
+                           **cached)
 
 
 __all__ = ["DEFAULT_BATCH_WAIT_S", "DEFAULT_MAX_BATCH", "DEFAULT_MAX_CONTEXT", "DEFAULT_MAX_QUEUE",

@@ -22,9 +22,13 @@ log = logging.getLogger(__name__)
 COMPLETE = "rag-ray-converted"  # written last: a copy without it is partial (a crash mid-save) and is not used
 
 
-def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/rag-ray/models`` (``~/.cache/rag-ray/models``), the platform's per-user cache."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rag-ray" / "models"
+def default_cache_dir() -> Path | None:
+    """``$XDG_CACHE_HOME/rag-ray/models`` (``~/.cache/rag-ray/models``), the platform's per-user cache; None for a
+    user without a home directory."""
+    try:
+        return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rag-ray" / "models"
+    except RuntimeError:  # Path.home(): no HOME and no passwd entry
+        return None
 
 
 def converted_dir(gguf: Path, cache_dir: Path) -> Path:

@@ -21,7 +21,7 @@ from typing import Any
 from rag_ray.config import DEFAULT_LLM_MODEL
 from rag_ray.errors import ConfigError, ContextTooLong, ProviderTimeout
 from rag_ray.llm.base import ChatMessage, Completion, GenerationParams, StreamChunk, Usage
-from rag_ray.llm.local.cache import load_pretrained
+from rag_ray.llm.local.cache import default_cache_dir, load_pretrained
 from rag_ray.llm.local.scheduler import (
     DEFAULT_BATCH_WAIT_S,
     DEFAULT_MAX_BATCH,
@@ -59,7 +59,7 @@ class TransformersLLM:
     def __init__(self, model: str = DEFAULT_LLM_MODEL, *, max_context: int = DEFAULT_MAX_CONTEXT, threads: int = 0,
                  repetition_penalty: float = REPETITION_PENALTY, no_repeat_ngram_size: int = NO_REPEAT_NGRAM_SIZE,
                  max_queue: int = DEFAULT_MAX_QUEUE, max_batch: int = DEFAULT_MAX_BATCH,
-                 batch_wait_s: float = DEFAULT_BATCH_WAIT_S, cache_dir: Path | None = None):
+                 batch_wait_s: float = DEFAULT_BATCH_WAIT_S, cache_dir: Path | None = default_cache_dir()):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         import torch
 
