@@ -50,8 +50,7 @@ WORKDIR /home/rag
 # Numeric, so Kubernetes' runAsNonRoot can verify it.
 USER 10001:10001
 # The local LLM's GGUF converted at build time (rag_ray/llm/local/cache.py): every start then loads it in ~1 s.
-RUN python3 -c "from rag_ray.llm.local import TransformersLLM; from rag_ray.llm.local.cache import default_cache_dir; \
-TransformersLLM(cache_dir=default_cache_dir())"
+RUN python3 -c "from rag_ray.llm.local import TransformersLLM; TransformersLLM()"
 VOLUME ["/data"]
 EXPOSE 8000
 # SIGTERM (docker stop, Kubernetes) stops everything the server started within RAG_SHUTDOWN_GRACE_S (25 s); give the
