@@ -51,7 +51,7 @@ def as_json(result: Result) -> Any:
 
 # ---- data ingest / status / sync / cleanup ----------------------------------------------------------------------
 def test_ingest_shows_progress_then_sync_resyncs_what_was_ingested(env: dict[str, str], tmp_path: Path) -> None:
-    docs = tmp_path / "docs"
+    docs = tmp_path / ("docs-" + "d" * 80)  # longer than a default 80-column line: the bar must honour COLUMNS
     (docs / "sub").mkdir(parents=True)
     (docs / "a.txt").write_text("Basalt is a fine-grained volcanic rock.")
     (docs / "b.md").write_text("# Granite\nGranite is a coarse-grained igneous rock.")
@@ -150,7 +150,7 @@ def as_json_list(result: Result) -> list[dict[str, Any]]:
 
 # ---- global options ----------------------------------------------------------------------------------------------
 def test_env_file_debug_and_verbose(env: dict[str, str], tmp_path: Path) -> None:
-    data_dir = tmp_path / "from-env-file"
+    data_dir = tmp_path / ("from-env-file-" + "f" * 80)  # a path longer than a line is printed whole
     custom = tmp_path / "custom.env"
     custom.write_text(f"RAG_DATA_DIR={data_dir}\nSECRET_KEY={SECRET_KEY}\nRAG_ADMIN_PASSWORD={ADMIN_PASSWORD}\n"
                       f"LLM_API_KEY=sk-cli-key-0123456789abcdef\n")

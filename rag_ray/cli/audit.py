@@ -6,14 +6,14 @@ import json
 from datetime import datetime
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from rag_ray.audit import AuditLog
+from rag_ray.cli.context import new_console
 from rag_ray.cli.user import open_db
 
 app = typer.Typer(help="The audit log of security-relevant events", no_args_is_help=True)
-console = Console()
+console = new_console()
 
 
 @app.command("list")

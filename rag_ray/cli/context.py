@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import typer
 from rich.console import Console
@@ -10,12 +10,18 @@ from rich.console import Console
 from rag_ray.config import Settings, load_settings
 
 
+def new_console(*, stderr: bool = False) -> Console:
+    """A console that never breaks a line itself: paths, URLs and ids stay whole in logs and pipes (a terminal wraps
+    them for display). Built when a command runs, so it sees that moment's ``COLUMNS``."""
+    return Console(stderr=stderr, soft_wrap=True)
+
+
 @dataclass
 class CliContext:
     settings: Settings
     debug: bool = False
     verbose: bool = False
-    console: Console = Console()  # noqa: RUF009 - one console for the process is what we want
+    console: Console = field(default_factory=new_console)
 
 
 def settings_from(ctx: typer.Context) -> Settings:
@@ -25,4 +31,4 @@ def settings_from(ctx: typer.Context) -> Settings:
 
 def console_from(ctx: typer.Context) -> Console:
     obj = ctx.find_root().obj
-    return obj.console if isinstance(obj, CliContext) else Console()
+    return obj.console if isinstance(obj, CliContext) else new_console()

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from sqlalchemy import DateTime, Engine, LargeBinary, MetaData, func, select, text
 from sqlalchemy import Table as SqlTable
@@ -27,6 +26,7 @@ from sqlalchemy.engine import make_url
 
 from rag_ray.access.bootstrap import bootstrap_admin
 from rag_ray.access.sharing import CHUNK_FIELDS
+from rag_ray.cli.context import new_console
 from rag_ray.cli.user import fail, settings_from
 from rag_ray.config import Settings
 from rag_ray.errors import RagError, StoreError
@@ -35,7 +35,7 @@ from rag_ray.store.milvus import GRPC_OPTIONS, ChunkStore
 
 app = typer.Typer(help="Initialise, inspect, back up and restore the metadata DB and the vector store",
                   no_args_is_help=True)
-console = Console()
+console = new_console()
 
 BACKUP_FORMAT = 1
 PAGE = 1000

@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from rag_ray.cli.context import console_from, settings_from
+from rag_ray.cli.context import console_from, new_console, settings_from
 from rag_ray.config import Settings
 from rag_ray.embedding import create_embedder
 from rag_ray.errors import RagError
@@ -89,7 +89,7 @@ def run(ctx: typer.Context,
     else:
         print_report(console, report)
     if base is not None:
-        _gate(Console(stderr=True) if format == "json" else console, report, base, tolerance)
+        _gate(new_console(stderr=True) if format == "json" else console, report, base, tolerance)
 
 
 def _baseline(path: Path | None) -> dict[str, Any] | None:

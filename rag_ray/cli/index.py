@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from rag_ray.cli.context import console_from, settings_from
+from rag_ray.cli.context import console_from, new_console, settings_from
 from rag_ray.cli.progress import JobProgressBar
 from rag_ray.errors import RagError
 from rag_ray.index.gate import EvalGate, GateFailed, GateResult
@@ -72,7 +72,7 @@ def rebuild(ctx: typer.Context,
     request = RebuildRequest(embedding, chunk_size, chunk_overlap)
 
     def build(lifecycle: IndexLifecycle) -> Any:
-        bar_console = Console(stderr=True) if format == "json" else console  # stdout stays one JSON document
+        bar_console = new_console(stderr=True) if format == "json" else console  # stdout stays one JSON document
         with JobProgressBar(bar_console, f"rebuild {embedding or 'live model'}") as bar:
             return lifecycle.rebuild(request, listeners=[bar])
 

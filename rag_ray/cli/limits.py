@@ -7,17 +7,17 @@ from __future__ import annotations
 import json
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from rag_ray.access.service import AuthService
 from rag_ray.audit import current_actor
+from rag_ray.cli.context import new_console
 from rag_ray.cli.user import open_db, settings_from
 from rag_ray.guard.context import ALL
 from rag_ray.guard.service import GuardService
 
 app = typer.Typer(help="Limits and budgets per user, API key and group; login lockouts", no_args_is_help=True)
-console = Console()
+console = new_console()
 
 
 @app.command("set")

@@ -6,14 +6,14 @@ import json
 from datetime import datetime
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from rag_ray.cli.context import new_console
 from rag_ray.cli.user import open_db
 from rag_ray.guard.service import GuardService
 
 app = typer.Typer(help="LLM usage per user, API key, provider and model", no_args_is_help=True)
-console = Console()
+console = new_console()
 
 
 @app.command("report")

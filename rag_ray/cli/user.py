@@ -8,16 +8,16 @@ from contextlib import contextmanager
 from typing import NoReturn
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from rag_ray.access import users
+from rag_ray.cli.context import new_console
 from rag_ray.config import Settings, load_settings
 from rag_ray.errors import RagError
 from rag_ray.metadata import MetadataDB
 
 app = typer.Typer(help="Manage users and groups", no_args_is_help=True)
-console = Console()
+console = new_console()
 
 
 def settings_from(ctx: typer.Context) -> Settings:
