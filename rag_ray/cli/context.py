@@ -12,7 +12,8 @@ from rag_ray.config import Settings, load_settings
 
 def new_console(*, stderr: bool = False) -> Console:
     """A console that never breaks a line itself: paths, URLs and ids stay whole in logs and pipes (a terminal wraps
-    them for display). Built when a command runs, so it sees that moment's ``COLUMNS``."""
+    them for display). Rich fixes the width from ``COLUMNS`` when a console is built: the context's console is built
+    when a command runs; the module-level ones of the older command groups at import (their tables keep that width)."""
     return Console(stderr=stderr, soft_wrap=True)
 
 
