@@ -129,7 +129,7 @@ def test_set_model_with_the_seeds_options(env: dict[str, str], tmp_path: Path) -
 def test_user_list_filters(env: dict[str, str]) -> None:
     for name, role in (("ann", "admin"), ("ben", "admin"), ("cat", "user"), ("dan", "viewer")):
         assert cli(env, "user", "create", "--username", name, "--password", f"{name}-password-123", "--role",
-                   role).exit_code == 0
+                   role, "--email", f"{name}@{'long-department-name.' * 3}example.com").exit_code == 0
     assert cli(env, "user", "set-active", "ben", "--inactive").exit_code == 0
 
     def names(*flags: str) -> list[str]:
@@ -141,6 +141,8 @@ def test_user_list_filters(env: dict[str, str]) -> None:
     assert names("--active") == ["ann", "cat", "dan"]
     table = cli(env, "user", "list", "--role", "admin")
     assert table.exit_code == 0 and "ann" in table.stdout and "cat" not in table.stdout
+    # the table takes the terminal's width when the command runs: a long email stays on one line
+    assert f"ann@{'long-department-name.' * 3}example.com" in table.stdout
 
 
 def as_json_list(result: Result) -> list[dict[str, Any]]:

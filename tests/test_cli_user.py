@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -11,6 +10,7 @@ from typer.testing import CliRunner
 
 from rag_ray.access.service import AuthService
 from rag_ray.cli import database, user
+from rag_ray.cli.context import CliContext
 from rag_ray.config import Settings
 from rag_ray.metadata import MetadataDB
 
@@ -23,7 +23,7 @@ def settings(make_settings: Any) -> Settings:
 
 
 def run(app: Any, settings: Settings, *args: str, input: str | None = None) -> Any:
-    result = runner.invoke(app, list(args), obj=SimpleNamespace(settings=settings), input=input)
+    result = runner.invoke(app, list(args), obj=CliContext(settings=settings), input=input)
     return result
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import tarfile
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -14,6 +13,7 @@ from typer.testing import CliRunner
 from rag_ray.access import users
 from rag_ray.access.service import AuthService
 from rag_ray.cli import database
+from rag_ray.cli.context import CliContext
 from rag_ray.metadata import MetadataDB
 from rag_ray.store.milvus import ChunkStore
 from tests.access_fixtures import DEFAULT_DOCS, DEFAULT_USERS, PASSWORD, create_users, ingest_docs
@@ -22,7 +22,7 @@ runner = CliRunner()
 
 
 def invoke(settings: Any, *args: str) -> Any:
-    result = runner.invoke(database.app, list(args), obj=SimpleNamespace(settings=settings))
+    result = runner.invoke(database.app, list(args), obj=CliContext(settings=settings))
     assert result.exit_code == 0, result.output
     return result
 
@@ -62,7 +62,7 @@ def test_backup_and_restore_into_an_empty_data_dir(make_settings: Any, fake_stor
         assert snapshot(restored) == before_chunks
         hits = restored.search(text="canarypublicmemox", k=1, strategy="sparse")  # BM25 rebuilt on upsert
         assert hits and hits[0].doc_id == "doc-public_memo"
-        again = runner.invoke(database.app, ["restore", str(archive)], obj=SimpleNamespace(settings=target))
+        again = runner.invoke(database.app, ["restore", str(archive)], obj=CliContext(settings=target))
         assert again.exit_code == 1 and "not empty" in again.output
         invoke(target, "restore", "--input", str(archive), "--replace")
         assert snapshot(restored) == before_chunks

@@ -9,11 +9,9 @@ import typer
 from rich.table import Table
 
 from rag_ray.audit import AuditLog
-from rag_ray.cli.context import new_console
-from rag_ray.cli.user import open_db
+from rag_ray.cli.context import console_from, open_db
 
 app = typer.Typer(help="The audit log of security-relevant events", no_args_is_help=True)
-console = new_console()
 
 
 @app.command("list")
@@ -38,4 +36,4 @@ def list_(ctx: typer.Context, actor: str = typer.Option(None, "--actor", help="a
         table.add_row(str(e.id), e.at.strftime("%Y-%m-%d %H:%M:%S"), actor_text, e.action,
                       f"{e.target_type}:{e.target_id}" if e.target_id else e.target_type, e.outcome,
                       e.request_id or "", json.dumps(e.details, ensure_ascii=False)[:80])
-    console.print(table)
+    console_from(ctx).print(table)

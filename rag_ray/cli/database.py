@@ -26,8 +26,7 @@ from sqlalchemy.engine import make_url
 
 from rag_ray.access.bootstrap import bootstrap_admin
 from rag_ray.access.sharing import CHUNK_FIELDS
-from rag_ray.cli.context import new_console
-from rag_ray.cli.user import fail, settings_from
+from rag_ray.cli.context import console_from, fail, settings_from
 from rag_ray.config import Settings
 from rag_ray.errors import RagError, StoreError
 from rag_ray.metadata import MetadataDB
@@ -35,7 +34,6 @@ from rag_ray.store.milvus import GRPC_OPTIONS, ChunkStore
 
 app = typer.Typer(help="Initialise, inspect, back up and restore the metadata DB and the vector store",
                   no_args_is_help=True)
-console = new_console()
 
 BACKUP_FORMAT = 1
 PAGE = 1000
@@ -123,6 +121,7 @@ def existing_store(settings: Settings) -> ChunkStore | None:
 @app.command()
 def init(ctx: typer.Context) -> None:
     """Create or upgrade the schema and bootstrap the first admin (a generated password is printed once)."""
+    console = console_from(ctx)
     settings = settings_from(ctx)
     try:
         db = MetadataDB.from_settings(settings)
@@ -130,7 +129,7 @@ def init(ctx: typer.Context) -> None:
         revision = schema_revision(db.engine)
         db.dispose()
     except RagError as exc:
-        fail(exc)
+        fail(console, exc)
     console.print(f"metadata DB ready at {_mask_url(settings.metadata_url)} (revision {revision})")
     if password:
         console.print(f"created admin user [bold]{settings.admin_username}[/bold]; its password is shown once:")
@@ -140,6 +139,7 @@ def init(ctx: typer.Context) -> None:
 @app.command("test")
 def test_(ctx: typer.Context) -> None:
     """Connect to the metadata DB and print its dialect and server version."""
+    console = console_from(ctx)
     settings = settings_from(ctx)
     try:
         db = MetadataDB.from_settings(settings, migrate=False)
@@ -172,7 +172,7 @@ def status(ctx: typer.Context, format: str = typer.Option("table", "--format", h
     for name, count in counts.items():
         table.add_row(name, str(count))
     table.add_row(f"milvus:{settings.collection}", str(report["chunks"]))
-    console.print(table)
+    console_from(ctx).print(table)
 
 
 def _chunk_count(settings: Settings) -> int | str:
@@ -235,12 +235,13 @@ def write_backup(settings: Settings, output: Path) -> dict[str, Any]:
 def backup(ctx: typer.Context, output: Path = typer.Option(..., "--output", "-o", help="the .tar.gz to write")
            ) -> None:
     """Back up every metadata table and the Milvus collection (with vectors) into one tar.gz."""
+    console = console_from(ctx)
     settings = settings_from(ctx)
     try:
         with embedded_milvus(settings):
             manifest = write_backup(settings, output)
     except RagError as exc:
-        fail(exc)
+        fail(console, exc)
     console.print(f"backup written to {output}: {sum(manifest['tables'].values())} metadata rows in "
                   f"{len(manifest['tables'])} tables, {manifest['chunks']} chunks")
 
@@ -315,6 +316,7 @@ def restore(ctx: typer.Context, source: Path = typer.Argument(None, help="backup
             replace: bool = typer.Option(False, "--replace", help="wipe existing metadata rows and chunks first")
             ) -> None:
     """Restore a backup into an empty metadata DB and collection (or over them with --replace)."""
+    console = console_from(ctx)
     path = source or input_
     if path is None or not path.is_file():
         console.print("[red]error:[/red] give an existing backup file")
@@ -324,5 +326,5 @@ def restore(ctx: typer.Context, source: Path = typer.Argument(None, help="backup
         with embedded_milvus(settings):
             rows, chunks = read_backup(settings, path, replace)
     except RagError as exc:
-        fail(exc)
+        fail(console, exc)
     console.print(f"restored {rows} metadata rows and {chunks} chunks from {path}")

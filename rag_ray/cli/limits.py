@@ -11,13 +11,11 @@ from rich.table import Table
 
 from rag_ray.access.service import AuthService
 from rag_ray.audit import current_actor
-from rag_ray.cli.context import new_console
-from rag_ray.cli.user import open_db, settings_from
+from rag_ray.cli.context import console_from, open_db, settings_from
 from rag_ray.guard.context import ALL
 from rag_ray.guard.service import GuardService
 
 app = typer.Typer(help="Limits and budgets per user, API key and group; login lockouts", no_args_is_help=True)
-console = new_console()
 
 
 @app.command("set")
@@ -34,7 +32,7 @@ def set_(ctx: typer.Context,
     with open_db(ctx) as db:
         rule = GuardService(db).set_limit(subject_kind, subject, metric, period, limit, route_class=route_class,
                                           updated_by=current_actor().name)
-    console.print(f"limit {rule.limit_id}: {rule.describe(rule.subject_id)}")
+    console_from(ctx).print(f"limit {rule.limit_id}: {rule.describe(rule.subject_id)}")
 
 
 @app.command("list")
@@ -55,7 +53,7 @@ def list_(ctx: typer.Context, subject_kind: str = typer.Option(None, "--kind", h
     for r in rules:
         table.add_row(r.limit_id, f"{r.subject_kind}:{r.subject_id}", r.metric, r.route_class, r.period,
                       f"{r.value:g}", r.updated_by)
-    console.print(table)
+    console_from(ctx).print(table)
 
 
 @app.command("delete")
@@ -63,7 +61,7 @@ def delete(ctx: typer.Context, limit_id: str) -> None:
     """Remove a limit or budget."""
     with open_db(ctx) as db:
         rule = GuardService(db).limits.delete(limit_id)
-    console.print(f"removed {rule.limit_id}: {rule.describe(rule.subject_id)}")
+    console_from(ctx).print(f"removed {rule.limit_id}: {rule.describe(rule.subject_id)}")
 
 
 @app.command("lockouts")
@@ -77,7 +75,7 @@ def lockouts(ctx: typer.Context, format: str = typer.Option("table", "--format",
     table = Table("kind", "subject", "failures", "locked until (epoch s)", title="Lockouts")
     for lock in locks:
         table.add_row(lock.kind, lock.subject, str(lock.failures), str(lock.locked_until))
-    console.print(table)
+    console_from(ctx).print(table)
 
 
 @app.command("unlock")
@@ -86,4 +84,4 @@ def unlock(ctx: typer.Context, user: str = typer.Argument(..., help="user id or 
     with open_db(ctx) as db:
         result = AuthService(db, settings_from(ctx)).unlock(user)
     state = "unlocked" if result["was_locked"] else "was not locked; failed attempts cleared"
-    console.print(f"{result['username']}: {state}")
+    console_from(ctx).print(f"{result['username']}: {state}")

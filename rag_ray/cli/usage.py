@@ -8,12 +8,10 @@ from datetime import datetime
 import typer
 from rich.table import Table
 
-from rag_ray.cli.context import new_console
-from rag_ray.cli.user import open_db
+from rag_ray.cli.context import console_from, open_db
 from rag_ray.guard.service import GuardService
 
 app = typer.Typer(help="LLM usage per user, API key, provider and model", no_args_is_help=True)
-console = new_console()
 
 
 @app.command("report")
@@ -41,4 +39,4 @@ def report(ctx: typer.Context,
     for r in rows:
         table.add_row(*(str(r.get(d) or "") for d in shown), str(r["calls"]), str(r["prompt_tokens"]),
                       str(r["completion_tokens"]), f"{r['cost_usd']:.6f}")
-    console.print(table)
+    console_from(ctx).print(table)
