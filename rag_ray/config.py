@@ -105,8 +105,8 @@ class Settings(BaseSettings):
     # (the binary ray[serve] bundles; bench/serve.py: +40% /embeddings texts/s, half the /query overhead on 2 cores)
     serve_ingress: Literal["proxy", "haproxy"] = Field("proxy", validation_alias="RAG_SERVE_INGRESS")
     # Serve's throughput-optimized mode (RAY_SERVE_THROUGHPUT_OPTIMIZED: user code on the replica's loop, gRPC
-    # between deployments, buffered request logs); with haproxy, bench/serve.py: /embeddings 0.46-0.50 -> 0.54-0.55
-    # of the model's rate, /query overhead 21-29 -> 2-10 ms. Serve's own request logs then leave stderr.
+    # between deployments, buffered request logs); with haproxy, bench/serve.py: /embeddings 0.578 (proxy) ->
+    # 0.75-0.78 of the model's rate, /query overhead p50 4.3-4.5 ms. Serve's own request logs then leave stderr.
     serve_throughput_optimized: bool = Field(False, validation_alias="RAG_SERVE_THROUGHPUT_OPTIMIZED")
     # seconds `rag-cli serve`/`rag-server` give a shutdown after SIGTERM/SIGINT before killing what they started
     # (below Kubernetes' default 30 s terminationGracePeriodSeconds and compose's stop_grace_period)
