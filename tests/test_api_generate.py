@@ -148,6 +148,8 @@ def test_rag_never_sees_another_users_private_chunk(rig: ApiRig) -> None:
     ("ensemble", {**SEED_ENSEMBLE, "evaluation_metrics": ["vibes"]}, "evaluation_metrics.0"),
     ("ensemble", {**SEED_ENSEMBLE, "surprise": True}, "surprise"),
     ("ensemble", {"mode": "high_quality"}, "query"),
+    ("single", {**SEED_SINGLE, "query": "   "}, "query"),
+    ("rag", {**SEED_RAG, "query": "\t\n"}, "query"),
 ])
 def test_bad_bodies_are_422_naming_the_field(rig: ApiRig, path: str, body: dict[str, Any], field: str) -> None:
     r = post(rig, path, body)

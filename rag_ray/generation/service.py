@@ -31,9 +31,9 @@ import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from rag_ray.errors import InvalidInput
 from rag_ray.generation.consensus import SELECTORS
@@ -69,6 +69,15 @@ MAX_INSTRUCTIONS_CHARS = 2000
 MAX_TOKENS_CAP = 4096
 MAX_ENSEMBLE_SIZE = 5
 MAX_TIMEOUT_S = 3600.0  # a body's timeout_s; the server's own cap (RAG_MAX_REQUEST_TIMEOUT_S) is checked at the edge
+
+
+def _not_blank(text: str) -> str:
+    if not text.strip():
+        raise ValueError("query must not be blank")
+    return text.strip()
+
+
+QueryText = Annotated[str, Field(min_length=1, max_length=MAX_QUERY_CHARS), AfterValidator(_not_blank)]
 
 ResponseFormat = Literal["plain_text", "markdown", "html", "json", "structured"]
 MetricName = Literal["relevance", "accuracy", "completeness", "clarity", "coherence", "llm_judge"]
@@ -116,16 +125,9 @@ def timeout_field() -> Any:
 
 
 class _QueryRequest(_PromptOptions):
-    query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
+    query: QueryText
     context: str | None = Field(default=None, max_length=MAX_CONTEXT_CHARS, description="free-text context")
     timeout_s: float | None = timeout_field()
-
-    @field_validator("query")
-    @classmethod
-    def _not_blank(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("query must not be blank")
-        return v.strip()
 
 
 class SingleRequest(_QueryRequest):
@@ -191,18 +193,11 @@ class QualityFiltersConfig(_Strict):
 class RagGenerateRequest(_Strict):
     """Body of ``POST /generate/rag``."""
 
-    query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
+    query: QueryText
     retrieval_config: RetrievalConfig = Field(default_factory=lambda: RetrievalConfig())
     generation_config: RagGenerationConfig = Field(default_factory=lambda: RagGenerationConfig())
     quality_filters: QualityFiltersConfig = Field(default_factory=lambda: QualityFiltersConfig())
     timeout_s: float | None = timeout_field()
-
-    @field_validator("query")
-    @classmethod
-    def _not_blank(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("query must not be blank")
-        return v.strip()
 
 
 M = TypeVar("M", bound=BaseModel)
