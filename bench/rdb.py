@@ -155,10 +155,18 @@ class _SharedStages:
     def __init__(self, store: ChunkStore, embedder: Any):
         self.store, self.embedder = store, embedder
 
+    def enrich(self, level: str | None = None) -> Any:
+        from rag_ray.ingest.stages import EnrichChunks
+
+        return EnrichChunks(level or "standard")
+
     def embed(self) -> Any:
         from rag_ray.ingest.stages import EmbedChunks
 
         return EmbedChunks(lambda: self.embedder)
+
+    def shared_model(self) -> None:
+        return None  # the loaded embedder of this process
 
     def write(self) -> Any:
         from rag_ray.ingest.stages import WriteChunks

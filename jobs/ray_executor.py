@@ -13,7 +13,6 @@ does not start one for it.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import os
@@ -30,7 +29,7 @@ from jobs.ray_logging import bound_ray_logs
 from rag_ray.config import Settings
 from rag_ray.embedding.local import limit_threads
 from rag_ray.ingest.batching import BatchPolicy
-from rag_ray.ingest.executor import LocalExecutor, ResultHandler, StageFactories, batch_policy, enrich_stage
+from rag_ray.ingest.executor import LocalExecutor, ResultHandler, SharedModel, StageFactories, batch_policy
 from rag_ray.ingest.scan import estimated_text_bytes, order_tasks
 from rag_ray.ingest.stages import EmbedChunks, EnrichChunks, ParseAndChunk, WriteChunks
 
@@ -157,7 +156,7 @@ class RayDataExecutor:
         parse_pool = ray.data.TaskPoolStrategy(size=min(self.parse_concurrency, blocks))  # no idle task slots
         ds = ds.flat_map(stages.parse(), num_cpus=0, compute=parse_pool)
         # rules only, no model: plain tasks (fusable with the parse step), not an actor pool
-        ds = ds.map_batches(enrich_stage(stages), batch_size=self.enrich_batch_size, num_cpus=0, compute=parse_pool)
+        ds = ds.map_batches(stages.enrich(), batch_size=self.enrich_batch_size, num_cpus=0, compute=parse_pool)
         ds = ds.map_batches(_Embed, fn_constructor_args=(stages, self.policy, pool.threads),
                             batch_size=self.embed_batch_size, num_cpus=pool.cpus,
                             compute=ray.data.ActorPoolStrategy(min_size=pool.low, max_size=pool.high))
@@ -244,16 +243,19 @@ class SharedModelStages:
         return self.stages.parse()
 
     def enrich(self, level: str | None = None) -> EnrichChunks:
-        return enrich_stage(self.stages, level)
+        return self.stages.enrich(level)
 
     def write(self) -> WriteChunks:
         return self.stages.write()
 
     def embed(self) -> EmbedChunks:
-        key = model_key(self.stages)
-        if key is None or not ray.is_initialized():
+        model = self.stages.shared_model()
+        if model is None or not ray.is_initialized():
             return self.stages.embed()
-        return _RemoteEmbed(model_stages(self.stages), key)  # the actor outlives this job: none of its wrappers
+        return _RemoteEmbed(model)  # the actor outlives this job: it gets none of the job's wrappers
+
+    def shared_model(self) -> SharedModel | None:
+        return self.stages.shared_model()
 
 
 class SharedEmbedder:
@@ -288,8 +290,8 @@ class SharedEmbedder:
 
 
 class _RemoteEmbed(EmbedChunks):
-    def __init__(self, stages: StageFactories, key: str):  # no super().__init__: the model lives in the actor
-        self.stages, self.name = stages, f"rag-embed-{key[:16]}"
+    def __init__(self, model: SharedModel):  # no super().__init__: the model lives in the actor
+        self.stages, self.name = model.factories, f"rag-embed-{model.key[:16]}"
         self.actor = self._actor()
 
     def _actor(self) -> Any:
@@ -309,21 +311,3 @@ class _RemoteEmbed(EmbedChunks):
             self.actor = self._actor()
             result = ray.get(self.actor.embed.remote(batch))
         return result
-
-
-def model_stages(stages: Any) -> Any:
-    """The innermost stages, built from ``Settings``, under wrappers (LeveledStages, ControlledStages, ...)."""
-    while not hasattr(stages, "settings") and hasattr(stages, "stages"):
-        stages = stages.stages
-    return stages
-
-
-def model_key(stages: Any) -> str | None:
-    """The embedding model's identity, for stages built from ``Settings`` (``rag_ray.runtime.IngestStages``)."""
-    settings = getattr(model_stages(stages), "settings", None)
-    if not isinstance(settings, Settings):
-        return None
-    api_key = settings.embedding_api_key.get_secret_value() if settings.embedding_api_key else ""
-    return hashlib.sha256("\0".join([settings.embedding_provider, settings.embedding_model,
-                                      settings.embedding_base_url or "", api_key,
-                                      str(settings.embedding_threads)]).encode()).hexdigest()

@@ -6,6 +6,7 @@ command that needs only the DB does not load a model.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 from rag_ray.config import Settings
 from rag_ray.embedding import Embedder, create_embedder
 from rag_ray.errors import StoreError
+from rag_ray.ingest.executor import SharedModel
 from rag_ray.ingest.stages import EmbedChunks, EnrichChunks, ParseAndChunk, WriteChunks
 from rag_ray.llm import LLM, create_llm
 from rag_ray.metadata import MetadataDB
@@ -56,6 +58,15 @@ class IngestStages:
 
     def write(self) -> WriteChunks:
         return WriteChunks(lambda: open_store(self.settings, self.dimension))
+
+    def shared_model(self) -> SharedModel:
+        """Jobs on the same provider, model, endpoint, key and thread count share one actor; the factories are plain
+        ``IngestStages`` (a subclass's in-process embedder and store are never shipped)."""
+        s = self.settings
+        api_key = s.embedding_api_key.get_secret_value() if s.embedding_api_key else ""
+        identity = "\0".join([s.embedding_provider, s.embedding_model, s.embedding_base_url or "", api_key,
+                              str(s.embedding_threads)])
+        return SharedModel(hashlib.sha256(identity.encode()).hexdigest(), IngestStages(s, self.dimension))
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 from rag_ray.embedding.fake import FakeEmbedder
-from rag_ray.ingest.executor import LocalExecutor
+from rag_ray.ingest.executor import LocalExecutor, SharedModel
 from rag_ray.ingest.file_ingest import FileIngestor
 from rag_ray.ingest.stages import EmbedChunks, EnrichChunks, ParseAndChunk, WriteChunks
 from rag_ray.metadata import MetadataDB
@@ -32,6 +32,9 @@ class LocalStages:
 
     def write(self) -> WriteChunks:
         return WriteChunks(lambda: self.store)
+
+    def shared_model(self) -> SharedModel | None:
+        return None  # this process's own embedder: nothing another job could share
 
 
 def local_ingestor(db: MetadataDB, store: ChunkStore, embedder: object | None = None,

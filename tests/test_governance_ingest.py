@@ -14,7 +14,7 @@ import pytest
 from rag_ray.embedding.fake import FakeEmbedder
 from rag_ray.enrich import GovernancePolicy
 from rag_ray.errors import InvalidInput
-from rag_ray.ingest.executor import LeveledStages, enrich_stage
+from rag_ray.ingest.executor import LeveledStages
 from rag_ray.ingest.file_ingest import FileIngestRequest
 from rag_ray.ingest.stages import EnrichChunks
 from rag_ray.metadata import MetadataDB
@@ -102,11 +102,6 @@ def test_stage_factories_pick_the_level(make_settings: Any) -> None:
     assert stages.enrich().level == "basic" and stages.enrich("off").level == "off"
     assert LeveledStages(stages, "comprehensive").enrich().level == "comprehensive"
     assert LeveledStages(stages, None).enrich().level == "basic"
-
-    class Legacy:  # factories written before the enrich stage: still labelled (standard)
-        pass
-
-    assert enrich_stage(Legacy()).level == "standard"  # type: ignore[arg-type]
 
 
 def test_enrich_stage_keeps_marker_rows_and_columns() -> None:

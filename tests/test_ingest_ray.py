@@ -9,12 +9,16 @@ import sys
 from pathlib import Path
 
 import pytest
+import ray
 
 from jobs.ingest_files import run_file_job
+from jobs.ray_executor import EMBEDDER_NAMESPACE
 from rag_ray.embedding.backends import ThreadedBackend
+from rag_ray.embedding.fake import FakeEmbedder
+from rag_ray.ingest.executor import LeveledStages
 from rag_ray.ingest.file_ingest import FileIngestRequest
 from rag_ray.retrieval.service import RetrievalService
-from rag_ray.runtime import Runtime
+from rag_ray.runtime import IngestStages, InProcessStages, Runtime
 from rag_ray.types import Acl, Principal
 from tests.ingest_helpers import copy_documents
 
@@ -83,3 +87,22 @@ def test_job_module_runs_as_a_script(tmp_path, shared_data, make_settings):
     bad = subprocess.run([sys.executable, "-m", "jobs.ingest_files", str(tmp_path / "missing")],
                          capture_output=True, text=True, env=env, timeout=300, cwd=Path(__file__).parents[1])
     assert bad.returncode == 2 and "does not exist" in bad.stderr
+
+
+def test_a_small_job_on_ray_embeds_in_the_shared_model_actor(tmp_path, make_settings):
+    """A job its driver runs, in a process already on Ray, embeds in the cluster's shared actor for its model (one
+    model load for all small jobs); the actor is found by the model's identity whatever wrappers the stages carry,
+    and gets plain settings-built factories (never a job's wrappers or an in-process embedder)."""
+    settings = make_settings()
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.txt").write_text("Basalt is a fine-grained volcanic rock.")
+    summary = run_file_job(settings, FileIngestRequest(path=docs, acl=Acl("system", (), "public")))
+    assert summary.status == "succeeded" and summary.chunks_written == 1, summary.errors
+
+    model = LeveledStages(InProcessStages(settings, 64, FakeEmbedder(), None), "basic").shared_model()  # type: ignore[arg-type]
+    assert model is not None and type(model.factories) is IngestStages
+    assert model == IngestStages(settings, 64).shared_model()
+    assert IngestStages(make_settings(embedding_threads=1), 64).shared_model().key != model.key
+    actor = ray.get_actor(f"rag-embed-{model.key[:16]}", namespace=EMBEDDER_NAMESPACE)  # raises if the job did not
+    ray.kill(actor)

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import select
 
-from rag_ray.ingest.executor import StageFactories, enrich_stage
+from rag_ray.ingest.executor import SharedModel, StageFactories
 from rag_ray.ingest.rows import KIND_EMPTY
 from rag_ray.ingest.stages import EmbedChunks, EnrichChunks, ParseAndChunk, WriteChunks
 from rag_ray.metadata import JobRecord, MetadataDB
@@ -136,13 +136,16 @@ class ControlledStages:
         return ControlledParse(self.stages.parse(), self.control)
 
     def enrich(self, level: str | None = None) -> EnrichChunks:
-        return enrich_stage(self.stages, level)
+        return self.stages.enrich(level)
 
     def embed(self) -> EmbedChunks:
         return ControlledEmbed(self.stages.embed(), self.control)
 
     def write(self) -> WriteChunks:
         return ControlledWrite(self.stages.write(), self.control)
+
+    def shared_model(self) -> SharedModel | None:
+        return self.stages.shared_model()
 
 
 __all__ = ["ControlledEmbed", "ControlledParse", "ControlledStages", "ControlledWrite", "JobControl",

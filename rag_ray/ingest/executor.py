@@ -16,6 +16,15 @@ from rag_ray.ingest.stages import EmbedChunks, EnrichChunks, ParseAndChunk, Writ
 ResultHandler = Callable[[dict[str, list[Any]]], None]
 
 
+@dataclass(frozen=True)
+class SharedModel:
+    """A job's embedding model as one shared actor can host it for many jobs: ``key`` names the model (jobs on the
+    same model share the actor) and ``factories`` build it from settings alone (picklable, no per-job wrappers)."""
+
+    key: str
+    factories: StageFactories
+
+
 class StageFactories(Protocol):
     """What an executor needs to build the stages (picklable, so Ray workers can build them too)."""
 
@@ -29,6 +38,10 @@ class StageFactories(Protocol):
 
     def write(self) -> WriteChunks: ...
 
+    def shared_model(self) -> SharedModel | None:
+        """The model as a shared actor can host it, or None when only this job's own ``embed`` can build it."""
+        ...
+
 
 @dataclass(frozen=True)
 class LeveledStages:
@@ -41,7 +54,7 @@ class LeveledStages:
         return self.stages.parse()
 
     def enrich(self, level: str | None = None) -> EnrichChunks:
-        return enrich_stage(self.stages, level or self.level)
+        return self.stages.enrich(level or self.level)
 
     def embed(self) -> EmbedChunks:
         return self.stages.embed()
@@ -49,14 +62,8 @@ class LeveledStages:
     def write(self) -> WriteChunks:
         return self.stages.write()
 
-
-def enrich_stage(stages: StageFactories, level: str | None = None) -> EnrichChunks:
-    """``stages.enrich(level)``; factories written before enrichment existed get the default (standard) labels,
-    so no ingest path skips the labels the governance policy depends on."""
-    factory = getattr(stages, "enrich", None)
-    if factory is None:
-        return EnrichChunks(level or "standard")
-    return factory(level)
+    def shared_model(self) -> SharedModel | None:
+        return self.stages.shared_model()
 
 
 class Executor(Protocol):
@@ -79,7 +86,7 @@ class LocalExecutor:
 
     def run(self, tasks: list[dict[str, Any]], stages: StageFactories, on_results: ResultHandler,
             checkpoint: Callable[[], None]) -> None:
-        parse, enrich, embed, write = stages.parse(), enrich_stage(stages), stages.embed(), stages.write()
+        parse, enrich, embed, write = stages.parse(), stages.enrich(), stages.embed(), stages.write()
         if self.policy is not None:
             embed.adapt(self.policy)
         for batch in _batched(_flatten(parse, order_tasks(tasks, self.strategy)), self.batch_size):

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 from sqlalchemy.engine import Engine
 
 from rag_ray.errors import RagError
-from rag_ray.ingest.executor import enrich_stage
+from rag_ray.ingest.executor import SharedModel
 from rag_ray.ingest.rows import KIND_CHUNK, KIND_EMPTY, KIND_ERROR, chunk_row, marker_row
 from rag_ray.ingest.source_acl import RowAcl
 from rag_ray.ingest.stages import EmbedChunks, EnrichChunks, ParseAndChunk, WriteChunks, chunk_document
@@ -184,11 +184,16 @@ def _row_info(metadata_json: Any, owner_id: Any, group_ids_json: Any, visibility
 
 
 class EmbedWriteFactories(Protocol):
-    """The part of ``StageFactories`` RDB ingest reuses (``IngestStages`` or a test's local stages)."""
+    """The part of ``StageFactories`` RDB ingest reuses (``IngestStages`` or a test's local stages): rows are read
+    and rendered by the sync's own parse stage."""
+
+    def enrich(self, level: str | None = None) -> EnrichChunks: ...
 
     def embed(self) -> EmbedChunks: ...
 
     def write(self) -> WriteChunks: ...
+
+    def shared_model(self) -> SharedModel | None: ...
 
 
 @dataclass(frozen=True)
@@ -210,13 +215,16 @@ class RdbStages:
 
     def enrich(self, level: str | None = None) -> EnrichChunks:
         """The base's labelling stage (language / PII / sensitivity), as for files."""
-        return enrich_stage(self.base, level)  # type: ignore[arg-type]
+        return self.base.enrich(level)
 
     def embed(self) -> EmbedChunks:
         return self.base.embed()
 
     def write(self) -> WriteChunks:
         return WriteRowChunks(self.base.write())
+
+    def shared_model(self) -> SharedModel | None:
+        return self.base.shared_model()
 
 
 __all__ = ["KIND_CHUNK", "KIND_EMPTY", "KIND_ERROR", "KIND_SKIP", "EmbedWriteFactories", "PartitionTask",
