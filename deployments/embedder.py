@@ -171,10 +171,9 @@ class HandleEmbedder:
 
     def __init__(self, handle: serve.handle.DeploymentHandle, info: dict[str, object], batched: bool = True,
                  gather: bool = True):
-        self.handle = handle
+        self.handle = handle.options(method_name="embed" if batched else "embed_unbatched")
         self.provider, self.model = str(info["provider"]), str(info["model"])
         self.dimension = int(info["dimension"])  # type: ignore[call-overload]
-        self.method = "embed" if batched else "embed_unbatched"
         self.gatherer = Gatherer(self._send) if gather and batched else None
 
     async def embed(self, texts: Sequence[str], *, input_type: InputType = "document") -> np.ndarray:
@@ -187,7 +186,7 @@ class HandleEmbedder:
 
     async def _remote(self, texts: list[str], input_type: InputType) -> np.ndarray:
         try:
-            return await getattr(self.handle, self.method).remote(texts, input_type)
+            return await self.handle.remote(texts, input_type)
         except BackPressureError as exc:
             raise Overloaded("the embedder is at capacity; retry shortly", retry_after=exc.retry_after_s or 1.0) \
                 from None

@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+from ray.exceptions import RayTaskError
 from ray.serve.exceptions import BackPressureError
 
 from rag_ray.errors import RagError
@@ -17,8 +18,9 @@ def own_error(exc: BaseException, when_full: Callable[[float], RagError]) -> Bas
     """The ``RagError`` a replica raised, or ``when_full(retry_after)`` for a full deployment queue."""
     if isinstance(exc, BackPressureError):
         return when_full(exc.retry_after_s or 1.0)
-    cause = getattr(exc, "cause", None)
-    return cause if isinstance(cause, RagError) else exc
+    if isinstance(exc, RayTaskError) and isinstance(exc.cause, RagError):
+        return exc.cause
+    return exc
 
 
 async def awaited(response: Any, unwrap: Callable[[BaseException], BaseException]) -> Any:

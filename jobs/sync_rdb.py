@@ -47,11 +47,7 @@ def build_rdb_ingestor(runtime: Runtime, *, use_ray: bool = True) -> RdbIngestor
 def with_connect_timeout(settings: Settings, request: RdbSyncRequest) -> RdbSyncRequest:
     """The request with the configured source connect timeout (``RAG_RDB_CONNECT_TIMEOUT_S``), so an unreachable
     database fails the job in seconds with the driver's reason."""
-    seconds = getattr(settings, "rdb_connect_timeout_s", None) or settings.jobs_connect_timeout_s
-    database = request.database
-    if not hasattr(database, "with_connect_timeout"):
-        return request
-    return dataclasses.replace(request, database=database.with_connect_timeout(seconds))
+    return dataclasses.replace(request, database=request.database.with_connect_timeout(settings.rdb_connect_timeout_s))
 
 
 def run_rdb_job(settings: Settings, request: RdbSyncRequest, job_id: str | None = None,
