@@ -18,7 +18,6 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 import numpy as np
 
@@ -31,7 +30,7 @@ from rag_ray.generation.evaluation import (
     ResponseEvaluator,
 )
 from rag_ray.generation.prompts import EngineeredPrompt
-from rag_ray.generation.single import Candidate, Timings, as_source, run_candidate
+from rag_ray.generation.single import Candidate, SourceLike, Timings, as_source, run_candidate
 from rag_ray.llm.base import GenerationParams
 from rag_ray.observability.deadline import current_deadline, remaining_budget
 
@@ -115,7 +114,7 @@ def plan_candidates(provider_ids: Sequence[str], size: int, base_temperature: fl
 
 
 class EnsembleGenerator:
-    def __init__(self, source: Any, evaluator: ResponseEvaluator, config: EnsembleConfig | None = None, *,
+    def __init__(self, source: SourceLike, evaluator: ResponseEvaluator, config: EnsembleConfig | None = None, *,
                  tracker: ProviderQualityTracker | None = None):
         self.source = as_source(source)
         self.evaluator = evaluator

@@ -57,7 +57,15 @@ from rag_ray.generation.formats import (
     tidy,
 )
 from rag_ray.generation.prompts import STRATEGIES, PromptEngineer, PromptRequest
-from rag_ray.generation.single import Candidate, RoutedSource, SingleGenerator, SingleResult, Timings, as_source
+from rag_ray.generation.single import (
+    Candidate,
+    RoutedSource,
+    SingleGenerator,
+    SingleResult,
+    SourceLike,
+    Timings,
+    as_source,
+)
 from rag_ray.llm.base import Usage
 from rag_ray.llm.windows import DEFAULT_WINDOW, WindowSpec
 from rag_ray.types import SearchHit
@@ -382,7 +390,7 @@ class _Job:
 
 
 class GenerationService:
-    def __init__(self, source: Any, evaluator: ResponseEvaluator, *, settings: GenerationSettings | None = None,
+    def __init__(self, source: SourceLike, evaluator: ResponseEvaluator, *, settings: GenerationSettings | None = None,
                  prompt_engineer: PromptEngineer | None = None, tracker: ProviderQualityTracker | None = None):
         self.source = as_source(source)
         self.evaluator = evaluator

@@ -13,7 +13,7 @@ import asyncio
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from rag_ray.errors import InvalidInput, ProviderError, ProviderTimeout, RagError, RequestTimeout
 from rag_ray.generation.evaluation import (
@@ -28,6 +28,7 @@ from rag_ray.generation.prompts import EngineeredPrompt
 from rag_ray.llm.base import LLM, ChatMessage, Completion, GenerationParams, Usage
 from rag_ray.llm.windows import resolve_window
 from rag_ray.observability.deadline import check_deadline, remaining_budget
+from rag_ray.providers.manager import LLMManager
 
 
 @runtime_checkable
@@ -96,15 +97,11 @@ class ManagerSource:
     accepts a full id there), so that candidate goes to exactly that entry; no id lets the manager route and fail over.
     """
 
-    def __init__(self, manager: Any, provider_ids: Sequence[str] | None = None, *, strategy: str | None = None):
+    def __init__(self, manager: LLMManager, provider_ids: Sequence[str] | None = None, *,
+                 strategy: str | None = None):
         self.manager = manager
         self.strategy = strategy
-        self._ids = list(provider_ids) if provider_ids is not None else self._discover(manager)
-
-    @staticmethod
-    def _discover(manager: Any) -> list[str]:
-        entries = getattr(manager, "entries", None) or []
-        return [str(getattr(e, "id", e)) for e in entries]
+        self._ids = list(provider_ids) if provider_ids is not None else [e.id for e in manager.entries]
 
     def provider_ids(self) -> list[str]:
         return list(self._ids)
@@ -120,16 +117,19 @@ class ManagerSource:
         return result
 
 
-def as_source(obj: Any) -> CandidateSource:
-    """A ``CandidateSource`` from a source, a mapping of LLMs, one LLM, or anything manager-like."""
+SourceLike = CandidateSource | LLMManager | LLM | Mapping[str, LLM]
+
+
+def as_source(obj: SourceLike) -> CandidateSource:
+    """A ``CandidateSource`` from a source, the provider manager, one LLM, or a mapping of LLMs by id."""
+    if isinstance(obj, LLMManager):
+        return ManagerSource(obj)
     if isinstance(obj, CandidateSource):
         return obj
     if isinstance(obj, Mapping):
         return LLMPoolSource(obj)
     if isinstance(obj, LLM):
         return LLMSource(obj)
-    if callable(getattr(obj, "generate", None)):
-        return ManagerSource(obj)
     raise TypeError(f"cannot generate with {type(obj).__name__}")
 
 
@@ -248,7 +248,7 @@ class SingleGenerator:
     """Fast mode: one provider, one answer, scored. Provider failures are raised (there is nothing to fall back to
     here — retries and failover belong to the provider manager)."""
 
-    def __init__(self, source: Any, evaluator: ResponseEvaluator, *, timeout_s: float | None = None,
+    def __init__(self, source: SourceLike, evaluator: ResponseEvaluator, *, timeout_s: float | None = None,
                  request_timeout_s: float | None = None, tracker: ProviderQualityTracker | None = None):
         self.source = as_source(source)
         self.evaluator = evaluator
