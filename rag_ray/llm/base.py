@@ -70,6 +70,15 @@ class LLM(Protocol):
     def stream(self, messages: Sequence[ChatMessage], params: GenerationParams) -> AsyncIterator[StreamChunk]: ...
 
 
+@runtime_checkable
+class CountsGenerations(Protocol):
+    """A backend that counts its running generations itself (the local model, the fake): a cancelled call leaves the
+    count only once the backend has really stopped it."""
+
+    @property
+    def active_generations(self) -> int: ...
+
+
 LLMS: Registry[LLM] = Registry("LLM provider")
 
 

@@ -27,7 +27,7 @@ import numpy as np
 from rag_ray.embedding.backends import EmbedBackend, ThreadedBackend
 from rag_ray.embedding.base import Embedder
 from rag_ray.errors import ProviderError
-from rag_ray.llm.base import LLM, ChatMessage, Completion, GenerationParams, StreamChunk, Usage
+from rag_ray.llm.base import LLM, ChatMessage, Completion, CountsGenerations, GenerationParams, StreamChunk, Usage
 from rag_ray.llm.windows import WindowSpec, resolve_window
 from rag_ray.providers.breaker import CircuitBreaker, Clock
 from rag_ray.providers.pool import Entry, Pool
@@ -61,8 +61,7 @@ class LLMEntry(Entry):
     def active_generations(self) -> int:
         """Generations running in the backend: its own count when it keeps one (the local model, the fake), else the
         calls in flight here. A cancelled call leaves the first only when the backend has really stopped."""
-        own = getattr(self.backend, "active_generations", None)
-        return own if isinstance(own, int) else self.in_flight
+        return self.backend.active_generations if isinstance(self.backend, CountsGenerations) else self.in_flight
 
     def status(self) -> dict[str, Any]:
         return {**super().status(), "active_generations": self.active_generations}
