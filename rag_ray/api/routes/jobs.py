@@ -5,7 +5,8 @@ Callers see their own jobs; admins see all. Someone else's job answers 404 like 
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 
@@ -38,18 +39,25 @@ async def get_job(job_id: str, principal: Principal = Depends(current_principal)
     return jobs.get(job_id).to_dict()
 
 
-def _control(action: str):
-    async def handler(job_id: str, principal: Principal = Depends(current_principal),
-                      services: Services = Depends(get_services)) -> dict[str, Any]:
-        jobs = services.jobs
-        _visible(jobs, job_id, principal)
-        getattr(jobs, action)(job_id)
-        return jobs.get(job_id, with_errors=False).to_dict()
-
-    handler.__name__ = f"{action}_job"
-    return handler
+def _controlled(jobs: JobStore, job_id: str, principal: Principal, act: Callable[[str], object]) -> dict[str, Any]:
+    _visible(jobs, job_id, principal)
+    act(job_id)
+    return jobs.get(job_id, with_errors=False).to_dict()
 
 
-for _action in ("pause", "resume", "cancel"):
-    router.add_api_route(f"/{{job_id}}/{_action}", _control(_action), methods=["POST"],
-                         summary=f"{_action.capitalize()} a job")
+@router.post("/{job_id}/pause", summary="Pause a job")
+async def pause_job(job_id: str, principal: Annotated[Principal, Depends(current_principal)],
+                    services: Annotated[Services, Depends(get_services)]) -> dict[str, Any]:
+    return _controlled(services.jobs, job_id, principal, services.jobs.pause)
+
+
+@router.post("/{job_id}/resume", summary="Resume a job")
+async def resume_job(job_id: str, principal: Annotated[Principal, Depends(current_principal)],
+                     services: Annotated[Services, Depends(get_services)]) -> dict[str, Any]:
+    return _controlled(services.jobs, job_id, principal, services.jobs.resume)
+
+
+@router.post("/{job_id}/cancel", summary="Cancel a job")
+async def cancel_job(job_id: str, principal: Annotated[Principal, Depends(current_principal)],
+                     services: Annotated[Services, Depends(get_services)]) -> dict[str, Any]:
+    return _controlled(services.jobs, job_id, principal, services.jobs.cancel)
