@@ -10,10 +10,9 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
 from rag_ray.access import sharing, users
-from rag_ray.api.deps import admin_principal, current_principal, get_services
-from rag_ray.api.services import Services
+from rag_ray.api.deps import PrincipalDep, ServicesDep, admin_principal
 from rag_ray.errors import NotFound
-from rag_ray.types import Acl, Principal
+from rag_ray.types import Acl
 
 router = APIRouter()
 admin = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(admin_principal)])
@@ -66,25 +65,24 @@ class DocumentAcl(BaseModel):
 
 # ---- users ----
 @admin.post("/users", status_code=201, summary="Create a user")
-def create_user(body: CreateUser, services: Services = Depends(get_services)) -> dict[str, Any]:
+def create_user(body: CreateUser, services: ServicesDep) -> dict[str, Any]:
     return users.create_user(services.db, body.username, body.password, email=body.email,
                              role=body.role, active=body.active).to_dict()
 
 
 @admin.get("/users", summary="List users (filters: role, active)")
-def list_users(role: str | None = None, active: bool | None = None,
-               services: Services = Depends(get_services)) -> dict[str, Any]:
+def list_users(services: ServicesDep, role: str | None = None, active: bool | None = None) -> dict[str, Any]:
     found = users.list_users(services.db, role=role, active=active)
     return {"users": [u.to_dict() for u in found], "count": len(found)}
 
 
 @admin.get("/users/{user_ref}", summary="One user by id or username")
-def get_user(user_ref: str, services: Services = Depends(get_services)) -> dict[str, Any]:
+def get_user(user_ref: str, services: ServicesDep) -> dict[str, Any]:
     return users.get_user(services.db, user_ref).to_dict()
 
 
 @admin.patch("/users/{user_ref}", summary="Change a user's role or active flag (effective on their next request)")
-def patch_user(user_ref: str, body: PatchUser, services: Services = Depends(get_services)) -> dict[str, Any]:
+def patch_user(user_ref: str, body: PatchUser, services: ServicesDep) -> dict[str, Any]:
     db = services.db
     if body.role is not None:
         users.set_role(db, user_ref, body.role)
@@ -95,57 +93,57 @@ def patch_user(user_ref: str, body: PatchUser, services: Services = Depends(get_
 
 # ---- groups ----
 @admin.post("/groups", status_code=201, summary="Create a group")
-def create_group(body: CreateGroup, services: Services = Depends(get_services)) -> dict[str, Any]:
+def create_group(body: CreateGroup, services: ServicesDep) -> dict[str, Any]:
     return users.create_group(services.db, body.name, description=body.description,
                               group_id=body.group_id).to_dict()
 
 
 @admin.get("/groups", summary="List groups with their members")
-def list_groups(services: Services = Depends(get_services)) -> dict[str, Any]:
+def list_groups(services: ServicesDep) -> dict[str, Any]:
     found = users.list_groups(services.db)
     return {"groups": [g.to_dict() for g in found], "count": len(found)}
 
 
 @admin.get("/groups/{group_ref}", summary="One group by id or name")
-def get_group(group_ref: str, services: Services = Depends(get_services)) -> dict[str, Any]:
+def get_group(group_ref: str, services: ServicesDep) -> dict[str, Any]:
     return users.get_group(services.db, group_ref).to_dict()
 
 
 @admin.post("/groups/{group_ref}/members", summary="Add a user to a group")
-def add_member(group_ref: str, body: AddMember, services: Services = Depends(get_services)) -> dict[str, Any]:
+def add_member(group_ref: str, body: AddMember, services: ServicesDep) -> dict[str, Any]:
     return users.add_member(services.db, body.user, group_ref).to_dict()
 
 
 @admin.delete("/groups/{group_ref}/members/{user_ref}", summary="Remove a user from a group")
-def remove_member(group_ref: str, user_ref: str, services: Services = Depends(get_services)) -> dict[str, Any]:
+def remove_member(group_ref: str, user_ref: str, services: ServicesDep) -> dict[str, Any]:
     return users.remove_member(services.db, user_ref, group_ref).to_dict()
 
 
 # ---- API keys ----
 @admin.post("/api-keys", status_code=201, summary="Create an API key (the key is shown once)")
-def create_api_key(body: CreateApiKey, principal: Principal = Depends(current_principal),
-                   services: Services = Depends(get_services)) -> dict[str, Any]:
+def create_api_key(body: CreateApiKey, principal: PrincipalDep,
+                   services: ServicesDep) -> dict[str, Any]:
     owner = body.user or principal.user_id
     return users.create_api_key(services.db, owner, name=body.name,
                                 expires_days=body.expires_days).to_dict()
 
 
 @admin.get("/api-keys", summary="List API keys (never the keys themselves)")
-def list_api_keys(user: str | None = None, services: Services = Depends(get_services)) -> dict[str, Any]:
+def list_api_keys(services: ServicesDep, user: str | None = None) -> dict[str, Any]:
     found = users.list_api_keys(services.db, user)
     return {"api_keys": [k.to_dict() for k in found], "count": len(found)}
 
 
 @admin.delete("/api-keys/{key_id}", summary="Revoke an API key")
-def revoke_api_key(key_id: str, services: Services = Depends(get_services)) -> dict[str, Any]:
+def revoke_api_key(key_id: str, services: ServicesDep) -> dict[str, Any]:
     return users.revoke_api_key(services.db, key_id).to_dict()
 
 
 # ---- document sharing ----
 @router.put("/documents/{doc_id}/acl", tags=["documents"],
             summary="Share a document with groups or change its visibility (owner or admin)")
-def put_document_acl(doc_id: str, body: DocumentAcl, principal: Principal = Depends(current_principal),
-                     services: Services = Depends(get_services)) -> dict[str, Any]:
+def put_document_acl(doc_id: str, body: DocumentAcl, principal: PrincipalDep,
+                     services: ServicesDep) -> dict[str, Any]:
     db, store = services.db, services.store
     owner = sharing.document_owner(db, store, doc_id)
     if owner is None or not sharing.may_change_acl(principal, owner):

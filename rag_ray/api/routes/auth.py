@@ -7,13 +7,11 @@ import asyncio
 import json
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from rag_ray.api.deps import bearer_token, current_principal, get_services
-from rag_ray.api.services import Services
+from rag_ray.api.deps import PrincipalDep, ServicesDep, bearer_token
 from rag_ray.errors import InvalidInput
-from rag_ray.types import Principal
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -71,21 +69,20 @@ def _validate(model: type[BaseModel], data: dict[str, Any]) -> Any:
 
 @router.post("/token", summary="Username + password (JSON or OAuth2 form) → access and refresh tokens (no auth)",
              openapi_extra={"requestBody": _LOGIN_BODY})
-async def token(request: Request, services: Services = Depends(get_services)) -> dict[str, Any]:
+async def token(request: Request, services: ServicesDep) -> dict[str, Any]:
     body: LoginRequest = _validate(LoginRequest, await _body_fields(request))
     pair = await asyncio.to_thread(services.accounts.login, body.username, body.password)
     return pair.to_dict()
 
 
 @router.post("/refresh", summary="A refresh token → a new token pair (the old refresh token is used up)")
-async def refresh(body: RefreshRequest, services: Services = Depends(get_services)) -> dict[str, Any]:
+async def refresh(body: RefreshRequest, services: ServicesDep) -> dict[str, Any]:
     pair = await asyncio.to_thread(services.accounts.refresh, body.refresh_token)
     return pair.to_dict()
 
 
 @router.post("/logout", summary="Revoke the presented token (and a refresh token given in the body)")
-async def logout(request: Request, _: Principal = Depends(current_principal),
-                 services: Services = Depends(get_services)) -> dict[str, Any]:
+async def logout(request: Request, _: PrincipalDep, services: ServicesDep) -> dict[str, Any]:
     body: LogoutRequest = _validate(LogoutRequest, await _body_fields(request))
     service = services.accounts
     await asyncio.to_thread(service.revoke, bearer_token(request))
@@ -95,6 +92,6 @@ async def logout(request: Request, _: Principal = Depends(current_principal),
 
 
 @router.get("/me", summary="Who the bearer token belongs to")
-async def me(principal: Principal = Depends(current_principal)) -> dict[str, Any]:
+async def me(principal: PrincipalDep) -> dict[str, Any]:
     return {"user_id": principal.user_id, "username": principal.username, "role": principal.role,
             "group_ids": list(principal.group_ids), "is_admin": principal.is_admin}

@@ -18,17 +18,16 @@ histograms on ``/metrics``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Request
+from fastapi import APIRouter, Body, Request
 from pydantic import BaseModel, Field
 
 from rag_ray.answers.turns import conclude, generated_draft
-from rag_ray.api.deps import current_principal, get_services
+from rag_ray.api.deps import PrincipalDep, ServicesDep
 from rag_ray.api.metrics import SCORE_BUCKETS, Metrics
 from rag_ray.api.middleware import use_request_timeout
 from rag_ray.api.routes.conversations import TurnOut, conversation_id_field
-from rag_ray.api.services import Services
 from rag_ray.generation import (
     EnsembleRequest,
     GenerationResponse,
@@ -37,7 +36,6 @@ from rag_ray.generation import (
     parse_request,
 )
 from rag_ray.generation.citations import CitationOut, CitationsOut
-from rag_ray.types import Principal
 
 router = APIRouter(prefix="/generate", tags=["generate"])
 
@@ -94,27 +92,25 @@ RAG_EXAMPLE = {"query": "최신 트랜스포머 아키텍처의 발전 동향",
 
 
 @router.post("/single", summary="Fast mode: one provider, one scored answer")
-async def generate_single(request: Request, body: dict[str, Any] = Body(examples=[SINGLE_EXAMPLE]),
-                          _: Principal = Depends(current_principal),
-                          services: Services = Depends(get_services)) -> GenerationResponse:
+async def generate_single(request: Request, body: Annotated[dict[str, Any], Body(examples=[SINGLE_EXAMPLE])],
+                          _: PrincipalDep, services: ServicesDep) -> GenerationResponse:
     parsed = parse_request(SingleRequest, body)
     use_request_timeout(parsed.timeout_s, services.settings.max_request_timeout_s)
     return answered(request, "single", await services.generation.generate_single(parsed))
 
 
 @router.post("/ensemble", summary="High-quality mode: several candidates scored, compared and one selected")
-async def generate_ensemble(request: Request, body: dict[str, Any] = Body(examples=[ENSEMBLE_EXAMPLE]),
-                            _: Principal = Depends(current_principal),
-                            services: Services = Depends(get_services)) -> GenerationResponse:
+async def generate_ensemble(request: Request, body: Annotated[dict[str, Any], Body(examples=[ENSEMBLE_EXAMPLE])],
+                            _: PrincipalDep, services: ServicesDep) -> GenerationResponse:
     parsed = parse_request(EnsembleRequest, body)
     use_request_timeout(parsed.timeout_s, services.settings.max_request_timeout_s)
     return answered(request, "ensemble", await services.generation.generate_ensemble(parsed))
 
 
 @router.post("/rag", summary="Retrieve under the caller's access filter, then generate (single or ensemble)")
-async def generate_rag(request: Request, body: dict[str, Any] = Body(examples=[RAG_EXAMPLE]),
-                       principal: Principal = Depends(current_principal),
-                       services: Services = Depends(get_services)) -> RagGenerationResponse:
+async def generate_rag(request: Request, body: Annotated[dict[str, Any], Body(examples=[RAG_EXAMPLE])],
+                       principal: PrincipalDep,
+                       services: ServicesDep) -> RagGenerationResponse:
     ref = parse_request(ConversationRef, {"conversation_id": body.pop("conversation_id", None)})
     parsed = parse_request(RagGenerateRequest, body)
     use_request_timeout(parsed.timeout_s, services.settings.max_request_timeout_s)

@@ -8,10 +8,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 
-from rag_ray.api.deps import current_principal, get_services
-from rag_ray.api.services import Services
+from rag_ray.api.deps import PrincipalDep, ServicesDep
 from rag_ray.errors import NotFound
 from rag_ray.ingest.tracking import JobStore
 from rag_ray.types import Principal
@@ -25,15 +24,14 @@ def _visible(jobs: JobStore, job_id: str, principal: Principal) -> None:
 
 
 @router.get("", summary="Recent jobs (own; admins: all)")
-async def list_jobs(limit: int = Query(50, ge=1, le=500), principal: Principal = Depends(current_principal),
-                    services: Services = Depends(get_services)) -> dict[str, Any]:
+async def list_jobs(principal: PrincipalDep, services: ServicesDep,
+                    limit: Annotated[int, Query(ge=1, le=500)] = 50) -> dict[str, Any]:
     jobs = services.jobs.list(limit, created_by=None if principal.is_admin else principal.user_id)
     return {"jobs": [j.to_dict() for j in jobs]}
 
 
 @router.get("/{job_id}", summary="Progress of one job")
-async def get_job(job_id: str, principal: Principal = Depends(current_principal),
-                  services: Services = Depends(get_services)) -> dict[str, Any]:
+async def get_job(job_id: str, principal: PrincipalDep, services: ServicesDep) -> dict[str, Any]:
     jobs = services.jobs
     _visible(jobs, job_id, principal)
     return jobs.get(job_id).to_dict()
@@ -46,18 +44,15 @@ def _controlled(jobs: JobStore, job_id: str, principal: Principal, act: Callable
 
 
 @router.post("/{job_id}/pause", summary="Pause a job")
-async def pause_job(job_id: str, principal: Annotated[Principal, Depends(current_principal)],
-                    services: Annotated[Services, Depends(get_services)]) -> dict[str, Any]:
+async def pause_job(job_id: str, principal: PrincipalDep, services: ServicesDep) -> dict[str, Any]:
     return _controlled(services.jobs, job_id, principal, services.jobs.pause)
 
 
 @router.post("/{job_id}/resume", summary="Resume a job")
-async def resume_job(job_id: str, principal: Annotated[Principal, Depends(current_principal)],
-                     services: Annotated[Services, Depends(get_services)]) -> dict[str, Any]:
+async def resume_job(job_id: str, principal: PrincipalDep, services: ServicesDep) -> dict[str, Any]:
     return _controlled(services.jobs, job_id, principal, services.jobs.resume)
 
 
 @router.post("/{job_id}/cancel", summary="Cancel a job")
-async def cancel_job(job_id: str, principal: Annotated[Principal, Depends(current_principal)],
-                     services: Annotated[Services, Depends(get_services)]) -> dict[str, Any]:
+async def cancel_job(job_id: str, principal: PrincipalDep, services: ServicesDep) -> dict[str, Any]:
     return _controlled(services.jobs, job_id, principal, services.jobs.cancel)

@@ -36,14 +36,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Seque
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from rag_ray.answers.turns import Concluded, conclude, rag_draft, stream_draft
-from rag_ray.api.deps import current_principal, get_services
+from rag_ray.api.deps import PrincipalDep, ServicesDep
 from rag_ray.api.errors import error_response
 from rag_ray.api.routes.chat import MAX_MESSAGES, MAX_TOKENS, check_total_chars, open_stream, resolve_llm
 from rag_ray.api.routes.conversations import TurnOut, conversation_id_field
@@ -280,8 +280,8 @@ def plan_chat(body: ChatCompletionRequest, services: Services) -> Plan:
 # ------------------------------------------------------------------------------------------------ chat routes
 @router.post("/chat/completions", summary="OpenAI chat completions (model: provider:model, a model id, or rag)")
 async def chat_completions(body: ChatCompletionRequest, request: Request,
-                           principal: Principal = Depends(current_principal),
-                           services: Services = Depends(get_services)) -> Any:
+                           principal: PrincipalDep,
+                           services: ServicesDep) -> Any:
     if body.model == RAG_MODEL:
         return await _rag(body, request, principal, services)
     if body.conversation_id is not None:
@@ -394,7 +394,7 @@ class EmbeddingRequest(BaseModel):
 
 @router.post("/embeddings", summary="OpenAI embeddings", response_class=VectorsResponse)
 async def embeddings(body: EmbeddingRequest, service: EmbeddingsDep,
-                     _: Principal = Depends(current_principal)) -> VectorsResponse:
+                     _: PrincipalDep) -> VectorsResponse:
     result = await service.embed(body.to_request())
     data = [{"object": "embedding", "index": i, "embedding": encode_vector(row, body.encoding_format)}
             for i, row in enumerate(result.vectors)]
@@ -415,14 +415,14 @@ def model_cards(services: Services) -> list[dict[str, Any]]:
 
 
 @router.get("/models", summary="OpenAI model list: configured LLMs, rag, embedders")
-async def list_models(services: Services = Depends(get_services),
-                      _: Principal = Depends(current_principal)) -> dict[str, Any]:
+async def list_models(services: ServicesDep,
+                      _: PrincipalDep) -> dict[str, Any]:
     return {"object": "list", "data": model_cards(services)}
 
 
 @router.get("/models/{model_id:path}", summary="One model card")
-async def get_model(model_id: str, services: Services = Depends(get_services),
-                    _: Principal = Depends(current_principal)) -> dict[str, Any]:
+async def get_model(model_id: str, services: ServicesDep,
+                    _: PrincipalDep) -> dict[str, Any]:
     for card in model_cards(services):
         if card["id"] == model_id:
             return card
