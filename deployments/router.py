@@ -5,10 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from ray.serve._private.constants import RAY_SERVE_LOG_TO_STDERR
+from ray.serve.context import _get_serve_request_context
+from starlette.datastructures import Headers
 
 from deployments.backends import ServeBackends
 from deployments.platform import RayPlatform
 from rag_ray.config import Settings
+from rag_ray.observability.context import REQUEST_ID_HEADER
 from rag_ray.observability.logs import configure_logging
 from rag_ray.server.compose import build_app
 
@@ -24,4 +27,11 @@ class RouterDeployment:
 
     async def __serve_build_asgi_app__(self) -> Any:
         await self.backends.describe_llms()
-        return await build_app(self.settings, self.backends)
+        return await build_app(self.settings, self.backends, proxy_request_id=serve_request_id)
+
+
+def serve_request_id(headers: Headers) -> str | None:
+    """The id Serve's proxy gave this request: it puts it in the request's ``x-request-id`` and the replica's request
+    context, and on the response itself."""
+    request_id = _get_serve_request_context().request_id
+    return request_id if request_id and request_id == headers.get(REQUEST_ID_HEADER) else None

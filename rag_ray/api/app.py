@@ -8,7 +8,7 @@ from rag_ray.api.errors import install_error_handlers
 from rag_ray.api.guard import include_guarded
 from rag_ray.api.limits import BodyGuard, BodyRule
 from rag_ray.api.metrics import Metrics, RequestMetrics
-from rag_ray.api.middleware import DeadlineRule, RequestContext, RequestDeadlines
+from rag_ray.api.middleware import DeadlineRule, ProxyRequestId, RequestContext, RequestDeadlines
 from rag_ray.api.routes import (
     admin,
     answers,
@@ -44,7 +44,9 @@ Errors are JSON `{error, message, field?, details?}` with the HTTP status of the
 and every server log line of the request carries it."""
 
 
-def create_app(services: Services) -> FastAPI:
+def create_app(services: Services, *, proxy_request_id: ProxyRequestId | None = None) -> FastAPI:
+    """The HTTP API over ``services``; ``proxy_request_id``: the request id a fronting proxy gave a request and
+    answers with itself (Ray Serve's), so this app does not add a second one."""
     app = FastAPI(title="rag-ray", version="0.1.0", description=DESCRIPTION)
     app.state.services = services
     install_error_handlers(app)
@@ -56,7 +58,8 @@ def create_app(services: Services) -> FastAPI:
     app.add_middleware(BodyGuard, max_bytes=settings.max_request_bytes, max_json_depth=settings.max_json_depth,
                        routes={"/documents/upload": BodyRule.upload(settings.max_upload_bytes)})
     app.add_middleware(RequestDeadlines, rules=deadline_rules(settings), max_timeout_s=settings.max_request_timeout_s)
-    app.add_middleware(RequestContext)  # added last: outermost, so every response and log line has the request id
+    # added last: outermost, so every response and log line has the request id
+    app.add_middleware(RequestContext, proxy_request_id=proxy_request_id)
     return app
 
 

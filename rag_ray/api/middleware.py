@@ -18,9 +18,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,9 +51,14 @@ def request_credentials(headers: Headers) -> list[str]:
     return found
 
 
+ProxyRequestId = Callable[[Headers], str | None]
+"""The id a fronting proxy gave this request and puts on its response itself (Ray Serve's), or None."""
+
+
 class RequestContext:
-    def __init__(self, app: ASGIApp):
+    def __init__(self, app: ASGIApp, proxy_request_id: ProxyRequestId | None = None):
         self.app = app
+        self.proxy_request_id = proxy_request_id
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -62,7 +66,7 @@ class RequestContext:
             return
         headers = Headers(scope=scope)
         request_id = accept_request_id(headers.get(REQUEST_ID_HEADER))
-        behind_serve = serve_request_id(headers) is not None  # Serve's proxy adds the response header itself
+        behind_proxy = self.proxy_request_id is not None and self.proxy_request_id(headers) is not None
         scope.setdefault("state", {})["request_id"] = request_id
         outcome: dict[str, Any] = {"status": 500, "started": False}
         start = time.perf_counter()
@@ -70,7 +74,7 @@ class RequestContext:
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 outcome.update(status=message["status"], started=True)
-                if not behind_serve:
+                if not behind_proxy:  # a proxy that gave the id adds the response header itself
                     MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
             await send(message)
 
@@ -83,22 +87,6 @@ class RequestContext:
                 await unexpected_response(Request(scope), exc)(scope, receive, send_with_id)
             finally:
                 _log_access(scope, outcome["status"], (time.perf_counter() - start) * 1000)
-
-
-def serve_request_id(headers: Headers) -> str | None:
-    """The id Ray Serve's proxy gave this HTTP request, when this app runs in a Serve replica: the proxy puts it in the
-    request's ``x-request-id`` and the replica in its request context (Ray is never imported here: only a process
-    that already runs Serve has the module)."""
-    context = sys.modules.get("ray.serve.context")
-    getter = getattr(context, "_get_serve_request_context", None)
-    if getter is None:
-        return None
-    try:
-        current = getter()
-    except Exception:  # a Ray version without it: act as a plain ASGI app
-        return None
-    request_id = getattr(current, "request_id", "")
-    return str(request_id) if request_id and request_id == headers.get(REQUEST_ID_HEADER) else None
 
 
 def _log_access(scope: Scope, status: int, duration_ms: float) -> None:

@@ -13,6 +13,7 @@ from rag_ray.access.service import AuthService
 from rag_ray.answers.service import AnswerService
 from rag_ray.answers.store import AnswerStore
 from rag_ray.api.app import create_app
+from rag_ray.api.middleware import ProxyRequestId
 from rag_ray.api.services import Authenticator, Services
 from rag_ray.config import Settings
 from rag_ray.conversations import ConversationService, ConversationStore, create_condenser
@@ -92,6 +93,7 @@ def retrieval_service(settings: Settings, store: ChunkStore, embedder: AsyncEmbe
                               options=options_from_settings(settings))
 
 
-async def build_app(settings: Settings, backends: Backends, **overrides: Any) -> FastAPI:
+async def build_app(settings: Settings, backends: Backends, *, proxy_request_id: ProxyRequestId | None = None,
+                    **overrides: Any) -> FastAPI:
     """``create_app`` over ``build_services`` (``overrides``: its keyword arguments)."""
-    return create_app(await build_services(settings, backends, **overrides))
+    return create_app(await build_services(settings, backends, **overrides), proxy_request_id=proxy_request_id)
