@@ -6,13 +6,14 @@ always closes the upstream iterator, so a client that goes away stops generation
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
 from fastapi import Request
 from fastapi.responses import StreamingResponse
+
+from rag_ray.llm.base import close_stream
 
 T = TypeVar("T")
 
@@ -30,13 +31,6 @@ def event_stream(frames: AsyncIterator[str]) -> StreamingResponse:
     return StreamingResponse(frames, media_type="text/event-stream", headers=SSE_HEADERS)
 
 
-async def close_quietly(iterator: AsyncIterator[Any]) -> None:
-    closer = getattr(iterator, "aclose", None)
-    if closer is not None:
-        with contextlib.suppress(Exception):  # a broken upstream must not mask how the relay ended
-            await closer()
-
-
 async def relay(request: Request, first: T | None, rest: AsyncIterator[T]) -> AsyncIterator[T]:
     """Yield ``first`` (already pulled, so errors before it became HTTP errors) then ``rest``; stop as soon as
     the client disconnects and close ``rest`` in every case."""
@@ -48,7 +42,7 @@ async def relay(request: Request, first: T | None, rest: AsyncIterator[T]) -> As
                 return
             yield item
     finally:
-        await close_quietly(rest)
+        await close_stream(rest)
 
 
 async def prime(iterator: AsyncIterator[T]) -> T | None:
@@ -58,5 +52,5 @@ async def prime(iterator: AsyncIterator[T]) -> T | None:
     except StopAsyncIteration:
         return None
     except BaseException:
-        await close_quietly(iterator)
+        await close_stream(iterator)
         raise

@@ -35,7 +35,7 @@ from rag_ray.generation.fitting import FittedPrompt, PromptFitter, Target, fitte
 from rag_ray.generation.formats import tidy
 from rag_ray.generation.prompts import PromptRequest
 from rag_ray.generation.service import GenerationResponse, GenerationService, RagGenerateRequest
-from rag_ray.llm.base import Completion, StreamChunk
+from rag_ray.llm.base import Completion, StreamChunk, close_stream
 from rag_ray.providers.manager import LLMEntry, LLMManager, ManagedStream
 from rag_ray.retrieval.service import DEFAULT_K, RetrievalService
 from rag_ray.store.milvus import SearchStrategy
@@ -244,6 +244,4 @@ class StreamMasker:
             if rest:
                 yield StreamChunk(delta=rest)
         finally:
-            closer = getattr(chunks, "aclose", None)
-            if closer is not None:
-                await closer()
+            await close_stream(chunks)

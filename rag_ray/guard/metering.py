@@ -19,7 +19,7 @@ from rag_ray.generation.textutil import estimate_tokens
 from rag_ray.guard.context import Caller, current_caller
 from rag_ray.guard.limits import MICROS
 from rag_ray.guard.service import GuardService, Reservation
-from rag_ray.llm.base import ChatMessage, Completion, GenerationParams, StreamChunk, Usage
+from rag_ray.llm.base import ChatMessage, Completion, GenerationParams, StreamChunk, Usage, close_stream
 from rag_ray.providers.manager import LLMManager, ManagedStream
 
 T = TypeVar("T")
@@ -104,6 +104,4 @@ class MeteredLLMManager(LLMManager):
             await asyncio.to_thread(self.guard.settle, reservation, provider=entry.provider, model=entry.model,
                                     prompt_tokens=used.prompt_tokens, completion_tokens=used.completion_tokens,
                                     cost_usd=entry.price.cost(used))
-            close = getattr(opened.chunks, "aclose", None)
-            if close is not None:
-                await close()
+            await close_stream(opened.chunks)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -80,6 +81,14 @@ class CountsGenerations(Protocol):
 
 
 LLMS: Registry[LLM] = Registry("LLM provider")
+
+
+async def close_stream(stream: AsyncIterator[Any]) -> None:
+    """Close a stream left early, so its ``finally`` blocks (a provider's connection, a settled budget) run now rather
+    than at garbage collection. An error while closing is dropped: it must not mask how the stream ended."""
+    if isinstance(stream, AsyncGenerator):
+        with contextlib.suppress(Exception):
+            await stream.aclose()
 
 
 def as_messages(prompt: str, system: str | None = None) -> list[ChatMessage]:

@@ -11,7 +11,6 @@ Streaming fails over transparently until the first token; after it, a failure yi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import hashlib
 import math
@@ -27,7 +26,16 @@ import numpy as np
 from rag_ray.embedding.backends import EmbedBackend, ThreadedBackend
 from rag_ray.embedding.base import Embedder
 from rag_ray.errors import ProviderError
-from rag_ray.llm.base import LLM, ChatMessage, Completion, CountsGenerations, GenerationParams, StreamChunk, Usage
+from rag_ray.llm.base import (
+    LLM,
+    ChatMessage,
+    Completion,
+    CountsGenerations,
+    GenerationParams,
+    StreamChunk,
+    Usage,
+    close_stream,
+)
 from rag_ray.llm.windows import WindowSpec, resolve_window
 from rag_ray.providers.breaker import CircuitBreaker, Clock
 from rag_ray.providers.pool import Entry, Pool
@@ -148,7 +156,7 @@ class LLMManager:
             except StopAsyncIteration:
                 pass
             except BaseException:
-                await _close(opened.iterator)
+                await close_stream(opened.iterator)
                 raise
             return opened
 
@@ -175,7 +183,7 @@ class LLMManager:
             raise err from exc
         finally:
             entry.in_flight -= 1
-            await _close(opened.iterator)
+            await close_stream(opened.iterator)
 
     def _finish(self, entry: LLMEntry, chunk: StreamChunk) -> StreamChunk:
         if chunk.usage is not None:
@@ -218,13 +226,6 @@ def budgeted(params: GenerationParams, deadline: Deadline) -> GenerationParams:
     if not math.isfinite(left):
         return params
     return dataclasses.replace(params, timeout_s=min(params.timeout_s or left, left))
-
-
-async def _close(iterator: AsyncIterator[StreamChunk]) -> None:
-    closer = getattr(iterator, "aclose", None)
-    if closer is not None:
-        with contextlib.suppress(Exception):  # closing a broken stream must not mask the original outcome
-            await closer()
 
 
 # ---------------------------------------------------------------------------------------------- embeddings
