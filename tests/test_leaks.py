@@ -130,12 +130,29 @@ class Tally:
             failures.append(f"{where}: leaked {found}")
 
 
+def distinct(probe: Probe, queries: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """``queries`` less those whose request repeats an earlier one: a route that ignores filters sends the same request
+    for every hostile filter, a route without a body the same request for every query (the first is kept: it strips
+    the least from the response before the leak check)."""
+    seen: set[str] = set()
+    kept = []
+    for query, filters in queries:
+        body = probe.body(query, filters) if probe.body else None
+        request = [probe.method, probe.path.replace("{doc_id}", query), body]
+        key = json.dumps(request, sort_keys=True, default=str)
+        if key not in seen:
+            seen.add(key)
+            kept.append((query, filters))
+    return kept
+
+
 def run_suite(world: World, queries: list[tuple[str, Any]], tally: Tally, failures: list[str]) -> None:
     for probe in PROBES:
         if not route_exists(world, probe):
             tally.skipped_routes += 1
             continue
-        probe_queries = [(d.doc_id, None) for d in world.docs] if "{doc_id}" in probe.path else queries
+        probe_queries = distinct(probe, [(d.doc_id, None) for d in world.docs] if "{doc_id}" in probe.path
+                                 else queries)
         for spec in DEFAULT_USERS:
             for query, filters in probe_queries:
                 response = send(world, probe, spec.username, query, filters)
@@ -325,7 +342,7 @@ def test_no_restricted_or_unmasked_pii_on_any_retrieval_path(world: World, make_
     with gworld.client:
         for probe in (p for p in PROBES if route_exists(gworld, p)):
             for spec in DEFAULT_USERS:
-                for query, filters in queries:
+                for query, filters in distinct(probe, queries):
                     response = send(gworld, probe, spec.username, query, filters)
                     where = f"{probe.name} as {spec.username} q={query!r} f={filters!r} [{response.status_code}]"
                     shown = response.text.replace(query, "")
