@@ -20,6 +20,7 @@ from rag_ray.config import Settings
 from rag_ray.ingest.file_ingest import FileIngestRequest, IngestSummary
 from rag_ray.ingest.rdb_sync import RdbSyncRequest, RdbSyncSummary
 from rag_ray.server.platform import Listeners
+from rag_ray.store.lite_server import free_port
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,9 @@ def serve_env(variable: str, setting: str, settings: Settings) -> None:
                     "environment (cluster.yaml)", setting, variable)
 
 
+HAPROXY_SIDE_PORTS = ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT")
+
+
 @contextmanager
 def ingress(settings: Settings) -> Iterator[None]:
     """The environment Serve reads for ``RAG_SERVE_INGRESS`` and ``RAG_SERVE_THROUGHPUT_OPTIMIZED``, set before the
@@ -94,6 +98,12 @@ def ingress(settings: Settings) -> Iterator[None]:
                        "RAY_SERVE_HAPROXY_SOCKET_PATH": str(home / "admin.sock"),
                        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(home),
                        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(home / "server-state")})
+    for variable in HAPROXY_SIDE_PORTS:  # Serve's fixed 8404 / 9101 would collide with a second server's
+        os.environ.setdefault(variable, str(free_port()))
+    log.warning("HAProxy's stats page (:%s/stats) and Prometheus metrics (:%s/metrics) listen on every interface, "
+                "without authentication; keep those ports behind a firewall (set %s to pin them)",
+                os.environ["RAY_SERVE_HAPROXY_STATS_PORT"], os.environ["RAY_SERVE_HAPROXY_METRICS_PORT"],
+                " / ".join(HAPROXY_SIDE_PORTS))
     try:
         yield
     finally:

@@ -4,6 +4,7 @@ one-process ``local`` platform with the fake models (a start takes seconds, not 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import re
@@ -91,7 +92,11 @@ class Server:
 
     def cleanup(self) -> None:
         if self.proc.poll() is None:
+            descendants = psutil.Process(self.proc.pid).children(recursive=True)  # Ray's have their own groups
             os.killpg(self.proc.pid, signal.SIGKILL)
+            for process in descendants:
+                with contextlib.suppress(psutil.Error):
+                    process.kill()
             self.proc.wait(timeout=30)
 
 
@@ -220,16 +225,29 @@ def _listener(port: int, timeout_s: float = 30.0) -> psutil.Process:
     raise AssertionError(f"nothing listens on {port}")
 
 
+def _haproxy_home(haproxy: psutil.Process) -> str:
+    """This server's own HAProxy directory (``-f <home>/<hash>/haproxy.cfg``)."""
+    args = haproxy.cmdline()
+    return str(Path(args[args.index("-f") + 1]).parents[1])
+
+
+def _processes_using(fragment: str) -> list[psutil.Process]:
+    return [p for p in psutil.process_iter(["cmdline"]) if fragment in " ".join(p.info["cmdline"] or [])]
+
+
 def _serve_replicas(pid: int) -> list[psutil.Process]:
     return [p for p in psutil.Process(pid).children(recursive=True) if "ServeReplica" in " ".join(p.cmdline())]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("throughput_optimized", [False, True], ids=["haproxy", "haproxy+throughput-optimized"])
+@pytest.mark.parametrize("throughput_optimized", [False, True],
+                         ids=["haproxy,graceful-stop", "haproxy+throughput-optimized,forced-stop"])
 def test_haproxy_ingress_answers_requests_and_stops_with_the_server(tmp_path, servers, throughput_optimized):
     """``RAG_SERVE_INGRESS=haproxy``: HAProxy (the binary ``ray[serve]`` bundles) owns ``API_PORT`` in front of
     Serve, a login, a search, a stream and a deadline go through it, and SIGTERM stops it with Serve, Ray and Milvus
-    Lite. With ``RAG_SERVE_THROUGHPUT_OPTIMIZED``, Serve's replicas run in that mode and behave the same."""
+    Lite; so does a forced stop (a second signal), where HAProxy used to outlive the server holding the port. With
+    ``RAG_SERVE_THROUGHPUT_OPTIMIZED``, Serve's replicas run in that mode and behave the same. Its stats and metrics
+    ports are the server's own (Serve's fixed 8404 / 9101 would collide with a second server's)."""
     grace_s = 60.0
     env = {k: v for k, v in server_env(tmp_path, RAG_PLATFORM="ray", RAY_ENABLE_UV_RUN_RUNTIME_ENV="0",
                                        RAG_SERVE_INGRESS="haproxy", RAG_SHUTDOWN_GRACE_S=str(grace_s),
@@ -240,6 +258,7 @@ def test_haproxy_ingress_answers_requests_and_stops_with_the_server(tmp_path, se
     server.wait_healthy(timeout_s=600)
     haproxy = _listener(int(env["API_PORT"]))
     assert haproxy.name() == "haproxy", haproxy.cmdline()
+    home = _haproxy_home(haproxy)  # Serve reloads HAProxy (a new process) as replicas come and go: follow its config
     assert "/tmp/haproxy-serve/" not in " ".join(haproxy.cmdline())  # this server's own config, not Serve's shared one
     modes = {p.environ().get("RAY_SERVE_THROUGHPUT_OPTIMIZED", "0") for p in _serve_replicas(server.proc.pid)}
     assert modes == {"1" if throughput_optimized else "0"}, modes
@@ -259,10 +278,20 @@ def test_haproxy_ingress_answers_requests_and_stops_with_the_server(tmp_path, se
         assert streamed.status_code == 200 and streamed.headers["content-type"].startswith("text/event-stream")
         frames = [line for line in streamed.iter_lines() if line.startswith("event:")]
     assert frames and frames[-1] == "event: done", frames
+    pids = {p.pid for p in _processes_using(home)}
+    side_ports = {c.laddr.port for c in psutil.net_connections("tcp") if c.status == psutil.CONN_LISTEN
+                  and c.pid in pids} - {int(env["API_PORT"])}
+    assert len(side_ports) == 2 and not side_ports & {8404, 9101}, side_ports  # stats and metrics: its own ports
 
     server.signal(signal.SIGTERM)
-    assert server.proc.wait(timeout=grace_s + 30) == 0, server.text()[-3000:]
-    haproxy.wait(timeout=30)  # raises if it outlives the server
+    if throughput_optimized:
+        server.wait_line(r"shutting down")  # the first one handled (two at once would arrive as one)
+        server.signal(signal.SIGTERM)  # a second signal: stop now
+        assert server.proc.wait(timeout=60) == 1, server.text()[-3000:]
+        assert "second SIGTERM; stopping now" in server.text()
+    else:
+        assert server.proc.wait(timeout=grace_s + 30) == 0, server.text()[-3000:]
+    wait_until(lambda: not _processes_using(home), 30, "every HAProxy of this server to exit")
     wait_closed(int(env["API_PORT"]), timeout_s=30)
 
 

@@ -12,6 +12,7 @@ Shutdown contract (what `docker stop` and Kubernetes rely on):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -112,8 +113,8 @@ def serve_off_the_main_thread(serve: Callable[[], None], keep_handlers: Callable
 
 
 class GracefulShutdown:
-    """SIGINT/SIGTERM → ``stop``; past ``grace_s`` after the first one, or on a second one: kill what we started and
-    exit with ``FORCED_EXIT_CODE`` (children we do not kill here die with us by ``PR_SET_PDEATHSIG``)."""
+    """SIGINT/SIGTERM → ``stop``; past ``grace_s`` after the first one, or on a second one: kill what we started
+    (``on_force``, then every descendant process) and exit with ``FORCED_EXIT_CODE``."""
 
     def __init__(self, stop: threading.Event, grace_s: float):
         self.stop = stop
@@ -146,5 +147,16 @@ class GracefulShutdown:
         try:
             if self._kill is not None:
                 self._kill()
+            kill_descendants()
         finally:
             os._exit(FORCED_EXIT_CODE)
+
+
+def kill_descendants() -> None:
+    """SIGKILL every process this one started, however deep (Ray's workers, the HAProxy a Serve actor runs):
+    ``PR_SET_PDEATHSIG`` reaches only direct children, and a grandchild they orphan keeps its ports (the API's)."""
+    import psutil
+
+    for process in psutil.Process().children(recursive=True):  # listed before any dies: none is missed
+        with contextlib.suppress(psutil.Error):
+            process.kill()
