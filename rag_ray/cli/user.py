@@ -12,6 +12,7 @@ from rag_ray.cli.context import console_from, open_db
 
 app = typer.Typer(help="Manage users and groups", no_args_is_help=True)
 
+
 @app.command()
 def create(ctx: typer.Context,
            username: str = typer.Argument(None, help="login name (or use --username)", show_default=False),
