@@ -318,6 +318,44 @@ def test_a_shutdown_that_overruns_the_grace_period_is_forced(tmp_path, servers):
     wait_closed(server.milvus_port, timeout_s=10)
 
 
+
+GRANDCHILD = """
+import subprocess, sys, time
+grandchild = subprocess.Popen(["sleep", "300"])
+print(grandchild.pid, flush=True)
+time.sleep(300)
+"""
+FORCED = """
+import subprocess, sys
+from rag_ray.cli.serve_cmd import kill_descendants
+child = subprocess.Popen([sys.executable, "-c", sys.argv[1]], stdout=subprocess.PIPE, text=True)
+print(child.stdout.readline().strip(), flush=True)
+kill_descendants()
+"""
+
+
+def test_a_forced_stop_kills_grandchildren_too():
+    """A forced stop kills every process the server started, however deep: ``PR_SET_PDEATHSIG`` reaches only direct
+    children, and a grandchild they would orphan (as Serve's HAProxy actor orphans a reloaded HAProxy) keeps running
+    — and its ports — unless it is killed too."""
+    run = subprocess.run([sys.executable, "-c", FORCED, GRANDCHILD], capture_output=True, text=True, timeout=60,
+                         cwd=ROOT)
+    assert run.returncode == 0, run.stderr[-2000:]
+    grandchild = int(run.stdout.split()[0])
+
+    def gone() -> bool:
+        try:
+            return psutil.Process(grandchild).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    try:
+        wait_until(gone, 10, "the grandchild to die")
+    finally:
+        with contextlib.suppress(psutil.Error):
+            psutil.Process(grandchild).kill()
+
+
 # --- rag-cli serve --reload ---
 
 def test_reload_arguments_and_watched_packages():
