@@ -104,10 +104,6 @@ class ServerProcess:
                 self.proc.wait()
         self.proc = None
 
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-
 
 def run_reloader(settings: Settings, console: Console, argv: list[str], dirs: list[Path]) -> int:
     """Serve, restarting on changes under ``dirs``, until SIGINT/SIGTERM; the exit code."""
@@ -119,12 +115,6 @@ def run_reloader(settings: Settings, console: Console, argv: list[str], dirs: li
     milvus = ensure_milvus(settings)
     server = ServerProcess(argv, settings.shutdown_grace_s, console)
 
-    def kill_all() -> None:
-        server.kill()
-        if milvus is not None:
-            milvus.kill()
-
-    shutdown.on_force(kill_all)
     console.print(f"reload: watching {', '.join(str(d) for d in dirs)} for *.py changes")
     try:
         files = snapshot(dirs)

@@ -20,7 +20,6 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import typer
 from rich.console import Console
@@ -69,7 +68,6 @@ def run_server(settings: Settings, console: Console, *, stop: threading.Event | 
     shutdown.install()
     platform = load_platform(settings.platform)
     milvus = ensure_milvus(settings)
-    shutdown.on_force(milvus.kill if milvus is not None else None)
     try:
         console.print(f"vector store: {settings.milvus_address} ({'Milvus Lite' if milvus else 'external'})")
         bootstrap(settings, console)
@@ -113,18 +111,13 @@ def serve_off_the_main_thread(serve: Callable[[], None], keep_handlers: Callable
 
 
 class GracefulShutdown:
-    """SIGINT/SIGTERM → ``stop``; past ``grace_s`` after the first one, or on a second one: kill what we started
-    (``on_force``, then every descendant process) and exit with ``FORCED_EXIT_CODE``."""
+    """SIGINT/SIGTERM → ``stop``; past ``grace_s`` after the first one, or on a second one: kill every process we
+    started (Milvus Lite, a reloader's server, Ray and what its workers run) and exit with ``FORCED_EXIT_CODE``."""
 
     def __init__(self, stop: threading.Event, grace_s: float):
         self.stop = stop
         self.grace_s = grace_s
-        self._kill: Any = None
         self._timer: threading.Timer | None = None
-
-    def on_force(self, kill: Any) -> None:
-        """``kill()``: what to kill before a forced exit (a Milvus Lite we started)."""
-        self._kill = kill
 
     def install(self) -> None:
         if threading.current_thread() is threading.main_thread():  # only the main thread may set handlers
@@ -145,8 +138,6 @@ class GracefulShutdown:
         # os.write: safe from a signal handler or a timer thread whatever the console is doing
         os.write(2, f"rag-ray: {reason}; stopping now\n".encode())
         try:
-            if self._kill is not None:
-                self._kill()
             kill_descendants()
         finally:
             os._exit(FORCED_EXIT_CODE)

@@ -131,11 +131,6 @@ class MilvusLiteServer:
             self._proc.wait(timeout=5)
         self._proc = None
 
-    def kill(self) -> None:
-        """SIGKILL without waiting (a shutdown out of time); the kernel reaps it once we exit."""
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.kill()
-
     def __enter__(self) -> MilvusLiteServer:
         return self.start()
 
