@@ -23,6 +23,12 @@ from rag_ray.store.milvus import ChunkStore
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests on the session's Ray run last, in their usual order: once started, its idle processes (GCS, raylet,
+    Serve's controller, proxy and replicas) take CPU from every test after them until the session ends."""
+    items.sort(key=lambda item: "ray_local" in getattr(item, "fixturenames", ()))
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.exists():
@@ -170,3 +176,4 @@ def serve_app(ray_local: None, milvus_uri: str, tmp_path_factory: pytest.TempPat
     url = f"http://127.0.0.1:{settings.api_port}"
     yield ServeApp(url, settings, "admin-pass-123")
     serve.delete("rag")
+
