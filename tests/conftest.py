@@ -176,4 +176,3 @@ def serve_app(ray_local: None, milvus_uri: str, tmp_path_factory: pytest.TempPat
     url = f"http://127.0.0.1:{settings.api_port}"
     yield ServeApp(url, settings, "admin-pass-123")
     serve.delete("rag")
-
