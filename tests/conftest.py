@@ -26,7 +26,7 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests on the session's Ray run last, in their usual order: once started, its idle processes (GCS, raylet,
     Serve's controller, proxy and replicas) take CPU from every test after them until the session ends."""
-    items.sort(key=lambda item: "ray_local" in getattr(item, "fixturenames", ()))
+    items.sort(key=lambda item: isinstance(item, pytest.Function) and "ray_local" in item.fixturenames)
 
 
 @pytest.fixture(scope="session")
