@@ -26,6 +26,10 @@ PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret", "your-secret-key",
 
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 DEFAULT_LLM_MODEL = "SmolLM2-135M-Instruct"
+# A SQLite metadata DB's durability under WAL. NORMAL: every commit atomic and consistent, surviving a crash of any
+# process, without the fsync FULL pays on each commit (14 ms vs 0.04 ms a commit measured on this project's CI disk,
+# where a RAG request's usage, answer and conversation rows are commits); a power loss may roll back the last commits.
+SqliteSynchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 
 
 def _alias(*names: str) -> Any:
@@ -284,6 +288,8 @@ class Settings(BaseSettings):
     db_max_overflow: int = Field(10, ge=0, validation_alias="RAG_DB_MAX_OVERFLOW")
     db_pool_timeout_s: float = Field(30.0, gt=0, validation_alias="RAG_DB_POOL_TIMEOUT_S")
     db_pool_recycle_s: int = Field(3600, ge=-1, validation_alias="RAG_DB_POOL_RECYCLE_S")  # -1: never
+    # a SQLite metadata DB's durability under WAL (see SqliteSynchronous)
+    sqlite_synchronous: SqliteSynchronous = Field("NORMAL", validation_alias="RAG_SQLITE_SYNCHRONOUS")
     # seconds the Milvus client waits to connect (and for each call without its own timeout)
     milvus_timeout_s: float = Field(30.0, gt=0, validation_alias="RAG_MILVUS_TIMEOUT_S")
 

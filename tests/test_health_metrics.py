@@ -185,7 +185,7 @@ def test_dashboard_is_a_grafana_dashboard() -> None:
 def test_the_operations_settings_are_documented() -> None:
     names = ("RAG_LOG_LEVEL", "RAG_LOG_JSON", "RAG_LOG_FILE", "RAG_LOG_MAX_BYTES", "RAG_LOG_BACKUP_COUNT",
              "RAG_METRICS_TOKEN", "RAG_DB_POOL_SIZE", "RAG_DB_MAX_OVERFLOW", "RAG_DB_POOL_TIMEOUT_S",
-             "RAG_DB_POOL_RECYCLE_S", "RAG_MILVUS_TIMEOUT_S")
+             "RAG_DB_POOL_RECYCLE_S", "RAG_SQLITE_SYNCHRONOUS", "RAG_MILVUS_TIMEOUT_S")
     aliases = {str(f.validation_alias) for f in Settings.model_fields.values()}
     example, readme = (ROOT / ".env.example").read_text(), (ROOT / "README.md").read_text()
     for name in names:

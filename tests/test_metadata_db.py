@@ -154,6 +154,36 @@ def test_sqlite_keeps_its_own_pooling(tmp_path: Path) -> None:
         db.dispose()
 
 
+SQLITE_SYNCHRONOUS_LEVELS = {"OFF": 0, "NORMAL": 1, "FULL": 2, "EXTRA": 3}  # PRAGMA synchronous reads back a number
+
+
+@pytest.mark.parametrize("configured", [None, "FULL"])
+def test_sqlite_durability_comes_from_the_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   configured: str | None) -> None:
+    """WAL with ``synchronous=NORMAL`` by default (no fsync per commit); ``RAG_SQLITE_SYNCHRONOUS`` overrides it on
+    every pooled connection."""
+    if configured:
+        monkeypatch.setenv("RAG_SQLITE_SYNCHRONOUS", configured)
+    db = MetadataDB.from_settings(Settings(data_dir=tmp_path))  # type: ignore[call-arg]
+    try:
+        conns = [db.engine.connect() for _ in range(2)]
+        for conn in conns:
+            assert conn.execute(sa.text("PRAGMA journal_mode")).scalar() == "wal"
+            assert conn.execute(sa.text("PRAGMA synchronous")).scalar() == SQLITE_SYNCHRONOUS_LEVELS[
+                configured or "NORMAL"]
+            conn.close()
+    finally:
+        db.dispose()
+
+
+def test_an_unknown_sqlite_durability_is_refused_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    monkeypatch.setenv("RAG_SQLITE_SYNCHRONOUS", "sometimes")
+    with pytest.raises(ValidationError, match="RAG_SQLITE_SYNCHRONOUS"):
+        Settings()  # type: ignore[call-arg]
+
+
 def test_a_server_pool_is_bounded_by_the_settings(server_url: str) -> None:
     settings = Settings(database_url=server_url, db_pool_size=1, db_max_overflow=1,  # type: ignore[call-arg]
                         db_pool_timeout_s=0.2, db_pool_recycle_s=60)

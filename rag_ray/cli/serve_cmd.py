@@ -34,7 +34,7 @@ def bootstrap(settings: Settings, console: Console) -> None:
     from rag_ray.access.bootstrap import bootstrap_admin
     from rag_ray.metadata import MetadataDB
 
-    db = MetadataDB(settings.metadata_url)
+    db = MetadataDB.from_settings(settings)
     try:
         password = bootstrap_admin(settings, db)
     finally:

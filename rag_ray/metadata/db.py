@@ -2,7 +2,8 @@
 
 The connection pool of a server database (PostgreSQL, MySQL/MariaDB) comes from the settings
 (``RAG_DB_POOL_SIZE``, ``RAG_DB_MAX_OVERFLOW``, ``RAG_DB_POOL_TIMEOUT_S``, ``RAG_DB_POOL_RECYCLE_S``); SQLite keeps
-SQLAlchemy's own pooling for it. Build the DB of a process with ``MetadataDB.from_settings``.
+SQLAlchemy's own pooling for it and runs in WAL mode with ``RAG_SQLITE_SYNCHRONOUS`` (default ``NORMAL``). Build the DB
+of a process with ``MetadataDB.from_settings``.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from rag_ray.config import SqliteSynchronous
 from rag_ray.errors import StoreError
 
 if TYPE_CHECKING:
@@ -41,23 +44,25 @@ class PoolConfig:
                    timeout_s=settings.db_pool_timeout_s, recycle_s=settings.db_pool_recycle_s)
 
 
-def make_engine(url: str, pool: PoolConfig | None = None) -> Engine:
+def make_engine(url: str, pool: PoolConfig | None = None, *,
+                sqlite_synchronous: SqliteSynchronous = "NORMAL") -> Engine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", partial(_sqlite_pragmas, synchronous=sqlite_synchronous))
         return engine
     pool = pool or PoolConfig()
     return create_engine(url, pool_pre_ping=True, pool_size=pool.size, max_overflow=pool.max_overflow,
                          pool_timeout=pool.timeout_s, pool_recycle=pool.recycle_s)
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any, *, synchronous: SqliteSynchronous) -> None:
     # WAL lets the Serve router read job progress while an ingest driver writes it.
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute(f"PRAGMA synchronous={synchronous}")  # one of four literal keywords (typed, validated in Settings)
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
@@ -117,16 +122,18 @@ def schema_revision(engine: Engine) -> str | None:
 class MetadataDB:
     """Owns the engine and hands out sessions. Build one per process: ``MetadataDB.from_settings(settings)``."""
 
-    def __init__(self, url: str, *, migrate: bool = True, pool: PoolConfig | None = None):
+    def __init__(self, url: str, *, migrate: bool = True, pool: PoolConfig | None = None,
+                 sqlite_synchronous: SqliteSynchronous = "NORMAL"):
         self.url = url
-        self.engine = make_engine(url, pool)
+        self.engine = make_engine(url, pool, sqlite_synchronous=sqlite_synchronous)
         if migrate:
             upgrade_schema(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, migrate: bool = True) -> MetadataDB:
-        return cls(settings.metadata_url, migrate=migrate, pool=PoolConfig.from_settings(settings))
+        return cls(settings.metadata_url, migrate=migrate, pool=PoolConfig.from_settings(settings),
+                   sqlite_synchronous=settings.sqlite_synchronous)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
