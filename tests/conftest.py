@@ -15,12 +15,18 @@ os.environ["RAY_ENABLE_UV_RUN_RUNTIME_ENV"] = "0"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from argon2.profiles import CHEAPEST
+
+from rag_ray.access import passwords
 from rag_ray.config import Settings
 from rag_ray.embedding.fake import FakeEmbedder
 from rag_ray.store.lite_server import MilvusLiteServer, free_port
 from rag_ray.store.milvus import ChunkStore
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# Passwords hashed in this process use argon2's cheapest parameters: the default's ~0.25 s per hash and per login took
+# 26% of the access and leak tests' time (measured). Servers the tests start keep the default (test_access_users).
+passwords.use_parameters(CHEAPEST)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -37,6 +37,20 @@ def test_passwords_are_argon2id() -> None:
     assert info.value.field == "password"
 
 
+def test_a_server_hashes_with_the_rfc_9106_low_memory_profile() -> None:
+    """This test process hashes with argon2's cheapest parameters (conftest); a fresh process has the default."""
+    import subprocess
+    import sys
+
+    from argon2 import extract_parameters
+    from argon2.profiles import RFC_9106_LOW_MEMORY
+
+    code = "from rag_ray.access.passwords import hash_password; print(hash_password('a long passphrase'))"
+    hashed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert extract_parameters(hashed) == RFC_9106_LOW_MEMORY
+    assert verify_password(hashed, "a long passphrase")  # whatever this process hashes with
+
+
 def test_users_roles_and_filters(identity_db: MetadataDB) -> None:
     root = users.create_user(identity_db, "root", PASSWORD, role="admin")
     users.create_user(identity_db, "alice", PASSWORD)

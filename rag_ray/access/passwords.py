@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from argon2 import PasswordHasher
+from argon2 import Parameters, PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from rag_ray.errors import InvalidInput
@@ -13,6 +13,15 @@ MAX_PASSWORD_CHARS = 1024
 _hasher = PasswordHasher()
 # Verified against when the username is unknown, so both paths cost one argon2 verification.
 _DUMMY_HASH = _hasher.hash("rag-ray-dummy-password")
+
+
+def use_parameters(parameters: Parameters) -> None:
+    """Hash new passwords with ``parameters`` in this process — for test suites (``argon2.profiles.CHEAPEST``), as
+    Django's test settings swap in a fast hasher; servers keep the default. Stored hashes carry their own parameters,
+    so verification is unaffected; a login re-hashes a password whose parameters differ."""
+    global _hasher, _DUMMY_HASH
+    _hasher = PasswordHasher.from_parameters(parameters)
+    _DUMMY_HASH = _hasher.hash("rag-ray-dummy-password")
 
 
 def check_password_policy(password: str) -> None:
