@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from rag_ray.config import Settings
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+SQLITE_SYNCHRONOUS_LEVELS: dict[SqliteSynchronous, int] = {"OFF": 0, "NORMAL": 1, "FULL": 2, "EXTRA": 3}
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any, *, synchronous: SqliteSynchro
     # WAL lets the Serve router read job progress while an ingest driver writes it.
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute(f"PRAGMA synchronous={synchronous}")  # one of four literal keywords (typed, validated in Settings)
+    cur.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS_LEVELS[synchronous]}")  # a number from a closed table
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
