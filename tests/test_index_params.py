@@ -9,10 +9,11 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from pydantic import ValidationError
+from pymilvus import MilvusClient
 
 from rag_ray.config import Settings
 from rag_ray.embedding.fake import FakeEmbedder
-from rag_ray.errors import ConfigError
+from rag_ray.errors import ConfigError, StoreError
 from rag_ray.runtime import open_store
 from rag_ray.store.milvus import ChunkStore, VectorIndex
 from rag_ray.types import Acl, Chunk
@@ -121,3 +122,61 @@ def fill_and_search(store: ChunkStore) -> None:
     hits = store.search(vector=query, k=3)
     assert len(hits) == 3 and hits[0].chunk_id in {"c0", "c2", "c4"}
     assert len(store.search(vector=query, k=5)) == 5
+
+
+# ------------------------------------------------------------------------------------------------ index builds
+class _IndexingClient:
+    """Only what creating a collection asks of a client, with scripted index states per field."""
+
+    prepare_index_params = staticmethod(MilvusClient.prepare_index_params)
+
+    def __init__(self, states: dict[str, list[str]]) -> None:
+        self.states = states
+        self.create_index_kwargs: dict[str, object] = {}
+        self.loaded = False
+
+    def has_collection(self, name: str) -> bool:
+        return False
+
+    def create_collection(self, name: str, **kwargs: object) -> None:
+        pass
+
+    def create_index(self, name: str, params: object, **kwargs: object) -> None:
+        self.create_index_kwargs = kwargs
+
+    def describe_index(self, name: str, field: str) -> dict[str, str]:
+        states = self.states[field]
+        return {"state": states.pop(0) if len(states) > 1 else states[0]}
+
+    def load_collection(self, name: str) -> None:
+        self.loaded = True
+
+
+def _store(client: _IndexingClient) -> ChunkStore:
+    return ChunkStore(client, "c", 8, enable_bm25=True, keyed_groups=True)
+
+
+def test_a_new_collection_loads_once_milvus_reports_its_indexes_built():
+    client = _IndexingClient({"vector": ["InProgress", "InProgress", "Finished"], "sparse": ["Finished"]})
+    _store(client).ensure_collection()
+    assert client.create_index_kwargs == {"sync": False}  # pymilvus's own wait sleeps 0.5 s before looking
+    assert client.states["vector"] == ["Finished"] and client.loaded
+
+
+def test_a_failed_index_build_is_a_store_error_naming_the_field():
+    client = _IndexingClient({"vector": ["Finished"], "sparse": ["InProgress", "Failed"]})
+    with pytest.raises(StoreError, match=r"c\.sparse"):
+        _store(client).ensure_collection()
+    assert not client.loaded
+
+
+def test_an_index_never_built_times_out_with_its_state(monkeypatch):
+    monkeypatch.setattr("rag_ray.store.milvus.INDEX_BUILD_TIMEOUT_S", 0.0)
+    client = _IndexingClient({"vector": ["InProgress"], "sparse": ["Finished"]})
+    with pytest.raises(StoreError, match=r"c\.vector was not built .*InProgress"):
+        _store(client).ensure_collection()
+
+
+def test_milvus_lite_reports_a_new_collections_indexes_built(fake_store: ChunkStore):
+    for field in ("vector", "sparse"):
+        assert fake_store.client.describe_index(fake_store.collection, field)["state"] == "Finished"

@@ -51,6 +51,8 @@ LEXICAL_FIELD = "lexical"
 _LEXICAL_MAX_CHARS = 20_000  # VARCHAR limits bytes; Hangul is 3 bytes in UTF-8
 OUTPUT_FIELDS = ["id", "doc_id", "source_uri", "chunk_index", "text", "metadata", "owner_id", "group_ids",
                  "visibility", "sensitivity", "source_type", "content_hash"]
+INDEX_POLL_FIRST_S, INDEX_POLL_MAX_S = 0.01, 0.5  # an empty collection's index is built at once
+INDEX_BUILD_TIMEOUT_S = 120.0
 _DELETE_BATCH = 500
 _QUERY_WINDOW = 16_384
 # pymilvus pings every 10 s even when idle; gRPC servers on default settings (Milvus Lite's) answer that with
@@ -290,12 +292,33 @@ class ChunkStore:
                 properties = {EMBEDDING_MODEL_PROPERTY: self.embedding_model} if self.embedding_model else {}
                 self.client.create_collection(self.collection, schema=self._schema(), consistency_level="Strong",
                                               properties=properties)
-                self.client.create_index(self.collection, self._index_params())
+                self._create_indexes()
             else:
                 self._check_dimension()
                 self._check_existing_index()
             self.client.load_collection(self.collection)  # reopened collections start released
             self._loaded = True
+
+    def _create_indexes(self) -> None:
+        """Create the indexes, then wait until Milvus reports them built. pymilvus's own wait sleeps 0.5 s before
+        its first look at each index — a second per new collection, where an empty collection's indexes are built
+        at once — so this one looks first and backs off from there."""
+        params = self._index_params()
+        self.client.create_index(self.collection, params, sync=False)
+        for param in params:
+            self._wait_index_built(param.field_name)
+
+    def _wait_index_built(self, field: str) -> None:
+        deadline = time.monotonic() + INDEX_BUILD_TIMEOUT_S
+        pause = INDEX_POLL_FIRST_S
+        while (state := (self.client.describe_index(self.collection, field) or {}).get("state")) != "Finished":
+            if state == "Failed":
+                raise StoreError(f"Milvus failed to build the index on {self.collection}.{field}")
+            if time.monotonic() > deadline:
+                raise StoreError(f"the index on {self.collection}.{field} was not built within "
+                                 f"{INDEX_BUILD_TIMEOUT_S:.0f} s (state {state})")
+            time.sleep(pause)  # polling Milvus's index state: it has no notification
+            pause = min(pause * 2, INDEX_POLL_MAX_S)
 
     def _check_dimension(self) -> None:
         info = self.client.describe_collection(self.collection)
