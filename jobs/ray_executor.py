@@ -43,6 +43,20 @@ STARTUP_TIMEOUTS = ("timed out during startup", "Timed out waiting for file")
 STARTUP_ATTEMPTS = 3
 
 
+# Ray keeps at most as many idle workers as the node has CPUs, actors included, and kills the rest after a second
+# idle. A pipeline's parse/enrich tasks reserve no CPU, so beside its actors their workers were killed after each
+# task and started again: 82 worker starts (each importing the stages) in a 2,084-chunk job on two 1-CPU raylets,
+# 205 s; with headroom for a pipeline's actors and tasks, 12 starts and 102 s (bench/scaleout.py). A cluster's nodes
+# read it from their environment (cluster.yaml); an operator's value wins.
+WORKER_SOFT_LIMIT_ENV = "RAY_num_workers_soft_limit"
+WORKER_HEADROOM = 8  # embedding + writer actors, two parse/enrich task workers, Ray Data's four helper actors
+
+
+def worker_soft_limit(cpus: int) -> int:
+    """Idle workers a node keeps: Ray's default (its CPUs) plus room for one pipeline's actors and task workers."""
+    return cpus + WORKER_HEADROOM
+
+
 def init_ray(settings: Settings, **kwargs: Any) -> None:
     """Join ``RAY_ADDRESS`` when configured, else start (or reuse) a local Ray. Logs stay bounded either way
     (``jobs.ray_logging``), also in a job driver that runs inside an already initialised Ray worker."""
@@ -50,6 +64,7 @@ def init_ray(settings: Settings, **kwargs: Any) -> None:
     # a local head's GCS gets 30 s to bind its port; the first start on a machine just started missed that (the GCS
     # never wrote a log; the disk reads fast, the cause is unknown). Ray's own override: an operator's value wins.
     os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "60")
+    os.environ.setdefault(WORKER_SOFT_LIMIT_ENV, str(worker_soft_limit(os.cpu_count() or 1)))
     if not ray.is_initialized():
         options = {"address": settings.ray_address or None, "include_dashboard": False,
                    "logging_level": logging.WARNING, "log_to_driver": False, "configure_logging": True, **kwargs}

@@ -18,11 +18,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from jobs.ray_executor import WORKER_SOFT_LIMIT_ENV, worker_soft_limit
 from rag_ray.store.lite_server import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,9 +61,14 @@ def _node_ports() -> list[str]:
             f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}"]
 
 
-def start_node(args: list[str], env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+def start_node(args: list[str], env: Mapping[str, str], cores: frozenset[int] | None = None
+               ) -> subprocess.Popen[bytes]:
+    """``ray start --block`` in its own process group; with ``cores``, the node and every process it starts (GCS,
+    raylet, workers) run on those cores only, as on a machine of that size."""
+    pin = (lambda: os.sched_setaffinity(0, cores)) if cores else None
     return subprocess.Popen([RAY, "start", "--block", "--disable-usage-stats", *_node_ports(), *args], env=dict(env),
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            preexec_fn=pin)
 
 
 def stop_node(proc: subprocess.Popen[bytes]) -> None:
@@ -91,23 +97,26 @@ def wait_for_nodes(env: Mapping[str, str], dashboard: str, count: int, procs: li
 
 @contextlib.contextmanager
 def local_cluster(home: Path, nodes: int = 2, *, extra_env: Mapping[str, str] | None = None,
-                  dashboard: bool = True) -> Iterator[Cluster]:
+                  dashboard: bool = True, cores: Sequence[frozenset[int]] = ()) -> Iterator[Cluster]:
     """A head and ``nodes - 1`` more raylets, 1 CPU each; all stopped on exit. ``dashboard=False``: no dashboard (a
-    lighter head), so ``Cluster.dashboard`` is empty and the caller waits for the raylets through the GCS."""
+    lighter head), so ``Cluster.dashboard`` is empty and the caller waits for the raylets through the GCS.
+    ``cores``: the i-th node's processes run on ``cores[i]`` only (a node left out runs anywhere)."""
     gcs_port, dash_port = free_port(), free_port()
     env = {**os.environ, "HOME": str(home), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
-           "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0", **NO_DRAIN, **(extra_env or {})}
+           "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0", WORKER_SOFT_LIMIT_ENV: str(worker_soft_limit(1)),  # as cluster.yaml
+           **NO_DRAIN, **(extra_env or {})}
     env.pop("RAY_ADDRESS", None)
     temp = Path(tempfile.mkdtemp(prefix="rr-", dir="/tmp"))  # unix socket paths must stay under 107 bytes
     url = f"http://127.0.0.1:{dash_port}" if dashboard else ""
     web = [f"--dashboard-port={dash_port}", "--include-dashboard=true", "--dashboard-host=127.0.0.1"] if dashboard \
         else ["--include-dashboard=false"]
     wait_up = _nodes_waiter(env, url, gcs_port)
-    procs = [start_node(["--head", f"--port={gcs_port}", "--num-cpus=1", *web, f"--temp-dir={temp}"], env)]
+    pinned = [*cores, *[None] * nodes]
+    procs = [start_node(["--head", f"--port={gcs_port}", "--num-cpus=1", *web, f"--temp-dir={temp}"], env, pinned[0])]
     try:
         wait_up(1, procs)
-        for _ in range(nodes - 1):
-            procs.append(start_node([f"--address=127.0.0.1:{gcs_port}", "--num-cpus=1"], env))
+        for node in range(1, nodes):
+            procs.append(start_node([f"--address=127.0.0.1:{gcs_port}", "--num-cpus=1"], env, pinned[node]))
         wait_up(nodes, procs)
         yield Cluster(env, f"127.0.0.1:{gcs_port}", url)
     finally:

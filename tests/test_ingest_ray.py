@@ -106,3 +106,21 @@ def test_a_small_job_on_ray_embeds_in_the_shared_model_actor(tmp_path, make_sett
     assert IngestStages(make_settings(embedding_threads=1), 64).shared_model().key != model.key
     actor = ray.get_actor(f"rag-embed-{model.key[:16]}", namespace=EMBEDDER_NAMESPACE)  # raises if the job did not
     ray.kill(actor)
+
+
+def test_the_local_ray_keeps_idle_workers_for_a_pipelines_tasks():
+    """The Ray that init_ray starts keeps CPUs + WORKER_HEADROOM idle workers, not Ray's one per CPU (actors
+    included): a pipeline's CPU-less parse tasks otherwise got a freshly started worker each (82 worker starts, 205 s
+    vs 12 and 102 s for one 2,084-chunk job, bench/scaleout.py). The raylet reads it from its environment."""
+    import os
+
+    import psutil
+
+    from jobs.ray_executor import WORKER_SOFT_LIMIT_ENV, worker_soft_limit
+
+    node = ray.get_runtime_context().get_node_id()
+    raylets = [p for p in psutil.process_iter(["name", "cmdline"])
+               if p.info["name"] == "raylet" and f"--node_id={node}" in (p.info["cmdline"] or [])]
+    assert len(raylets) == 1, raylets
+    expected = os.environ.get(WORKER_SOFT_LIMIT_ENV) or str(worker_soft_limit(os.cpu_count() or 1))
+    assert raylets[0].environ().get(WORKER_SOFT_LIMIT_ENV) == expected == str(worker_soft_limit(os.cpu_count() or 1))
