@@ -213,21 +213,22 @@ def test_sigterm_on_the_ray_platform_stops_ray_and_milvus_in_order(tmp_path, ser
     assert not port_open("127.0.0.1", server.milvus_port)
 
 
-def _listener(port: int, timeout_s: float = 30.0) -> psutil.Process:
-    """The process accepting connections on ``port`` (127.0.0.1). Polled: Serve reloads HAProxy as replicas come
-    up, and one sample taken while the new HAProxy process takes the socket over found no listener (CI)."""
+def _listener_cmdline(port: int, timeout_s: float = 30.0) -> list[str]:
+    """The command line of the process accepting connections on ``port`` (127.0.0.1). Polled: Serve reloads HAProxy
+    (a new process) as replicas come and go, and in CI one sample found no listener while the new process took the
+    socket over, another found a listener that exited before its command line was read."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         for conn in psutil.net_connections("tcp"):
             if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port and conn.pid is not None:
-                return psutil.Process(conn.pid)
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    return psutil.Process(conn.pid).cmdline()
         time.sleep(0.2)  # polling the kernel's socket table
     raise AssertionError(f"nothing listens on {port}")
 
 
-def _haproxy_home(haproxy: psutil.Process) -> str:
+def _haproxy_home(args: list[str]) -> str:
     """This server's own HAProxy directory (``-f <home>/<hash>/haproxy.cfg``)."""
-    args = haproxy.cmdline()
     return str(Path(args[args.index("-f") + 1]).parents[1])
 
 
@@ -256,10 +257,10 @@ def test_haproxy_ingress_answers_requests_and_stops_with_the_server(tmp_path, se
     server = Server([str(BIN / "rag-server")], env, tmp_path)
     servers.append(server)
     server.wait_healthy(timeout_s=600)
-    haproxy = _listener(int(env["API_PORT"]))
-    assert haproxy.name() == "haproxy", haproxy.cmdline()
+    haproxy = _listener_cmdline(int(env["API_PORT"]))
+    assert Path(haproxy[0]).name == "haproxy", haproxy
     home = _haproxy_home(haproxy)  # Serve reloads HAProxy (a new process) as replicas come and go: follow its config
-    assert "/tmp/haproxy-serve/" not in " ".join(haproxy.cmdline())  # this server's own config, not Serve's shared one
+    assert "/tmp/haproxy-serve/" not in " ".join(haproxy)  # this server's own config, not Serve's shared one
     modes = {p.environ().get("RAY_SERVE_THROUGHPUT_OPTIMIZED", "0") for p in _serve_replicas(server.proc.pid)}
     assert modes == {"1" if throughput_optimized else "0"}, modes
     token = httpx.post(f"{server.url}/auth/token", json={"username": "admin", "password": "lifecycle-admin-pw"},
