@@ -236,8 +236,15 @@ def _processes_using(fragment: str) -> list[psutil.Process]:
     return [p for p in psutil.process_iter(["cmdline"]) if fragment in " ".join(p.info["cmdline"] or [])]
 
 
-def _serve_replicas(pid: int) -> list[psutil.Process]:
-    return [p for p in psutil.Process(pid).children(recursive=True) if "ServeReplica" in " ".join(p.cmdline())]
+def _serve_replica_modes(pid: int) -> set[str]:
+    """``RAY_SERVE_THROUGHPUT_OPTIMIZED`` of each Serve replica under ``pid``; a process that exits while it is read
+    (an idle worker Ray retires, an HAProxy a reload replaced) is not one."""
+    modes = set()
+    for process in psutil.Process(pid).children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if "ServeReplica" in " ".join(process.cmdline()):
+                modes.add(process.environ().get("RAY_SERVE_THROUGHPUT_OPTIMIZED", "0"))
+    return modes
 
 
 @pytest.mark.slow
@@ -261,7 +268,7 @@ def test_haproxy_ingress_answers_requests_and_stops_with_the_server(tmp_path, se
     assert Path(haproxy[0]).name == "haproxy", haproxy
     home = _haproxy_home(haproxy)  # Serve reloads HAProxy (a new process) as replicas come and go: follow its config
     assert "/tmp/haproxy-serve/" not in " ".join(haproxy)  # this server's own config, not Serve's shared one
-    modes = {p.environ().get("RAY_SERVE_THROUGHPUT_OPTIMIZED", "0") for p in _serve_replicas(server.proc.pid)}
+    modes = _serve_replica_modes(server.proc.pid)
     assert modes == {"1" if throughput_optimized else "0"}, modes
     token = httpx.post(f"{server.url}/auth/token", json={"username": "admin", "password": "lifecycle-admin-pw"},
                        timeout=30).json()["access_token"]
