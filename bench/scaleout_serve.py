@@ -7,7 +7,9 @@ The real deployment graph (local embedding model) on a local Ray with 2 CPUs; th
 replica count (min = max) alternately 1, 2, 1, 2 … and each count keeps its best round. Every replica runs the model
 on ``--threads`` torch threads (RAG_EMBEDDING_THREADS), so one replica cannot already use both cores: the ratio is
 what a second replica adds (ideal 2.0 on this 2-core machine, less what the proxy and router take).
-``scaleout_ratio`` = best texts/s with 2 ÷ with 1. Last line: one JSON object.
+``scaleout_ratio`` = best texts/s with 2 ÷ with 1. Its physical limit is the model's own: ``model_ratio`` (as in
+``bench/scaleout.py``: two processes, one model thread each on a core of its own, encoding the same texts at once ÷
+one alone), and ``efficiency_vs_model`` = ``scaleout_ratio`` ÷ ``model_ratio``. Last line: one JSON object.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ os.environ["RAY_ENABLE_UV_RUN_RUNTIME_ENV"] = "0"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from scaleout import model_ratio  # noqa: E402  # bench/scaleout.py: this script's directory is on sys.path
 
 from bench.serve import INGRESS_ENV, SCIFACT, admin_headers, ingress_url, load_texts, served_rate  # noqa: E402
 
@@ -53,6 +57,7 @@ def main() -> None:
 
     texts = load_texts(SCIFACT / "queries.jsonl", "text", 1000)
     sample = [texts[i % len(texts)] for i in range(args.requests)]
+    model, _, _ = model_ratio(sorted(os.sched_getaffinity(0))[:2], texts, args.rounds)  # before Ray takes the cores
     rates: dict[int, list[float]] = {1: [], 2: []}
     with tempfile.TemporaryDirectory() as tmp, MilvusLiteServer(Path(tmp) / "milvus", free_port()) as milvus:
         settings = Settings(data_dir=Path(tmp), milvus_uri=milvus.uri, llm_provider="fake", llm_model="echo",
@@ -78,7 +83,8 @@ def main() -> None:
                       "scaleout_ratio": round(two / one, 3), "rounds_1": [round(v, 1) for v in rates[1]],
                       "rounds_2": [round(v, 1) for v in rates[2]], "threads_per_replica": args.threads,
                       "ingress": args.ingress, "throughput_optimized": args.throughput_optimized,
-                      "concurrency": 32, "texts_per_round": args.requests}))
+                      "concurrency": 32, "texts_per_round": args.requests, "model_ratio": round(model, 3),
+                      "efficiency_vs_model": round(two / one / model, 3)}))
 
 
 def wait_for_replicas(count: int, timeout_s: float = 300) -> None:
