@@ -45,10 +45,7 @@ ENV PATH=/app/.venv/bin:$PATH \
     API_PORT=8000 \
     RAG_DATA_DIR=/data \
     RAY_ENABLE_UV_RUN_RUNTIME_ENV=0 \
-    RAY_num_workers_soft_limit=16 \
     PYTHONUNBUFFERED=1
-# RAY_num_workers_soft_limit: idle Ray workers a node keeps (Ray's default, one per CPU, counts actors, so an ingest's
-# parse workers were restarted after every task; jobs/ray_executor.py): a pod's CPUs + 8, for pods of up to 8 CPUs
 WORKDIR /home/rag
 # Numeric, so Kubernetes' runAsNonRoot can verify it.
 USER 10001:10001
