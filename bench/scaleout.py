@@ -72,9 +72,8 @@ def job_role(title: str, pid: int) -> str:
     return "driver" if "jobs.ingest_files" in title else role(title, pid)
 
 
-def node_cores() -> list[frozenset[int]]:
-    """A core of its own for each of the two raylets, from the cores this process may use."""
-    usable = sorted(os.sched_getaffinity(0))
+def node_cores(usable: list[int]) -> list[frozenset[int]]:
+    """A core of its own for each of the two raylets, from the ``usable`` ones."""
     if len(usable) < 2:
         raise SystemExit(f"--pin needs two usable cores, this process has {usable}; use --no-pin")
     return [frozenset({usable[0]}), frozenset({usable[1]})]
@@ -128,7 +127,8 @@ def main() -> None:
     parser.add_argument("--pin", action=argparse.BooleanOptionalAction, default=True,
                         help="one core per raylet; the driver and Milvus on the head's (default)")
     args = parser.parse_args()
-    cores = node_cores() if args.pin else []
+    usable = sorted(os.sched_getaffinity(0))  # before this process moves to the head's core
+    cores = node_cores(usable) if args.pin else []
     if cores:
         os.sched_setaffinity(0, cores[0])  # inherited by Milvus Lite and the job's driver: they live on the head
     rates: dict[int, list[float]] = {1: [], 2: []}
@@ -141,7 +141,6 @@ def main() -> None:
         corpus.mkdir()
         paths = write_corpus(corpus, args.docs)
         texts = chunk_texts(paths, 800, 100)[: args.model_texts]
-        usable = sorted(os.sched_getaffinity(0) | {c for core in cores for c in core})
         model, model_one, model_two = model_ratio(usable[:2], texts, args.rounds)
         with MilvusLiteServer(tmp / "milvus", free_port()) as milvus:
             for round_ in range(args.rounds):
