@@ -270,3 +270,25 @@ def test_both_sinks_get_masked_lines_and_to_stderr_false_leaves_the_file_only(
     finally:
         reset_logging()
     assert "no file, still on stderr" in capsys.readouterr().err
+
+
+def test_the_log_file_rotates_by_size_and_keeps_every_line(tmp_path: Path) -> None:
+    """``RAG_LOG_MAX_BYTES`` / ``RAG_LOG_BACKUP_COUNT``: each file stays under the size, the backups hold the lines
+    before, none is lost or split, and a line over the size still goes out whole."""
+    settings = Settings(data_dir=tmp_path, log_json=False, log_max_bytes=2_000, log_backup_count=20,  # type: ignore[call-arg]
+                        app_env="test")
+    path = configure_logging(settings, to_stderr=False)
+    log = logging.getLogger("rag_ray.test")
+    try:
+        for i in range(100):
+            log.warning("line %03d %s", i, "x" * 40)
+        log.warning("long %s", "y" * 3_000)
+    finally:
+        reset_logging()
+    assert path is not None
+    files = sorted(path.parent.glob("app.log*"), key=lambda p: -int(p.suffix[1:]) if p.suffix[1:].isdigit() else 0)
+    assert len(files) > 4
+    text = [line for f in files for line in f.read_text(encoding="utf-8").splitlines()]
+    assert [int(line.split("line ")[1][:3]) for line in text if " line " in line] == list(range(100))
+    assert text[-1].endswith("long " + "y" * 3_000)
+    assert all(f.stat().st_size < 2_000 for f in files[:-1])

@@ -96,9 +96,14 @@ def _log_access(scope: Scope, status: int, duration_ms: float) -> None:
     route = getattr(scope.get("route"), "path", None) or path
     principal = scope.get("state", {}).get("principal")
     user = getattr(principal, "user_id", None) or "-"
-    access_log.log(level, "%s %s %d %.1fms user=%s", scope.get("method", ""), path, status, duration_ms, user,
-                   extra={"method": scope.get("method", ""), "path": path, "route": route, "status": status,
-                          "duration_ms": round(duration_ms, 2), "user": user})
+    if not access_log.isEnabledFor(level):
+        return
+    method = scope.get("method", "")
+    # the record built here: ``Logger.log`` would walk the stack for a caller's file and line, the same every time
+    access_log.handle(access_log.makeRecord(
+        access_log.name, level, __file__, 0, "%s %s %d %.1fms user=%s", (method, path, status, duration_ms, user),
+        None, extra={"method": method, "path": path, "route": route, "status": status,
+                     "duration_ms": round(duration_ms, 2), "user": user}))
 
 
 # ---------------------------------------------------------------------------------------------- deadlines
