@@ -9,7 +9,10 @@ on ``--threads`` torch threads (RAG_EMBEDDING_THREADS), so one replica cannot al
 what a second replica adds (ideal 2.0 on this 2-core machine, less what the proxy and router take).
 ``scaleout_ratio`` = best texts/s with 2 ÷ with 1. Its physical limit is the model's own: ``model_ratio`` (as in
 ``bench/scaleout.py``: two processes, one model thread each on a core of its own, encoding the same texts at once ÷
-one alone), and ``efficiency_vs_model`` = ``scaleout_ratio`` ÷ ``model_ratio``. Last line: one JSON object.
+one alone), and ``efficiency_vs_model`` = ``scaleout_ratio`` ÷ ``model_ratio``. ``cores_1`` / ``cores_2``: the cores
+each part of the serving path kept busy in each side's best round (as in ``bench/serve.py``), and
+``embedder_core_ratio``: the embedder's busy cores with 2 replicas ÷ with 1 — how much of a second core the second
+replica got beside the router, the ingress, the load generator and Ray's own processes. Last line: one JSON object.
 """
 
 from __future__ import annotations
@@ -28,9 +31,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from cores import metered  # noqa: E402
 from scaleout import model_ratio  # noqa: E402  # bench/scaleout.py: this script's directory is on sys.path
 
-from bench.serve import INGRESS_ENV, SCIFACT, admin_headers, ingress_url, load_texts, served_rate  # noqa: E402
+from bench.serve import INGRESS_ENV, SCIFACT, admin_headers, ingress_url, load_texts, role, served_rate  # noqa: E402
 
 
 def main() -> None:
@@ -59,6 +63,7 @@ def main() -> None:
     sample = [texts[i % len(texts)] for i in range(args.requests)]
     model, _, _ = model_ratio(sorted(os.sched_getaffinity(0))[:2], texts, args.rounds)  # before Ray takes the cores
     rates: dict[int, list[float]] = {1: [], 2: []}
+    cores: dict[int, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp, MilvusLiteServer(Path(tmp) / "milvus", free_port()) as milvus:
         settings = Settings(data_dir=Path(tmp), milvus_uri=milvus.uri, llm_provider="fake", llm_model="echo",
                             admin_password="bench-admin-pw", api_port=free_port(), embedding_cache_size=0,
@@ -75,7 +80,10 @@ def main() -> None:
                 wait_for_replicas(replicas)
                 headers = admin_headers(url)
                 asyncio.run(served_rate(url, headers, sample[:64], "float"))  # warm-up: every replica's model
-                rates[replicas].append(asyncio.run(served_rate(url, headers, sample, "float")))
+                rate, busy = metered(role, lambda h=headers: asyncio.run(served_rate(url, h, sample, "float")))
+                if rate > max(rates[replicas], default=0.0):
+                    cores[replicas] = busy
+                rates[replicas].append(rate)
         serve.shutdown()
         ray.shutdown()
     one, two = max(rates[1]), max(rates[2])
@@ -84,7 +92,8 @@ def main() -> None:
                       "rounds_2": [round(v, 1) for v in rates[2]], "threads_per_replica": args.threads,
                       "ingress": args.ingress, "throughput_optimized": args.throughput_optimized,
                       "concurrency": 32, "texts_per_round": args.requests, "model_ratio": round(model, 3),
-                      "efficiency_vs_model": round(two / one / model, 3)}))
+                      "efficiency_vs_model": round(two / one / model, 3), "cores_1": cores[1], "cores_2": cores[2],
+                      "embedder_core_ratio": round(cores[2].get("embedder", 0.0) / cores[1]["embedder"], 3)}))
 
 
 def wait_for_replicas(count: int, timeout_s: float = 300) -> None:
