@@ -292,3 +292,25 @@ def test_the_log_file_rotates_by_size_and_keeps_every_line(tmp_path: Path) -> No
     assert [int(line.split("line ")[1][:3]) for line in text if " line " in line] == list(range(100))
     assert text[-1].endswith("long " + "y" * 3_000)
     assert all(f.stat().st_size < 2_000 for f in files[:-1])
+
+
+def test_a_log_file_that_is_a_pipe_gets_every_line_and_is_never_rotated(tmp_path: Path) -> None:
+    """``logs/app.log`` may point at a pipe (a container's log collector, ``/dev/stdout``): it has no size to check,
+    so lines go straight through, as they did with the standard rotating handler."""
+    import os
+
+    read_end, write_end = os.pipe()
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "app.log").symlink_to(f"/proc/self/fd/{write_end}")
+    settings = Settings(data_dir=tmp_path, log_json=False, log_max_bytes=200, app_env="test")  # type: ignore[call-arg]
+    configure_logging(settings, to_stderr=False)
+    try:
+        for i in range(5):
+            logging.getLogger("rag_ray.test").warning("piped line %d %s", i, "z" * 60)
+    finally:
+        reset_logging()
+        os.close(write_end)
+    with os.fdopen(read_end, encoding="utf-8") as pipe:
+        received = pipe.read().splitlines()
+    assert [line.split("piped line ")[1][0] for line in received] == ["0", "1", "2", "3", "4"]
+    assert not list((tmp_path / "logs").glob("app.log.*"))

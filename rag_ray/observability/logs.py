@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import logging.handlers
+import os
 import re
 import sys
 from collections.abc import Iterable
@@ -143,10 +144,15 @@ class AppLogFileHandler(logging.handlers.RotatingFileHandler):
 
     def __init__(self, path: Path, max_bytes: int, backup_count: int):
         super().__init__(path, maxBytes=max_bytes, backupCount=backup_count, encoding="utf-8", delay=True)
+        self.rotates = True
 
     def _open(self) -> Any:
         Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
-        return super()._open()
+        stream = super()._open()
+        # only a regular file is rotated, as RotatingFileHandler does: app.log may be a symlink to a pipe or
+        # /dev/stdout (a container's log), which has no size to check. Known once per open, not stat'ed per line.
+        self.rotates = os.path.isfile(self.baseFilename)
+        return stream
 
     def emit(self, record: logging.LogRecord) -> None:
         """Each record formatted once: ``RotatingFileHandler`` formats it a second time (and stats the file) only to
@@ -155,7 +161,7 @@ class AppLogFileHandler(logging.handlers.RotatingFileHandler):
             line = self.format(record) + self.terminator
             if self.stream is None:
                 self.stream = self._open()
-            if self.maxBytes > 0 and self.stream.tell() + len(line) >= self.maxBytes:
+            if self.rotates and self.maxBytes > 0 and self.stream.tell() + len(line) >= self.maxBytes:
                 self.doRollover()
                 if self.stream is None:  # closed by the rollover (``delay``)
                     self.stream = self._open()
