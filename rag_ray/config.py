@@ -234,7 +234,8 @@ class Settings(BaseSettings):
     # "features" (exact dense+BM25 re-scoring; +0.002 on AutoRAG-ko), or "cross-encoder:/local/model/path"
     reranker: str = Field("none", validation_alias="RAG_RERANKER")
     rerank_depth: int = Field(50, ge=1, le=200, validation_alias="RAG_RERANK_DEPTH")
-    hybrid_candidates: int = Field(100, ge=1, le=1000, validation_alias="RAG_HYBRID_CANDIDATES")
+    # hits each leg of a hybrid search fetches for fusion (at least k); see SearchOptions for the measurement
+    hybrid_candidates: int = Field(40, ge=1, le=1000, validation_alias="RAG_HYBRID_CANDIDATES")
 
     # --- Conversations and answer records (rag_ray.conversations, rag_ray.answers) ---
     # conversations idle this long are deleted with their turns and answer records (0: keep forever)

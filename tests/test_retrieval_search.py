@@ -15,7 +15,7 @@ from rag_ray.errors import InvalidInput
 from rag_ray.ingest.stages import chunk_document
 from rag_ray.retrieval.fusion import FusionConfig
 from rag_ray.retrieval.rerank import FeatureReranker
-from rag_ray.retrieval.search import reranker_from_settings
+from rag_ray.retrieval.search import SearchOptions, options_from_settings, reranker_from_settings
 from rag_ray.retrieval.service import RetrievalService
 from rag_ray.store.milvus import GRPC_OPTIONS, ChunkStore
 from rag_ray.text.chunking import Chunker
@@ -69,6 +69,28 @@ def test_private_doc_of_another_user_never_appears(service: RetrievalService, st
     assert "mem://bob-private" in uris or strategy == "sparse"
     assert exprs and all('owner_id == "u-bob"' in e for e in exprs)  # every leg, every re-score
     assert len(exprs) == {"dense": 1, "sparse": 1, "hybrid": 4 if rerank else 2}[strategy]
+
+
+@pytest.mark.parametrize(("k", "per_leg"), [(5, SearchOptions().candidates), (60, 60)])
+def test_each_hybrid_leg_fetches_the_candidates_and_at_least_k(fake_store: ChunkStore, fake_embedder: FakeEmbedder,
+                                                                monkeypatch: pytest.MonkeyPatch, k: int,
+                                                                per_leg: int) -> None:
+    """The default a server starts with (the setting) is the measured one, and a large k widens every leg."""
+    assert Settings.model_fields["hybrid_candidates"].default == SearchOptions().candidates == 40
+    ingest(fake_store, fake_embedder, DOCS)
+    limits: dict[str, int] = {}
+    real_search = fake_store.search
+
+    def spy(**kwargs: Any) -> Any:
+        limits[kwargs["strategy"]] = kwargs["k"]
+        return real_search(**kwargs)
+
+    monkeypatch.setattr(fake_store, "search", spy)
+    service = RetrievalService(fake_store, ThreadedBackend(fake_embedder),
+                               options=options_from_settings(Settings(app_env="test")))
+    hits = run(service.search(BOB, "zebra launch", k=k, strategy="hybrid"))
+    assert limits == {"dense": per_leg, "sparse": per_leg}
+    assert hits and len(hits) <= k
 
 
 @pytest.mark.parametrize("strategy", ["dense", "sparse", "hybrid"])
