@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import numpy as np
+import ray
 from ray import serve
 from ray.serve.exceptions import BackPressureError
 
@@ -48,11 +49,26 @@ async def embed_grouped(requests: list[BatchItem], embed: Callable[[list[str], I
     return results
 
 
-def replica_threads(settings: Settings, replicas_per_node: int) -> Settings:
-    """Replicas that may share a node split its cores (unless ``RAG_EMBEDDING_THREADS`` says otherwise): two replicas
-    each running torch on every core stall at each other's barriers. bench/serve.py, 2 cores, 32 one-text clients:
-    one replica on 2 threads 141 texts/s, two replicas on 1 thread each 168."""
-    if settings.embedding_threads > 0 or replicas_per_node <= 1:
+def reserved_cpus() -> float:
+    """CPUs Ray reserved for this process (a replica's ``num_cpus``); 0 outside a Ray worker."""
+    context = ray.get_runtime_context()
+    if context.worker.mode != ray.WORKER_MODE:
+        return 0.0
+    return float(context.get_assigned_resources().get("CPU", 0.0))
+
+
+def replica_threads(settings: Settings, replicas_per_node: int, reserved: float = 0.0) -> Settings:
+    """The model's threads in a replica, unless ``RAG_EMBEDDING_THREADS`` says: a replica that reserves whole CPUs
+    (serve_config.yaml: ``num_cpus: 1``) runs that many, as Ray sizes a worker (``OMP_NUM_THREADS``), so the
+    replicas Ray packs onto a node never run more threads than it has cores. One that reserves a share of a CPU (the
+    small default, so ingest jobs fit beside Serve) splits the node's cores with the replicas that may share them: two
+    replicas each running torch on every core stall at each other's barriers (bench/serve.py, 2 cores, 32 one-text
+    clients: one replica on 2 threads 141 texts/s, two replicas on 1 thread each 168)."""
+    if settings.embedding_threads > 0:
+        return settings
+    if reserved >= 1:
+        return settings.model_copy(update={"embedding_threads": int(reserved)})
+    if replicas_per_node <= 1:
         return settings
     return settings.model_copy(update={"embedding_threads": max(1, (os.cpu_count() or 1) // replicas_per_node)})
 
@@ -60,9 +76,11 @@ def replica_threads(settings: Settings, replicas_per_node: int) -> Settings:
 class EmbedderDeployment:
     def __init__(self, settings: Settings, max_batch_size: int = MAX_BATCH_SIZE,
                  batch_wait_timeout_s: float = BATCH_WAIT_S, replicas_per_node: int = 1):
-        self.embedder = create_embedder(replica_threads(settings, replicas_per_node))
+        sized = replica_threads(settings, replicas_per_node, reserved_cpus())
+        self.embedder = create_embedder(sized)
         self.provider, self.model, self.dimension = (self.embedder.provider, self.embedder.model,
                                                      self.embedder.dimension)
+        self.threads = sized.embedding_threads  # 0: every core
         self.reconfigure({"max_batch_size": max_batch_size, "batch_wait_timeout_s": batch_wait_timeout_s})
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
@@ -74,7 +92,7 @@ class EmbedderDeployment:
                 float(user_config["batch_wait_timeout_s"]))
 
     def info(self) -> dict[str, object]:
-        return {"provider": self.provider, "model": self.model, "dimension": self.dimension}
+        return {"provider": self.provider, "model": self.model, "dimension": self.dimension, "threads": self.threads}
 
     @serve.batch(max_batch_size=MAX_BATCH_SIZE, batch_wait_timeout_s=BATCH_WAIT_S)
     async def _embed_batched(self, requests: list[BatchItem]) -> list[np.ndarray]:

@@ -116,11 +116,32 @@ async def _a_failed_call_fails_every_caller_it_carried_and_the_next_ones_still_l
     assert gatherer.in_flight == 0 and not gatherer.pending
 
 
-@pytest.mark.parametrize(("configured", "replicas", "expected"), [(0, 2, "half"), (0, 1, 0), (3, 2, 3)])
-def test_replicas_sharing_a_node_split_its_cores_unless_threads_are_configured(tmp_path, configured, replicas,
-                                                                               expected):
+@pytest.mark.parametrize(("configured", "replicas", "reserved", "expected"),
+                         [(0, 2, 0.25, "half"), (0, 1, 0.25, 0), (3, 2, 0.25, 3), (0, 8, 1.0, 1), (0, 2, 4.0, 4),
+                          (3, 2, 4.0, 3)])
+def test_replica_threads_follow_its_whole_cpus_else_split_the_node(tmp_path, configured, replicas, reserved,
+                                                                    expected):
     import os
 
     settings = Settings(data_dir=tmp_path, embedding_threads=configured)
-    threads = replica_threads(settings, replicas).embedding_threads
+    threads = replica_threads(settings, replicas, reserved).embedding_threads
     assert threads == (max(1, (os.cpu_count() or 1) // 2) if expected == "half" else expected)
+
+
+def test_a_replica_that_reserves_a_whole_cpu_runs_one_thread(ray_local):
+    """Read inside a Ray actor as a Serve replica reads it: serve_config.yaml's ``num_cpus: 1`` embedder runs one model
+    thread (before: every core of its node, whatever number of replicas Ray packed onto it)."""
+    import ray
+
+    from deployments.embedder import EmbedderDeployment
+
+    settings = Settings(embedding_provider="fake", embedding_model="fake-384")
+    whole = ray.remote(num_cpus=1)(EmbedderDeployment).remote(settings, replicas_per_node=1)
+    share = ray.remote(num_cpus=0.01)(EmbedderDeployment).remote(settings, replicas_per_node=1)
+    try:
+        assert ray.get(whole.info.remote(), timeout=120)["threads"] == 1
+        assert ray.get(share.info.remote(), timeout=120)["threads"] == 0  # alone on its node: every core
+    finally:
+        ray.kill(whole)
+        ray.kill(share)
+    assert EmbedderDeployment(settings).threads == 0  # outside Ray: nothing reserved
