@@ -17,10 +17,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import numpy as np
-import ray
 from ray import serve
 from ray.serve.exceptions import BackPressureError
 
+from deployments.resources import reserved_cpus
 from rag_ray.config import Settings
 from rag_ray.embedding import create_embedder
 from rag_ray.errors import Overloaded
@@ -47,14 +47,6 @@ async def embed_grouped(requests: list[BatchItem], embed: Callable[[list[str], I
             results[i] = vectors[offset:offset + n]
             offset += n
     return results
-
-
-def reserved_cpus() -> float:
-    """CPUs Ray reserved for this process (a replica's ``num_cpus``); 0 outside a Ray worker."""
-    context = ray.get_runtime_context()
-    if context.worker.mode != ray.WORKER_MODE:
-        return 0.0
-    return float(context.get_assigned_resources().get("CPU", 0.0))
 
 
 def replica_threads(settings: Settings, replicas_per_node: int, reserved: float = 0.0) -> Settings:

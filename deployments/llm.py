@@ -15,15 +15,27 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from deployments.handles import awaited, own_error
+from deployments.resources import reserved_cpus
 from rag_ray.errors import ProviderRateLimited, ProviderTimeout
 from rag_ray.llm import LLM, ChatMessage, Completion, GenerationParams, StreamChunk
 from rag_ray.llm.windows import CountsTokens, HasContextWindow
 from rag_ray.providers.config import ProviderSpec, llm_entry
 
 
+def sized_for_replica(spec: ProviderSpec, reserved: float) -> ProviderSpec:
+    """A replica that reserves whole CPUs (serve_config.yaml: ``num_cpus: 1``) runs an in-process model on that many
+    threads, as the embedder's do, so the replicas Ray packs onto a node never run more threads than it has cores; one
+    that reserves a share keeps the model's default (every core). An explicit ``threads`` option wins; providers
+    that run no model ignore it."""
+    if reserved < 1 or "threads" in spec.options:
+        return spec
+    return spec.model_copy(update={"options": {**spec.options, "threads": int(reserved)}})
+
+
 class LLMDeployment:
     def __init__(self, spec: ProviderSpec):
-        self.llm: LLM = llm_entry(spec).backend
+        self.spec = sized_for_replica(spec, reserved_cpus())
+        self.llm: LLM = llm_entry(self.spec).backend
 
     def info(self) -> dict[str, Any]:
         """Who serves, and what the router may ask besides generating (its window, its tokenizer)."""

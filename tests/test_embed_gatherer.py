@@ -126,22 +126,3 @@ def test_replica_threads_follow_its_whole_cpus_else_split_the_node(tmp_path, con
     settings = Settings(data_dir=tmp_path, embedding_threads=configured)
     threads = replica_threads(settings, replicas, reserved).embedding_threads
     assert threads == (max(1, (os.cpu_count() or 1) // 2) if expected == "half" else expected)
-
-
-def test_a_replica_that_reserves_a_whole_cpu_runs_one_thread(ray_local):
-    """Read inside a Ray actor as a Serve replica reads it: serve_config.yaml's ``num_cpus: 1`` embedder runs one model
-    thread (before: every core of its node, whatever number of replicas Ray packed onto it)."""
-    import ray
-
-    from deployments.embedder import EmbedderDeployment
-
-    settings = Settings(embedding_provider="fake", embedding_model="fake-384")
-    whole = ray.remote(num_cpus=1)(EmbedderDeployment).remote(settings, replicas_per_node=1)
-    share = ray.remote(num_cpus=0.01)(EmbedderDeployment).remote(settings, replicas_per_node=1)
-    try:
-        assert ray.get(whole.info.remote(), timeout=120)["threads"] == 1
-        assert ray.get(share.info.remote(), timeout=120)["threads"] == 0  # alone on its node: every core
-    finally:
-        ray.kill(whole)
-        ray.kill(share)
-    assert EmbedderDeployment(settings).threads == 0  # outside Ray: nothing reserved

