@@ -5,7 +5,10 @@ Ray packed onto the node."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +19,7 @@ from deployments.resources import reserved_cpus
 from rag_ray.config import Settings
 from rag_ray.providers.config import ProviderSpec
 
+ROOT = Path(__file__).resolve().parents[1]
 EMBEDDER_SETTINGS = Settings(embedding_provider="fake", embedding_model="fake-384")
 
 
@@ -67,7 +71,11 @@ def test_an_explicit_threads_option_wins(options: dict[str, Any], reserved: floa
     assert sized_for_replica(ProviderSpec(id="local:m", options=options), reserved).options == expected
 
 
-def test_a_process_that_is_no_ray_worker_reserves_nothing() -> None:
-    """This test process (a Ray driver, or no Ray at all): the deployment keeps the model's default."""
+def test_a_process_that_is_no_ray_worker_reserves_nothing_and_starts_no_ray(ray_local: None) -> None:
+    """A Ray driver (this test process) keeps the model's default; a process without Ray is asked without starting
+    one (Ray's runtime context would: an EmbedderDeployment built in a test started a bare local Ray)."""
     assert reserved_cpus() == 0.0
     assert EmbedderDeployment(EMBEDDER_SETTINGS).threads == 0
+    probe = "import ray; from deployments.resources import reserved_cpus; print(reserved_cpus(), ray.is_initialized())"
+    run = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.stdout.split() == ["0.0", "False"], run.stdout + run.stderr
