@@ -22,7 +22,7 @@ _PACKAGED_MODELS = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"
 # A forward pass costs a fixed part (reading the weights: all-MiniLM-L6-v2 on one thread, ~20 ms for one short text)
 # plus ~0.45 ms per padded token, so one more batch is worth ~45 padded tokens per model thread: the per-token part
 # spreads over the threads, the fixed part hardly does (bench/embed_batches.py --grid). On two threads 90 split calls of
-# 64 queries better than 68 (156 vs 145 texts/s, against 140–150 unsplit).
+# 64 queries better than 68 (164 vs 145 texts/s; unsplit 141–151).
 CALL_COST_TOKENS_PER_THREAD = 45.0
 
 
