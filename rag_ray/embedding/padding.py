@@ -3,9 +3,9 @@ with a long one pay for the long one's length. ``length_groups`` splits a call's
 least under a simple model of a forward pass: a fixed cost per batch (``call_cost``, in padded tokens) plus one unit
 per padded token.
 
-Served embedding calls are small mixes of whatever texts arrived together (6–24 one-text requests): one model thread
-encodes the SciFact queries at 66 texts/s in batches of 7 as they come vs 89 in batches of 7 of similar length
-(bench/embed_batches.py, one thread: 66 → 80 texts/s in calls of 7, 72 → 97 in calls of 24).
+Served embedding calls are small mixes of whatever texts arrived together (6–24 one-text requests); one model thread
+encodes SciFact queries in calls of 24 at 82 → 96 texts/s and of 64 at 81 → 99 with these batches
+(bench/embed_batches.py).
 """
 
 from __future__ import annotations
