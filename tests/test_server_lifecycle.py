@@ -8,6 +8,7 @@ import contextlib
 import os
 import queue
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -185,6 +186,24 @@ def test_sigkill_of_the_server_takes_milvus_lite_with_it(tmp_path, servers):
     wait_closed(server.milvus_port, timeout_s=10)
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stop_sent_to_uv_runs_process_group_stops_in_order(tmp_path, servers, sig):
+    """The README's command, `uv run rag-cli serve`, stopped the way systemd (its control-group stop) or a terminal
+    outside a TTY stops it: the signal goes to the whole process group, and uv forwards it to the server as well. One
+    stop request, delivered twice, is an orderly stop (exit 0), not the forced one a second request means."""
+    uv = shutil.which("uv")
+    if uv is None:
+        pytest.skip("uv is not on PATH")
+    env = {k: v for k, v in server_env(tmp_path).items() if k != "VIRTUAL_ENV"}  # uv warns about a foreign one
+    server = Server([uv, "run", "--no-sync", "--project", str(ROOT), "rag-cli", "serve"], env, tmp_path)
+    servers.append(server)
+    server.wait_healthy()
+    os.killpg(server.proc.pid, sig)  # the server's session: uv and the server itself
+    assert server.proc.wait(timeout=GRACE_S + 30) == 0, server.text()[-3000:]
+    assert "stopping now" not in server.text(), server.text()[-3000:]
+    wait_closed(server.milvus_port, timeout_s=10)
+
+
 def _children(pid: int) -> set[int]:
     found: set[int] = set()
     for task in Path(f"/proc/{pid}/task").iterdir():
@@ -294,13 +313,23 @@ def test_haproxy_ingress_answers_requests_and_stops_with_the_server(tmp_path, se
     server.signal(signal.SIGTERM)
     if throughput_optimized:
         server.wait_line(r"shutting down")  # the first one handled (two at once would arrive as one)
-        server.signal(signal.SIGTERM)  # a second signal: stop now
+        # a second request: stop now (a repeat within REPEAT_WINDOW_S counts as the first one, so it is sent again)
+        wait_until(lambda: _signal_until_exit(server, signal.SIGTERM), 60, "the forced stop")
         assert server.proc.wait(timeout=60) == 1, server.text()[-3000:]
         assert "second SIGTERM; stopping now" in server.text()
     else:
         assert server.proc.wait(timeout=grace_s + 30) == 0, server.text()[-3000:]
     wait_until(lambda: not _processes_using(home), 30, "every HAProxy of this server to exit")
     wait_closed(int(env["API_PORT"]), timeout_s=30)
+
+
+def _signal_until_exit(server: Server, sig: int) -> bool:
+    """True once the server has exited; until then each call signals it again."""
+    if server.proc.poll() is not None:
+        return True
+    with contextlib.suppress(ProcessLookupError):
+        server.signal(sig)
+    return server.proc.poll() is not None
 
 
 def _stuck_request(url: str) -> socket.socket:

@@ -4,8 +4,9 @@ API hosted by ``RAG_PLATFORM``, until SIGINT or SIGTERM.
 Shutdown contract (what `docker stop` and Kubernetes rely on):
 - the first SIGINT/SIGTERM stops the server in order: the platform finishes in-flight requests and stops (uvicorn, or
   Ray Serve and the local Ray), then Milvus Lite; the process exits 0;
-- if that takes longer than ``RAG_SHUTDOWN_GRACE_S`` (default 25 s), or a second signal arrives, it kills Milvus Lite
-  and exits 1 at once;
+- if that takes longer than ``RAG_SHUTDOWN_GRACE_S`` (default 25 s), or a second signal arrives (a second or more
+  after the first: one stop request often arrives twice, see ``REPEAT_WINDOW_S``), it kills Milvus Lite and exits 1
+  at once;
 - whatever ends the process, SIGKILL included, what it started goes with it: Milvus Lite by ``PR_SET_PDEATHSIG``
   (``rag_ray.store.lite_server``), the local Ray's processes by Ray's own fate sharing (the same mechanism).
 """
@@ -18,6 +19,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,6 +29,10 @@ from rich.console import Console
 from rag_ray.config import Settings
 
 FORCED_EXIT_CODE = 1
+# One stop request often arrives twice: a supervisor that signals the whole process group (systemd's control-group
+# stop, a terminal or IDE outside a TTY) reaches the server and the launcher it runs under, and the launcher forwards
+# it too (`uv run`: SIGTERM at once, SIGINT 200 ms later). A repeat this soon is that same request, not a second one.
+REPEAT_WINDOW_S = 1.0
 
 
 def bootstrap(settings: Settings, console: Console) -> None:
@@ -49,6 +55,7 @@ def serve_command(settings: Settings, console: Console, *, reload: bool = False,
     """What `rag-cli serve` and `rag-server` run: the server, or with ``reload`` a watcher that restarts it."""
     if not reload:
         run_server(settings, console)
+        ignore_late_stop_signals()
         return
     if settings.app_env == "production":
         console.print("[red]--reload is a development option; APP_ENV=production refuses it[/red]")
@@ -56,7 +63,16 @@ def serve_command(settings: Settings, console: Console, *, reload: bool = False,
     from rag_ray.cli.reloader import default_watch_dirs, run_reloader, server_argv
 
     code = run_reloader(settings, console, server_argv(sys.argv[1:]), reload_dirs or default_watch_dirs())
+    ignore_late_stop_signals()
     raise typer.Exit(code)
+
+
+def ignore_late_stop_signals() -> None:
+    """Once the server has stopped, the process only exits: a late copy of the stop signal (``REPEAT_WINDOW_S``)
+    must not kill it on the way out, as it would once Python resets its handlers at exit (130 after a clean stop)."""
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
 
 
 def run_server(settings: Settings, console: Console, *, stop: threading.Event | None = None) -> None:
@@ -114,9 +130,11 @@ class GracefulShutdown:
     """SIGINT/SIGTERM → ``stop``; past ``grace_s`` after the first one, or on a second one: kill every process we
     started (Milvus Lite, a reloader's server, Ray and what its workers run) and exit with ``FORCED_EXIT_CODE``."""
 
-    def __init__(self, stop: threading.Event, grace_s: float):
+    def __init__(self, stop: threading.Event, grace_s: float, repeat_window_s: float = REPEAT_WINDOW_S):
         self.stop = stop
         self.grace_s = grace_s
+        self.repeat_window_s = repeat_window_s
+        self._first_signal_at: float | None = None
         self._timer: threading.Timer | None = None
 
     def install(self) -> None:
@@ -125,8 +143,12 @@ class GracefulShutdown:
                 signal.signal(sig, self._on_signal)
 
     def _on_signal(self, signum: int, _frame: object) -> None:
+        now = time.monotonic()
+        if self._first_signal_at is not None and now - self._first_signal_at < self.repeat_window_s:
+            return  # the first request, delivered twice
         if self.stop.is_set():
             self.force(f"second {signal.Signals(signum).name}")
+        self._first_signal_at = now
         self.stop.set()
         if self._timer is None:
             self._timer = threading.Timer(self.grace_s, self.force,
