@@ -198,6 +198,7 @@ def test_a_stop_sent_to_uv_runs_process_group_stops_in_order(tmp_path, servers, 
     server = Server([uv, "run", "--no-sync", "--project", str(ROOT), "rag-cli", "serve"], env, tmp_path)
     servers.append(server)
     server.wait_healthy()
+    assert "Running upgrade" in server.text() and "setup plugin" not in server.text()  # no alembic set-up noise
     os.killpg(server.proc.pid, sig)  # the server's session: uv and the server itself
     assert server.proc.wait(timeout=GRACE_S + 30) == 0, server.text()[-3000:]
     assert "stopping now" not in server.text(), server.text()[-3000:]

@@ -174,8 +174,9 @@ class AppLogFileHandler(logging.handlers.RotatingFileHandler):
 
 
 _installed: list[logging.Handler] = []
-# loggers that write request data at INFO/DEBUG (SQL with its parameters, form fields): WARNING whatever the level
-QUIET_LOGGERS = ("sqlalchemy.engine", "python_multipart", "multipart")
+# loggers that write request data at INFO/DEBUG (SQL with its parameters, form fields), or a line per alembic plugin
+# on every schema check (nine of a first start's sixteen lines): WARNING whatever the level
+QUIET_LOGGERS = ("sqlalchemy.engine", "python_multipart", "multipart", "alembic.runtime.plugins")
 
 
 def secret_values(settings: Settings) -> list[str]:
