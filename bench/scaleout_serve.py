@@ -80,7 +80,8 @@ def main() -> None:
         os.sched_setaffinity(0, node_cores(usable)[0])  # Milvus Lite and the drivers live on the head's core
     with tempfile.TemporaryDirectory() as tmp, MilvusLiteServer(Path(tmp) / "milvus", free_port()) as milvus:
         spec = {"data_dir": tmp, "milvus_uri": milvus.uri, "threads": args.threads, "texts": sample}
-        bootstrap_admin(bench_settings(spec, free_port()), MetadataDB(bench_settings(spec, 0).metadata_url))
+        settings = bench_settings(spec, 0)
+        bootstrap_admin(settings, MetadataDB(settings.metadata_url))
         sides = pinned_sides if args.pin else shared_sides
         rates, cores = sides(spec, args.rounds, args.ingress, serve_env, node_cores(usable) if args.pin else [])
     one, two = max(rates[1]), max(rates[2])
@@ -106,7 +107,7 @@ Cores = dict[int, dict[str, float]]
 
 
 def shared_sides(spec: dict[str, Any], rounds: int, ingress: str, serve_env: dict[str, str],
-                 node_cores: list[frozenset[int]]) -> tuple[Rates, Cores]:
+                 cores_by_node: list[frozenset[int]]) -> tuple[Rates, Cores]:
     """One local Ray of 2 CPUs, both cores shared by every process; the embedder redeployed at 1, 2, 1, 2 … replicas."""
     import ray
     from ray import serve
@@ -135,7 +136,7 @@ def shared_sides(spec: dict[str, Any], rounds: int, ingress: str, serve_env: dic
 
 
 def pinned_sides(spec: dict[str, Any], rounds: int, ingress: str, serve_env: dict[str, str],
-                 node_cores: list[frozenset[int]]) -> tuple[Rates, Cores]:
+                 cores_by_node: list[frozenset[int]]) -> tuple[Rates, Cores]:
     """A fresh cluster of 1 or 2 one-CPU raylets, each on a core of its own, per round and side (as
     ``bench/scaleout.py``); its driver runs on the head's core."""
     from tests.cluster import local_cluster
@@ -149,7 +150,8 @@ def pinned_sides(spec: dict[str, Any], rounds: int, ingress: str, serve_env: dic
         for nodes in (1, 2):
             home = Path(spec["data_dir"]) / f"ray_{round_}_{nodes}"
             home.mkdir()
-            with local_cluster(home, nodes, extra_env=extra_env, dashboard=False, cores=node_cores[:nodes]) as cluster:
+            with local_cluster(home, nodes, extra_env=extra_env, dashboard=False,
+                               cores=cores_by_node[:nodes]) as cluster:
                 side = {**spec, "address": cluster.address, "replicas": nodes}
                 run = subprocess.run([sys.executable, __file__, "--drive", json.dumps(side)], env=cluster.env,
                                      cwd=ROOT, capture_output=True, text=True, timeout=1200)
