@@ -82,8 +82,10 @@ def main() -> None:
         spec = {"data_dir": tmp, "milvus_uri": milvus.uri, "threads": args.threads, "texts": sample}
         settings = bench_settings(spec, 0)
         bootstrap_admin(settings, MetadataDB(settings.metadata_url))
-        sides = pinned_sides if args.pin else shared_sides
-        rates, cores = sides(spec, args.rounds, args.ingress, serve_env, node_cores(usable) if args.pin else [])
+        if args.pin:
+            rates, cores = pinned_sides(spec, args.rounds, serve_env, node_cores(usable))
+        else:
+            rates, cores = shared_sides(spec, args.rounds, args.ingress)
     one, two = max(rates[1]), max(rates[2])
     print(json.dumps({"embed_texts_per_s_1_replica": round(one, 2), "embed_texts_per_s_2_replicas": round(two, 2),
                       "scaleout_ratio": round(two / one, 3), "rounds_1": [round(v, 1) for v in rates[1]],
@@ -106,8 +108,7 @@ Rates = dict[int, list[float]]
 Cores = dict[int, dict[str, float]]
 
 
-def shared_sides(spec: dict[str, Any], rounds: int, ingress: str, serve_env: dict[str, str],
-                 cores_by_node: list[frozenset[int]]) -> tuple[Rates, Cores]:
+def shared_sides(spec: dict[str, Any], rounds: int, ingress: str) -> tuple[Rates, Cores]:
     """One local Ray of 2 CPUs, both cores shared by every process; the embedder redeployed at 1, 2, 1, 2 … replicas."""
     import ray
     from ray import serve
@@ -135,7 +136,7 @@ def shared_sides(spec: dict[str, Any], rounds: int, ingress: str, serve_env: dic
     return rates, cores
 
 
-def pinned_sides(spec: dict[str, Any], rounds: int, ingress: str, serve_env: dict[str, str],
+def pinned_sides(spec: dict[str, Any], rounds: int, serve_env: dict[str, str],
                  cores_by_node: list[frozenset[int]]) -> tuple[Rates, Cores]:
     """A fresh cluster of 1 or 2 one-CPU raylets, each on a core of its own, per round and side (as
     ``bench/scaleout.py``); its driver runs on the head's core."""
