@@ -208,6 +208,27 @@ def test_health_checks_each_component_directly(env: dict[str, str], tmp_path: Pa
                ).exit_code == 1
 
 
+def test_health_loads_the_providers_beside_the_other_checks(env: dict[str, str],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Building the providers loads a local model (~10 s on the embedded default). Built on the event loop, it held up
+    the database and Milvus checks already running until their timers expired: `rag-cli health` reported a healthy
+    database as "no answer within 10s" and exited 1. The build runs on a worker thread, as the probes do."""
+    import rag_ray.providers as providers
+
+    built_on: list[threading.Thread] = []
+
+    def build(settings: Any) -> Any:
+        built_on.append(threading.current_thread())
+        return real_build(settings)
+
+    real_build = providers.build_llm_manager
+    monkeypatch.setattr(providers, "build_llm_manager", build)
+    assert cli(env, "database", "init").exit_code == 0
+    report = as_json(cli(env, "health", "--format", "json"))
+    assert report["providers"]["status"] == "ok" and report["database"]["status"] == "ok"
+    assert built_on and threading.main_thread() not in built_on  # asyncio.run's loop is the main thread's
+
+
 @pytest.fixture
 def server_url(make_settings: Any, fake_store: ChunkStore) -> Iterator[str]:
     """The app under uvicorn on a socket bound before the server starts (connections wait in its backlog)."""
