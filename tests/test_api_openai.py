@@ -91,6 +91,9 @@ def test_errors_use_the_openai_shape(build_client):
     r = client.post("/v1/chat/completions", headers=AUTH, json={"model": "gpt-4o", "messages": HI})
     assert r.status_code == 422 and r.json()["error"]["param"] == "model"
     assert r.json()["error"]["type"] == "invalid_request_error"
+    r = client.post("/v1/chat/completions", headers={**AUTH, "content-type": "application/json"}, content=b"{oops")
+    assert r.status_code == 422 and r.json()["error"]["param"] == "body"
+    assert r.json()["error"]["message"].startswith("body: invalid JSON at character 1: ")
     r = client.post("/chat", headers=AUTH, json={"messages": HI, "model": "gpt-4o"})  # other routes keep ours
     assert r.json()["error"] == "invalid_input" and r.json()["field"] == "model"
 

@@ -99,6 +99,8 @@ def test_invalid_utf8_and_non_json_bodies_are_422(client: TestClient) -> None:
     assert got == {k: 422 for k in got}
     refused = post_raw(client, "/chat", bodies["invalid utf-8"], auth).json()
     assert refused["field"] == "body" and refused["error"] == "invalid_input"
+    malformed = post_raw(client, "/query", bodies["not json"], auth).json()  # its field once read "1", the offset
+    assert malformed["field"] == "body" and malformed["message"].startswith("body: invalid JSON at character 1: ")
 
 
 # ---- sizes, measured on the wire ----

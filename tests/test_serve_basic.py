@@ -54,7 +54,8 @@ def test_bad_input_names_the_field(serve_app):
     assert r.status_code == 422 and r.json()["field"] == "bogus"
     r = httpx.post(f"{serve_app.url}/query", headers={**serve_app.headers(), "content-type": "application/json"},
                    content=b"{not json", timeout=30)
-    assert r.status_code == 422
+    assert r.status_code == 422 and r.json()["field"] == "body"
+    assert r.json()["message"].startswith("body: invalid JSON at character 1: ")
 
 
 def test_serves_controller_reconciles_at_the_configured_interval(serve_app):

@@ -93,16 +93,22 @@ def unexpected_response(_: Request, exc: Exception) -> JSONResponse:
 
 
 def _validation_response(_: Request, exc: RequestValidationError) -> JSONResponse:
-    problems = []
-    for err in exc.errors():
-        loc = [str(p) for p in err.get("loc", ())]
-        if loc and loc[0] in ("body", "query", "path", "header", "cookie"):
-            loc = loc[1:]  # the request part, not a field name (a body field may itself be called "query")
-        problems.append({"field": ".".join(loc) or "body", "message": err.get("msg", "invalid")})
+    problems = [validation_problem(err) for err in exc.errors()]
     first = problems[0] if problems else {"field": "body", "message": "invalid request"}
     body = {"error": "invalid_input", "message": f"{first['field']}: {first['message']}", "field": first["field"],
             "details": {"errors": problems}}
     return JSONResponse(with_request_id(body), status_code=422)
+
+
+def validation_problem(err: dict[str, Any]) -> dict[str, str]:
+    """One of pydantic's errors as ``{field, message}``: the field's dotted path, or ``body`` for the body itself."""
+    loc = [str(p) for p in err.get("loc", ())]
+    if err.get("type") == "json_invalid":  # its loc is ("body", <character offset>), not a field
+        position = f" at character {loc[1]}" if len(loc) > 1 else ""
+        return {"field": "body", "message": f"invalid JSON{position}: {err.get('ctx', {}).get('error', 'malformed')}"}
+    if loc and loc[0] in ("body", "query", "path", "header", "cookie"):
+        loc = loc[1:]  # the request part, not a field name (a body field may itself be called "query")
+    return {"field": ".".join(loc) or "body", "message": err.get("msg", "invalid")}
 
 
 def install_error_handlers(app: FastAPI) -> None:
