@@ -93,15 +93,21 @@ def unexpected_response(_: Request, exc: Exception) -> JSONResponse:
 
 
 def _validation_response(_: Request, exc: RequestValidationError) -> JSONResponse:
-    problems = [validation_problem(err) for err in exc.errors()]
-    first = problems[0] if problems else {"field": "body", "message": "invalid request"}
+    problems = validation_problems(exc)
+    first = problems[0]
     body = {"error": "invalid_input", "message": f"{first['field']}: {first['message']}", "field": first["field"],
             "details": {"errors": problems}}
     return JSONResponse(with_request_id(body), status_code=422)
 
 
-def validation_problem(err: dict[str, Any]) -> dict[str, str]:
-    """One of pydantic's errors as ``{field, message}``: the field's dotted path, or ``body`` for the body itself."""
+def validation_problems(exc: RequestValidationError) -> list[dict[str, str]]:
+    """The request's problems as ``{field, message}``, at least one: ours and the ``/v1`` routes' answers name the
+    first."""
+    return [_problem(err) for err in exc.errors()] or [{"field": "body", "message": "invalid request"}]
+
+
+def _problem(err: dict[str, Any]) -> dict[str, str]:
+    """One of pydantic's errors: the field's dotted path, or ``body`` for the body itself."""
     loc = [str(p) for p in err.get("loc", ())]
     if err.get("type") == "json_invalid":  # its loc is ("body", <character offset>), not a field
         position = f" at character {loc[1]}" if len(loc) > 1 else ""

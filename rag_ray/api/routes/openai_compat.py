@@ -44,7 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from rag_ray.answers.turns import Concluded, conclude, rag_draft, stream_draft
 from rag_ray.api.deps import PrincipalDep, ServicesDep
-from rag_ray.api.errors import error_response, validation_problem
+from rag_ray.api.errors import error_response, validation_problems
 from rag_ray.api.routes.chat import MAX_MESSAGES, MAX_TOKENS, check_total_chars, open_stream, resolve_llm
 from rag_ray.api.routes.conversations import TurnOut, conversation_id_field
 from rag_ray.api.routes.embeddings import (
@@ -91,7 +91,7 @@ def openai_error(exc: RagError) -> JSONResponse:
 
 
 def validation_error(exc: RequestValidationError) -> JSONResponse:
-    first = validation_problem(next(iter(exc.errors()), {"msg": "invalid request"}))
+    first = validation_problems(exc)[0]
     return openai_error(InvalidInput(f"{first['field']}: {first['message']}", field=first["field"]))
 
 
