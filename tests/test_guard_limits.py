@@ -240,3 +240,15 @@ def test_cli_limits_and_usage(rig: Rig, make_settings: Any) -> None:
     events = json.loads(audit.output)
     assert [e["action"] for e in events] == ["limits.delete", "limits.set"]
     assert all(e["actor_name"].startswith("cli:") for e in events)
+
+
+def test_a_limit_on_every_user_never_locks_the_admins_out_of_lifting_it(rig: Rig) -> None:
+    rule = set_limit(rig, subject_kind="user", subject="*", metric="requests", route_class="all", period="minute",
+                     limit=0)
+    admin = rig.headers("admin")
+    assert_limited(rig.client.get("/auth/me", headers=admin), "0 requests per minute on all routes")
+    assert_limited(rig.client.get("/admin/usage", headers=admin), "0 requests per minute on all routes")
+    assert rig.client.get("/admin/limits", headers=rig.headers("alice")).status_code == 403  # admins only
+    assert rig.client.get("/admin/limits", headers=admin).json()["count"] == 1
+    assert rig.client.delete(f"/admin/limits/{rule['limit_id']}", headers=admin).json()["deleted"] is True
+    assert rig.client.get("/auth/me", headers=admin).status_code == 200

@@ -42,6 +42,7 @@ ROUTE_CLASS_PREFIXES: dict[str, str] = {
     "/query": "retrieval", "/embeddings": "retrieval", "/v1/embeddings": "retrieval", "/v1/models": "retrieval",
     "/extract": "ingest", "/documents/upload": "ingest", "/jobs": "ingest",
 }
+LIMITS_ROUTE = "/admin/limits"  # where limits are managed: see _manages_limits
 THROTTLED_ANONYMOUS = frozenset({"auth"})  # anonymous route classes limited per client address
 # admin reads of others' documents: (method, route path) → audit action
 ADMIN_READS = {("GET", "/documents/{doc_id}"): "document.read", ("GET", "/documents"): "document.list"}
@@ -84,13 +85,19 @@ class GuardCaller:
                                     target_id=_route_path(request), outcome=DENIED,
                                     details={"method": request.method})
             return  # the route's admin dependency answers 403; a refused request is not charged
-        if not services.guard.limits.known_empty():  # no rules at all: no thread hop, no DB round trip
+        if not services.guard.limits.known_empty() and not _manages_limits(principal, request):
             await asyncio.to_thread(services.guard.check_request, caller)
             if self.route_class == "llm":
                 await asyncio.to_thread(services.guard.check_budget, caller)
         action = ADMIN_READS.get((request.method, _route_path(request)))
         if action and principal.is_admin:
             await asyncio.to_thread(audit_admin_read, services, principal, action, request)
+
+
+def _manages_limits(principal: Principal, request: Request) -> bool:
+    """An admin's calls to ``/admin/limits`` are never refused by a request limit: a rule set too tight (every user
+    at 0 requests a minute on all routes, say) can always be lifted over the API that set it."""
+    return principal.is_admin and _route_path(request).startswith(LIMITS_ROUTE)
 
 
 class GuardAnonymous:
