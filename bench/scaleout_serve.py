@@ -54,6 +54,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--requests", type=int, default=192, help="texts per round (one per request)")
+    parser.add_argument("--concurrency", type=int, default=32, help="clients, one text per request, on both sides")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per embedder replica")
     parser.add_argument("--ingress", choices=("proxy", "haproxy"), default="proxy")
     parser.add_argument("--throughput-optimized", action="store_true", help="RAY_SERVE_THROUGHPUT_OPTIMIZED=1")
@@ -79,7 +80,8 @@ def main() -> None:
     if args.pin:
         os.sched_setaffinity(0, node_cores(usable)[0])  # Milvus Lite and the drivers live on the head's core
     with tempfile.TemporaryDirectory() as tmp, MilvusLiteServer(Path(tmp) / "milvus", free_port()) as milvus:
-        spec = {"data_dir": tmp, "milvus_uri": milvus.uri, "threads": args.threads, "texts": sample}
+        spec = {"data_dir": tmp, "milvus_uri": milvus.uri, "threads": args.threads, "texts": sample,
+                "concurrency": args.concurrency}
         settings = bench_settings(spec, 0)
         bootstrap_admin(settings, MetadataDB(settings.metadata_url))
         if args.pin:
@@ -91,7 +93,7 @@ def main() -> None:
                       "scaleout_ratio": round(two / one, 3), "rounds_1": [round(v, 1) for v in rates[1]],
                       "rounds_2": [round(v, 1) for v in rates[2]], "threads_per_replica": args.threads,
                       "ingress": args.ingress, "throughput_optimized": args.throughput_optimized, "pinned": args.pin,
-                      "concurrency": 32, "texts_per_round": args.requests, "model_ratio": round(model, 3),
+                      "concurrency": args.concurrency, "texts_per_round": args.requests, "model_ratio": round(model, 3),
                       "efficiency_vs_model": round(two / one / model, 3), "cores_1": cores[1], "cores_2": cores[2],
                       "embedder_core_ratio": round(cores[2].get("embedder", 0.0) / cores[1]["embedder"], 3)}))
 
@@ -127,7 +129,7 @@ def shared_sides(spec: dict[str, Any], rounds: int, ingress: str) -> tuple[Rates
         for replicas in (1, 2):  # alternate the sides
             options = DeploymentOptions(embedder_cpus=0.5, embedder_min_replicas=replicas,
                                         embedder_max_replicas=replicas)
-            rate, busy = deploy_and_load(settings, url, options, spec["texts"])
+            rate, busy = deploy_and_load(settings, url, options, spec["texts"], spec["concurrency"])
             if rate > max(rates[replicas], default=0.0):
                 cores[replicas] = busy
             rates[replicas].append(rate)
@@ -181,15 +183,17 @@ def drive_pinned_side(spec: dict[str, Any]) -> None:
     # 0.6 CPU: two embedder replicas never fit one raylet, so each node runs one
     options = DeploymentOptions(router_cpus=0.05, llm_cpus=0.05, evaluator_cpus=0.05, embedder_cpus=0.6,
                                 embedder_min_replicas=spec["replicas"], embedder_max_replicas=spec["replicas"])
-    rate, busy = deploy_and_load(settings, f"http://127.0.0.1:{settings.api_port}", options, spec["texts"])
+    rate, busy = deploy_and_load(settings, f"http://127.0.0.1:{settings.api_port}", options, spec["texts"],
+                                 spec["concurrency"])
     print(json.dumps({"rate": rate, "cores": busy}), flush=True)
     serve.shutdown()
     ray.shutdown()
 
 
-def deploy_and_load(settings: Any, url: str, options: DeploymentOptions, texts: list[str]
+def deploy_and_load(settings: Any, url: str, options: DeploymentOptions, texts: list[str], concurrency: int
                     ) -> tuple[float, dict[str, float]]:
-    """The app with the embedder held at its replica count; texts/s of 32 one-text clients and the cores by role."""
+    """The app with the embedder held at its replica count; texts/s of ``concurrency`` one-text clients and the cores
+    by role."""
     from ray import serve
 
     from deployments.app import build_app
@@ -198,7 +202,7 @@ def deploy_and_load(settings: Any, url: str, options: DeploymentOptions, texts: 
     wait_for_replicas(options.embedder_min_replicas)
     headers = admin_headers(url)
     asyncio.run(served_rate(url, headers, texts[:64], "float"))  # warm-up: every replica's model
-    return metered(role, lambda: asyncio.run(served_rate(url, headers, texts, "float")))
+    return metered(role, lambda: asyncio.run(served_rate(url, headers, texts, "float", concurrency)))
 
 
 def wait_for_replicas(count: int, timeout_s: float = 300) -> None:

@@ -73,13 +73,14 @@ def role(title: str, pid: int) -> str:
     return OTHER  # Ray's GCS, raylet and workers, Milvus Lite, the controller
 
 
-async def served_rate(url: str, headers: dict[str, str], texts: list[str], encoding: str) -> float:
-    """Texts/s through HTTP: ``CONCURRENCY`` clients, one text per request, every text once. The clients share the
+async def served_rate(url: str, headers: dict[str, str], texts: list[str], encoding: str,
+                      concurrency: int = CONCURRENCY) -> float:
+    """Texts/s through HTTP: ``concurrency`` clients, one text per request, every text once. The clients share the
     machine with the server, so they are aiohttp's (0.05 cores at ~150 req/s here; httpx's took 0.15)."""
     import aiohttp
 
     queue = list(range(len(texts)))
-    connector = aiohttp.TCPConnector(limit=CONCURRENCY)
+    connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector, headers=headers,
                                      timeout=aiohttp.ClientTimeout(total=120)) as session:
         async def worker() -> None:
@@ -93,7 +94,7 @@ async def served_rate(url: str, headers: dict[str, str], texts: list[str], encod
                     await r.read()
 
         start = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
         return len(texts) / (time.perf_counter() - start)
 
 
