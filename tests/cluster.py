@@ -28,11 +28,11 @@ from rag_ray.store.lite_server import free_port
 ROOT = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))
 NODES_UP_S = 420  # a busy 2-core machine may take minutes to start a raylet
-START_ATTEMPTS = 3  # per node, see _Starter
+START_ATTEMPTS = 3  # per node, see start_with_retries
 STARTED = b"Ray runtime started."  # what `ray start` prints once its node runs
+_T = TypeVar("_T")
 # On SIGTERM `ray start` first asks the GCS to drain its node (up to 30 s) — but the head's GCS got the same SIGTERM
 # from the process group, so the head's drain call hangs its full 30 s: a two-node teardown took 34.9 s, 4.8 s without.
-_T = TypeVar("_T")
 NO_DRAIN = {"RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
 
 
@@ -73,9 +73,11 @@ class Node:
     def exited(self) -> NodeExited | None:
         if self.proc.poll() is None:
             return None
-        tail = self.log.read_text(errors="replace")[-3000:] if self.log.exists() else "(no output)"
         return NodeExited(f"`ray start` exited with {self.proc.returncode} while starting its node; "
-                          f"its output ends:\n{tail}")
+                          f"its output ends:\n{self.output_tail()}")
+
+    def output_tail(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else "(no output)"
 
 
 class NodeExited(AssertionError):
@@ -131,7 +133,8 @@ def wait_started(node: Node) -> None:
         if STARTED in node.log.read_bytes():
             return
         time.sleep(0.5)
-    raise AssertionError(f"`ray start` did not start its node in {NODES_UP_S} s; its output: {node.log.read_text()}")
+    raise AssertionError(f"`ray start` did not start its node in {NODES_UP_S} s; its output ends:\n"
+                         f"{node.output_tail()}")
 
 
 @contextlib.contextmanager
@@ -157,6 +160,16 @@ def local_cluster(home: Path, nodes: int = 2, *, extra_env: Mapping[str, str] | 
         shutil.rmtree(temp, ignore_errors=True)
 
 
+def start_with_retries(start: Callable[[int], _T]) -> _T:
+    """``start(attempt)`` until it does not raise NodeExited, at most ``START_ATTEMPTS`` times."""
+    for attempt in range(1, START_ATTEMPTS):
+        try:
+            return start(attempt)
+        except NodeExited as exited:
+            print(f"retrying a ray node's start ({attempt}/{START_ATTEMPTS}): {exited}", file=sys.stderr)
+    return start(START_ATTEMPTS)
+
+
 @dataclass(frozen=True)
 class _Head:
     gcs_port: int
@@ -174,18 +187,10 @@ class _Starter:
         self.nodes: list[Node] = []
 
     def head(self) -> _Head:
-        return self._retrying(self._start_head)
+        return start_with_retries(self._start_head)
 
     def worker(self, head: _Head) -> None:
-        self._retrying(lambda attempt: self._start_worker(head, attempt))
-
-    def _retrying(self, start: Callable[[int], _T]) -> _T:
-        for attempt in range(1, START_ATTEMPTS):
-            try:
-                return start(attempt)
-            except NodeExited as exited:
-                print(f"retrying a ray node's start ({attempt}/{START_ATTEMPTS}): {exited}", file=sys.stderr)
-        return start(START_ATTEMPTS)
+        start_with_retries(lambda attempt: self._start_worker(head, attempt))
 
     def _start_head(self, attempt: int) -> _Head:
         gcs_port, dash_port = free_port(), free_port()

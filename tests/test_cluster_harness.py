@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster import START_ATTEMPTS, Node, NodeExited, _Starter
+from tests.cluster import START_ATTEMPTS, Node, NodeExited, start_with_retries
 
 
 def _node(tmp_path: Path, script: str) -> Node:
@@ -37,7 +37,7 @@ def test_a_running_node_has_not_exited(tmp_path: Path) -> None:
         node.proc.wait(timeout=30)
 
 
-def test_a_start_that_exits_is_tried_again_on_fresh_ports(tmp_path: Path) -> None:
+def test_a_start_that_exits_is_tried_again() -> None:
     attempts: list[int] = []
 
     def start(attempt: int) -> str:
@@ -46,11 +46,11 @@ def test_a_start_that_exits_is_tried_again_on_fresh_ports(tmp_path: Path) -> Non
             raise NodeExited("port taken")
         return "up"
 
-    assert _Starter({}, tmp_path, False, [None])._retrying(start) == "up"
+    assert start_with_retries(start) == "up"
     assert attempts == [1, 2]
 
 
-def test_a_node_that_never_starts_fails_after_the_last_attempt(tmp_path: Path) -> None:
+def test_a_node_that_never_starts_fails_after_the_last_attempt() -> None:
     attempts: list[int] = []
 
     def start(attempt: int) -> str:
@@ -58,5 +58,5 @@ def test_a_node_that_never_starts_fails_after_the_last_attempt(tmp_path: Path) -
         raise NodeExited(f"attempt {attempt}")
 
     with pytest.raises(NodeExited, match=f"attempt {START_ATTEMPTS}"):
-        _Starter({}, tmp_path, False, [None])._retrying(start)
+        start_with_retries(start)
     assert attempts == list(range(1, START_ATTEMPTS + 1))
