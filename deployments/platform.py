@@ -23,6 +23,7 @@ from rag_ray.server.platform import Listeners
 from rag_ray.store.lite_server import free_port
 
 log = logging.getLogger(__name__)
+APP_NAME = "rag"
 
 
 class RayPlatform:
@@ -58,11 +59,12 @@ class RayPlatform:
             try:
                 serve.start(http_options={"host": settings.api_host, "port": settings.api_port,
                                           "request_timeout_s": 300})
-                serve.run(build_app(settings), name="rag", route_prefix="/", blocking=False)
+                serve.run(build_app(settings), name=APP_NAME, route_prefix="/", blocking=False)
                 on_ready(f"http://{settings.api_host}:{settings.api_port}")
                 stop.wait()
             finally:
                 try:
+                    serve.delete(APP_NAME)  # first, while the proxies still answer: requests in flight finish
                     serve.shutdown()
                 finally:
                     ray.shutdown()
@@ -77,6 +79,7 @@ def serve_env(variable: str, setting: str, settings: Settings) -> None:
                     "environment (cluster.yaml)", setting, variable)
 
 
+DRAIN_VARIABLE = "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"  # RAG_SERVE_DRAIN_S
 HAPROXY_SIDE_PORTS = ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT")
 
 
@@ -86,13 +89,15 @@ def ingress(settings: Settings) -> Iterator[None]:
     local Ray starts: Serve's controller, proxies and replicas run under that Ray and inherit it. HAProxy (the
     binary ``ray[serve]`` bundles, or ``RAY_SERVE_HAPROXY_BINARY_PATH``) keeps its config and admin socket in a
     directory of this server's own, not Serve's shared ``/tmp/haproxy-serve``, so two servers on one machine do not
-    rewrite each other's config."""
+    rewrite each other's config. A stopping router replica stays open to new connections for ``RAG_SERVE_DRAIN_S``,
+    not Serve's 30 s."""
     if settings.serve_throughput_optimized:
         serve_env("RAY_SERVE_THROUGHPUT_OPTIMIZED", "RAG_SERVE_THROUGHPUT_OPTIMIZED", settings)
     if settings.serve_ingress != "haproxy":
         yield
         return
     serve_env("RAY_SERVE_ENABLE_HA_PROXY", "RAG_SERVE_INGRESS=haproxy", settings)
+    os.environ[DRAIN_VARIABLE] = f"{settings.serve_drain_s:g}"  # Serve's 30 s would outlast the stop's grace
     home = Path(tempfile.mkdtemp(prefix="rag-haproxy-"))  # short: a unix socket path has ~100 bytes
     os.environ.update({"RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(home / "haproxy.cfg"),
                        "RAY_SERVE_HAPROXY_SOCKET_PATH": str(home / "admin.sock"),

@@ -115,6 +115,11 @@ class Settings(BaseSettings):
     # seconds `rag-cli serve`/`rag-server` give a shutdown after SIGTERM/SIGINT before killing what they started
     # (below Kubernetes' default 30 s terminationGracePeriodSeconds and compose's stop_grace_period)
     shutdown_grace_s: float = Field(25.0, gt=0, validation_alias="RAG_SHUTDOWN_GRACE_S")
+    # with haproxy: seconds a stopping router replica keeps taking new connections, so that HAProxy has dropped it
+    # before it refuses any; then it closes its listener (HAProxy retries a refused connection elsewhere) and waits
+    # for the requests in flight. Serve's own default (RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S, 30 s, meant for
+    # external load balancers) outlasted RAG_SHUTDOWN_GRACE_S, so every stop of a haproxy server was a forced one.
+    serve_drain_s: float = Field(2.0, ge=0, validation_alias="RAG_SERVE_DRAIN_S")
 
     # --- Vector store ---
     milvus_uri: str | None = Field(None, validation_alias="MILVUS_URI")
@@ -369,6 +374,13 @@ class Settings(BaseSettings):
     def _check_production(self) -> Settings:
         if self.chunk_overlap >= self.chunk_size:
             raise ValueError("RAG_CHUNK_OVERLAP must be smaller than RAG_CHUNK_SIZE")
+        return self
+
+    @model_validator(mode="after")
+    def _check_drain_fits_the_grace(self) -> Settings:
+        if self.serve_ingress == "haproxy" and self.serve_drain_s >= self.shutdown_grace_s:
+            raise ValueError(f"RAG_SERVE_DRAIN_S ({self.serve_drain_s:g}) must be below RAG_SHUTDOWN_GRACE_S "
+                             f"({self.shutdown_grace_s:g}): a stop waits out the drain before the requests in flight")
         return self
 
     @model_validator(mode="after")

@@ -46,3 +46,11 @@ def test_production_refuses_placeholder_secrets(key):
     with pytest.raises(ConfigError, match="SECRET_KEY"):
         load_settings(app_env="production", secret_key=key)
     assert load_settings(app_env="production", secret_key="k" * 48).app_env == "production"
+
+
+def test_the_haproxy_drain_must_fit_in_the_shutdown_grace():
+    """A stop waits out the drain before the requests in flight: a drain as long as the grace forces every stop."""
+    with pytest.raises(ValueError, match=r"RAG_SERVE_DRAIN_S \(25\) must be below RAG_SHUTDOWN_GRACE_S \(25\)"):
+        Settings(serve_ingress="haproxy", serve_drain_s=25, shutdown_grace_s=25)
+    assert Settings(serve_ingress="haproxy").serve_drain_s < Settings().shutdown_grace_s
+    assert Settings(serve_ingress="proxy", serve_drain_s=25, shutdown_grace_s=25).serve_drain_s == 25  # unused there

@@ -78,3 +78,16 @@ def test_serve_on_the_local_platform_answers_and_stops_on_ctrl_c(tmp_path):
         proc.wait(timeout=60)
     assert proc.returncode == 0, proc.stdout.read() if proc.stdout else ""
     assert not port_open("127.0.0.1", milvus_port), "Milvus Lite outlived the server"
+
+
+def test_the_haproxy_ingress_hands_serve_the_drain_setting(monkeypatch, tmp_path):
+    """Serve's replicas read their drain from the environment of the Ray this server starts."""
+    from deployments.platform import DRAIN_VARIABLE, HAPROXY_SIDE_PORTS, ingress
+    from rag_ray.config import Settings
+
+    haproxy_env = ("RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC", "RAY_SERVE_HAPROXY_SOCKET_PATH",
+                   "RAY_SERVE_HAPROXY_SERVER_STATE_BASE", "RAY_SERVE_HAPROXY_SERVER_STATE_FILE", DRAIN_VARIABLE)
+    for variable in (*haproxy_env, *HAPROXY_SIDE_PORTS):
+        monkeypatch.delenv(variable, raising=False)  # restored after the test
+    with ingress(Settings(data_dir=tmp_path, serve_ingress="haproxy", serve_drain_s=1.5)):  # type: ignore[call-arg]
+        assert os.environ[DRAIN_VARIABLE] == "1.5" and os.environ["RAY_SERVE_ENABLE_HA_PROXY"] == "1"

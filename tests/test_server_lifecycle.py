@@ -5,6 +5,7 @@ one-process ``local`` platform with the fake models (a start takes seconds, not 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import queue
 import re
@@ -15,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -30,6 +31,9 @@ from tests.job_helpers import wait_until
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 GRACE_S = 5.0
+# the fake LLM streams its echo a word every half second: a 6-word question keeps a stream open ~3.5 s
+SLOW_STREAM_LLM = json.dumps([{"id": "fake:echo", "options": {"token_delay_s": 0.5}}])
+LONG_QUESTION = {"messages": [{"role": "user", "content": " ".join(["word"] * 6)}]}
 
 
 def server_env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -215,16 +219,19 @@ def _children(pid: int) -> set[int]:
 @pytest.mark.slow
 def test_sigterm_on_the_ray_platform_stops_ray_and_milvus_in_order(tmp_path, servers):
     """Ray's C++ core worker installs a crash handler that aborts on SIGTERM (exit 134, no orderly stop); the server
-    keeps its own handler in place, so SIGTERM stops Serve, the local Ray and Milvus Lite and exits 0."""
+    keeps its own handler in place, so SIGTERM lets a stream in flight finish through Serve's proxy (Serve's own
+    shutdown closed the proxy at once), then stops Serve, the local Ray and Milvus Lite and exits 0."""
     grace_s = 60.0  # Serve drains and Ray stops in ~15 s on 2 busy cores
     env = {k: v for k, v in server_env(tmp_path, RAG_PLATFORM="ray", RAY_ENABLE_UV_RUN_RUNTIME_ENV="0",
-                                       RAG_SHUTDOWN_GRACE_S=str(grace_s)).items() if k != "RAY_ADDRESS"}
+                                       RAG_SHUTDOWN_GRACE_S=str(grace_s), RAG_LLM_PROVIDERS=SLOW_STREAM_LLM).items()
+           if k != "RAY_ADDRESS"}
     server = Server([str(BIN / "rag-server")], env, tmp_path)
     servers.append(server)
     server.wait_healthy(timeout_s=600)
     children = _children(server.proc.pid)
     assert len(children) >= 3, "Milvus Lite, the GCS and the raylet at least"
-    server.signal(signal.SIGTERM)
+    events = stream_across(server, admin_token(server), lambda: server.signal(signal.SIGTERM))
+    assert events[-1] == "event: done", events
     assert server.proc.wait(timeout=grace_s + 30) == 0, server.text()[-3000:]
     deadline = time.monotonic() + 30
     while left := [pid for pid in children if _alive(pid)]:
@@ -272,15 +279,19 @@ def _serve_replica_modes(pid: int) -> set[str]:
                          ids=["haproxy,graceful-stop", "haproxy+throughput-optimized,forced-stop"])
 def test_haproxy_ingress_answers_requests_and_stops_with_the_server(tmp_path, servers, throughput_optimized):
     """``RAG_SERVE_INGRESS=haproxy``: HAProxy (the binary ``ray[serve]`` bundles) owns ``API_PORT`` in front of
-    Serve, a login, a search, a stream and a deadline go through it, and SIGTERM stops it with Serve, Ray and Milvus
-    Lite; so does a forced stop (a second signal), where HAProxy used to outlive the server holding the port. With
+    Serve, a login, a search, a stream and a deadline go through it, and SIGTERM (default grace) lets a stream in
+    flight finish, then stops it with Serve, Ray and Milvus Lite; so does a forced stop (a second signal), where
+    HAProxy used to outlive the server holding the port. With
     ``RAG_SERVE_THROUGHPUT_OPTIMIZED``, Serve's replicas run in that mode and behave the same. Its stats and metrics
     ports are the server's own (Serve's fixed 8404 / 9101 would collide with a second server's)."""
-    grace_s = 60.0
     env = {k: v for k, v in server_env(tmp_path, RAG_PLATFORM="ray", RAY_ENABLE_UV_RUN_RUNTIME_ENV="0",
-                                       RAG_SERVE_INGRESS="haproxy", RAG_SHUTDOWN_GRACE_S=str(grace_s),
+                                       RAG_SERVE_INGRESS="haproxy", RAG_LLM_PROVIDERS=SLOW_STREAM_LLM,
                                        RAG_SERVE_THROUGHPUT_OPTIMIZED=str(throughput_optimized).lower()).items()
            if k != "RAY_ADDRESS" and not k.startswith("RAY_SERVE_")}
+    if throughput_optimized:
+        env["RAG_SHUTDOWN_GRACE_S"] = "60"  # the second signal, not the grace, ends this stop
+    else:
+        del env["RAG_SHUTDOWN_GRACE_S"]  # the default, as users run it
     server = Server([str(BIN / "rag-server")], env, tmp_path)
     servers.append(server)
     server.wait_healthy(timeout_s=600)
@@ -311,17 +322,44 @@ def test_haproxy_ingress_answers_requests_and_stops_with_the_server(tmp_path, se
                   and c.pid in pids} - {int(env["API_PORT"])}
     assert len(side_ports) == 2 and not side_ports & {8404, 9101}, side_ports  # stats and metrics: its own ports
 
-    server.signal(signal.SIGTERM)
     if throughput_optimized:
-        server.wait_line(r"shutting down")  # the first one handled (two at once would arrive as one)
-        # a second request: stop now (a repeat within REPEAT_WINDOW_S counts as the first one, so it is sent again)
-        wait_until(lambda: _signal_until_exit(server, signal.SIGTERM), 60, "the forced stop")
+        stream_across(server, token, lambda: _force_stop(server))  # cut short: not what this variant checks
         assert server.proc.wait(timeout=60) == 1, server.text()[-3000:]
         assert "second SIGTERM; stopping now" in server.text()
-    else:
-        assert server.proc.wait(timeout=grace_s + 30) == 0, server.text()[-3000:]
+    else:  # within the default grace: Serve's own 30 s drain of an HAProxy-fronted replica made every stop a forced one
+        events = stream_across(server, token, lambda: server.signal(signal.SIGTERM))
+        assert events[-1] == "event: done", events
+        assert server.proc.wait(timeout=90) == 0, server.text()[-3000:]
     wait_until(lambda: not _processes_using(home), 30, "every HAProxy of this server to exit")
     wait_closed(int(env["API_PORT"]), timeout_s=30)
+
+
+def admin_token(server: Server) -> str:
+    return str(httpx.post(f"{server.url}/auth/token", json={"username": "admin", "password": "lifecycle-admin-pw"},
+                          timeout=30).json()["access_token"])
+
+
+def stream_across(server: Server, token: str, stop: Callable[[], None]) -> list[str]:
+    """The events of a ~3.5 s /chat/stream during which ``stop()`` runs: called once the first event has arrived (the
+    server holds the request), the rest read after it until the stream ends or is cut."""
+    events: list[str] = []
+    with httpx.stream("POST", f"{server.url}/chat/stream", headers={"Authorization": f"Bearer {token}"},
+                      json=LONG_QUESTION, timeout=60) as streamed:
+        assert streamed.status_code == 200, streamed.read()[:500]
+        lines = (line for line in streamed.iter_lines() if line.startswith("event:"))
+        events.append(next(lines))
+        stop()
+        with contextlib.suppress(httpx.TransportError):  # a forced stop cuts it
+            events.extend(lines)
+    return events
+
+
+def _force_stop(server: Server) -> None:
+    """SIGTERM, then once it is being handled a second one: stop now."""
+    server.signal(signal.SIGTERM)
+    server.wait_line(r"shutting down")  # the first one handled (two at once would arrive as one)
+    # a repeat within REPEAT_WINDOW_S counts as the first one, so it is sent again until the server exits
+    wait_until(lambda: _signal_until_exit(server, signal.SIGTERM), 60, "the forced stop")
 
 
 def _signal_until_exit(server: Server, sig: int) -> bool:
