@@ -6,6 +6,7 @@ default ``ray``) without importing this package.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -64,10 +65,20 @@ class RayPlatform:
                 stop.wait()
             finally:
                 try:
-                    serve.delete(APP_NAME)  # first, while the proxies still answer: requests in flight finish
+                    finish_in_flight()
                     serve.shutdown()
                 finally:
                     ray.shutdown()
+
+
+def finish_in_flight() -> None:
+    """Delete the app while the proxies (or HAProxy) still answer, so the requests in flight finish: Serve's own
+    shutdown closes them at once, cutting a response being read. Nothing to do if Serve never started."""
+    from ray import serve
+    from ray.serve.exceptions import RayServeException
+
+    with contextlib.suppress(RayServeException):
+        serve.delete(APP_NAME)
 
 
 def serve_env(variable: str, setting: str, settings: Settings) -> None:
