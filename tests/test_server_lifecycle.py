@@ -281,9 +281,9 @@ def test_haproxy_ingress_answers_requests_and_stops_with_the_server(tmp_path, se
     """``RAG_SERVE_INGRESS=haproxy``: HAProxy (the binary ``ray[serve]`` bundles) owns ``API_PORT`` in front of
     Serve, a login, a search, a stream and a deadline go through it, and SIGTERM (default grace) lets a stream in
     flight finish, then stops it with Serve, Ray and Milvus Lite; so does a forced stop (a second signal), where
-    HAProxy used to outlive the server holding the port. With
-    ``RAG_SERVE_THROUGHPUT_OPTIMIZED``, Serve's replicas run in that mode and behave the same. Its stats and metrics
-    ports are the server's own (Serve's fixed 8404 / 9101 would collide with a second server's)."""
+    HAProxy used to outlive the server holding the port. With ``RAG_SERVE_THROUGHPUT_OPTIMIZED``, Serve's replicas
+    run in that mode and behave the same. Its stats and metrics ports are the server's own (Serve's fixed 8404 / 9101
+    would collide with a second server's)."""
     env = {k: v for k, v in server_env(tmp_path, RAG_PLATFORM="ray", RAY_ENABLE_UV_RUN_RUNTIME_ENV="0",
                                        RAG_SERVE_INGRESS="haproxy", RAG_LLM_PROVIDERS=SLOW_STREAM_LLM,
                                        RAG_SERVE_THROUGHPUT_OPTIMIZED=str(throughput_optimized).lower()).items()
@@ -301,8 +301,7 @@ def test_haproxy_ingress_answers_requests_and_stops_with_the_server(tmp_path, se
     assert "/tmp/haproxy-serve/" not in " ".join(haproxy)  # this server's own config, not Serve's shared one
     modes = _serve_replica_modes(server.proc.pid)
     assert modes == {"1" if throughput_optimized else "0"}, modes
-    token = httpx.post(f"{server.url}/auth/token", json={"username": "admin", "password": "lifecycle-admin-pw"},
-                       timeout=30).json()["access_token"]
+    token = admin_token(server)
     spent = httpx.post(f"{server.url}/chat", json={"messages": [{"role": "user", "content": "hi"}]}, timeout=60,
                        headers={"Authorization": f"Bearer {token}", "X-Request-Timeout": "0.001"})
     assert spent.status_code == 504, spent.text[:500]  # the deadline crosses the hop to the LLM deployment
