@@ -50,6 +50,9 @@ class DeploymentOptions:
     max_queued_requests: int = 256
     llm_max_ongoing_requests: int = 16
     retry_after_s: float = 1.0
+    # how often a stopping replica checks whether its requests in flight are done: Serve's 2 s made an idle
+    # replica's stop (and so every stop of the server) wait 2 s per check
+    shutdown_poll_s: float = 0.5
     embed_max_batch_size: int = MAX_BATCH_SIZE
     embed_batch_wait_s: float = BATCH_WAIT_S
     # Model replicas share cores with the proxy and router: OpenMP threads that spin while waiting steal the
@@ -59,6 +62,10 @@ class DeploymentOptions:
     def model_actor(self, num_cpus: float) -> dict[str, Any]:
         """``ray_actor_options`` of a replica that runs a torch model in-process."""
         return {"num_cpus": num_cpus, "runtime_env": {"env_vars": dict(self.model_env)}}
+
+    def lifecycle(self) -> dict[str, Any]:
+        """What every deployment shares: full queues refuse at once, a stop notices promptly that it may finish."""
+        return {"backpressure_config": self.backpressure(), "graceful_shutdown_wait_loop_s": self.shutdown_poll_s}
 
     def backpressure(self) -> dict[str, Any]:
         """Full queues answer 503 with Retry-After instead of piling up (and never 500)."""
@@ -89,26 +96,26 @@ def build_app(settings: Settings, options: DeploymentOptions | None = None,
         autoscaling_config=opts.autoscaling(opts.embedder_max_replicas, opts.embedder_target_ongoing,
                                             opts.embedder_min_replicas),
         max_ongoing_requests=opts.max_ongoing_requests, max_queued_requests=opts.max_queued_requests,
-        backpressure_config=opts.backpressure(),
+        **opts.lifecycle(),
     ).bind(settings, opts.embed_max_batch_size, opts.embed_batch_wait_s, opts.embedder_max_replicas)
     evaluator = _deployment(EvaluatorDeployment).options(
         name="evaluator", ray_actor_options=opts.model_actor(opts.evaluator_cpus),
         autoscaling_config=opts.autoscaling(opts.evaluator_max_replicas, opts.evaluator_target_ongoing),
         max_ongoing_requests=opts.max_ongoing_requests, max_queued_requests=opts.max_queued_requests,
-        backpressure_config=opts.backpressure(),
+        **opts.lifecycle(),
     ).bind(settings)
     specs, _ = configured_llm_specs(settings)
     llm_options = {"ray_actor_options": opts.model_actor(opts.llm_cpus),
                    "autoscaling_config": opts.autoscaling(opts.llm_max_replicas, opts.llm_target_ongoing),
                    "max_ongoing_requests": opts.llm_max_ongoing_requests,
                    "max_queued_requests": opts.max_queued_requests, "health_check_period_s": 10,
-                   "backpressure_config": opts.backpressure(), **(llm_overrides or {})}
+                   **opts.lifecycle(), **(llm_overrides or {})}
     llms = {spec.id: _deployment(LLMDeployment).options(name=llm_deployment_name(spec), **llm_options).bind(spec)
             for spec in specs}
     return _deployment(serve.ingress()(RouterDeployment)).options(
         name="router", ray_actor_options={"num_cpus": opts.router_cpus},
         max_ongoing_requests=opts.router_max_ongoing_requests, max_queued_requests=opts.max_queued_requests,
-        graceful_shutdown_timeout_s=20, backpressure_config=opts.backpressure(),
+        graceful_shutdown_timeout_s=20, **opts.lifecycle(),
     ).bind(settings, embedder, llms, evaluator)
 
 

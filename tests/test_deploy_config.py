@@ -7,22 +7,32 @@ from pathlib import Path
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
-from deployments.app import app_builder, build_app
+from deployments.app import DeploymentOptions, app_builder, build_app
 from rag_ray.config import Settings
 from rag_ray.providers.config import configured_llm_specs
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _deployment_names(app) -> set[str]:  # type: ignore[no-untyped-def]
-    names, stack = set(), [app._bound_deployment]
+def _deployments(app) -> list:  # type: ignore[no-untyped-def]
+    found, stack = [], [app._bound_deployment]
     while stack:
         deployment = stack.pop()
-        names.add(deployment.name)
+        found.append(deployment)
         for arg in [*deployment.init_args, *deployment.init_kwargs.values()]:
             children = arg.values() if isinstance(arg, dict) else [arg]
             stack.extend(c._bound_deployment for c in children if hasattr(c, "_bound_deployment"))
-    return names
+    return found
+
+
+def _deployment_names(app) -> set[str]:  # type: ignore[no-untyped-def]
+    return {deployment.name for deployment in _deployments(app)}
+
+
+def test_every_deployment_notices_promptly_that_a_stop_may_finish():
+    """A stopping replica checks its requests in flight every 0.5 s, not Serve's 2 s (which every stop waited out)."""
+    polls = {d.name: d._deployment_config.graceful_shutdown_wait_loop_s for d in _deployments(build_app(Settings()))}
+    assert set(polls.values()) == {DeploymentOptions().shutdown_poll_s} and len(polls) == 4, polls
 
 
 def test_serve_config_parses_and_names_real_deployments():
