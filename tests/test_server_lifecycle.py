@@ -23,8 +23,10 @@ import httpx
 import psutil
 import pytest
 
+from deployments.platform import DRAIN_VARIABLE
 from rag_ray.cli.reloader import default_watch_dirs, server_argv
 from rag_ray.cli.server_main import cli_argv
+from rag_ray.config import Settings
 from rag_ray.store.lite_server import free_port, port_open
 from tests.job_helpers import wait_until
 
@@ -263,15 +265,15 @@ def _processes_using(fragment: str) -> list[psutil.Process]:
     return [p for p in psutil.process_iter(["cmdline"]) if fragment in " ".join(p.info["cmdline"] or [])]
 
 
-def _serve_replica_modes(pid: int) -> set[str]:
-    """``RAY_SERVE_THROUGHPUT_OPTIMIZED`` of each Serve replica under ``pid``; a process that exits while it is read
-    (an idle worker Ray retires, an HAProxy a reload replaced) is not one."""
-    modes = set()
+def _serve_replica_env(pid: int, variable: str, default: str) -> set[str]:
+    """``variable`` (``default`` where unset) in each Serve replica under ``pid``; a process that exits while it is
+    read (an idle worker Ray retires, an HAProxy a reload replaced) is not one."""
+    values = set()
     for process in psutil.Process(pid).children(recursive=True):
         with contextlib.suppress(psutil.NoSuchProcess):
             if "ServeReplica" in " ".join(process.cmdline()):
-                modes.add(process.environ().get("RAY_SERVE_THROUGHPUT_OPTIMIZED", "0"))
-    return modes
+                values.add(process.environ().get(variable, default))
+    return values
 
 
 @pytest.mark.slow
@@ -279,19 +281,16 @@ def _serve_replica_modes(pid: int) -> set[str]:
                          ids=["haproxy,graceful-stop", "haproxy+throughput-optimized,forced-stop"])
 def test_haproxy_ingress_answers_requests_and_stops_with_the_server(tmp_path, servers, throughput_optimized):
     """``RAG_SERVE_INGRESS=haproxy``: HAProxy (the binary ``ray[serve]`` bundles) owns ``API_PORT`` in front of
-    Serve, a login, a search, a stream and a deadline go through it, and SIGTERM (default grace) lets a stream in
-    flight finish, then stops it with Serve, Ray and Milvus Lite; so does a forced stop (a second signal), where
-    HAProxy used to outlive the server holding the port. With ``RAG_SERVE_THROUGHPUT_OPTIMIZED``, Serve's replicas
-    run in that mode and behave the same. Its stats and metrics ports are the server's own (Serve's fixed 8404 / 9101
-    would collide with a second server's)."""
+    Serve, a login, a search, a stream and a deadline go through it, its replicas drain for ``RAG_SERVE_DRAIN_S``,
+    and SIGTERM lets a stream in flight finish, then stops it with Serve, Ray and Milvus Lite; so does a forced stop
+    (a second signal), where HAProxy used to outlive the server holding the port. With
+    ``RAG_SERVE_THROUGHPUT_OPTIMIZED``, Serve's replicas run in that mode and behave the same. Its stats and metrics
+    ports are the server's own (Serve's fixed 8404 / 9101 would collide with a second server's)."""
     env = {k: v for k, v in server_env(tmp_path, RAG_PLATFORM="ray", RAY_ENABLE_UV_RUN_RUNTIME_ENV="0",
                                        RAG_SERVE_INGRESS="haproxy", RAG_LLM_PROVIDERS=SLOW_STREAM_LLM,
                                        RAG_SERVE_THROUGHPUT_OPTIMIZED=str(throughput_optimized).lower()).items()
            if k != "RAY_ADDRESS" and not k.startswith("RAY_SERVE_")}
-    if throughput_optimized:
-        env["RAG_SHUTDOWN_GRACE_S"] = "60"  # the second signal, not the grace, ends this stop
-    else:
-        del env["RAG_SHUTDOWN_GRACE_S"]  # the default, as users run it
+    env["RAG_SHUTDOWN_GRACE_S"] = "60"  # room for a slow machine; the forced variant ends on the second signal
     server = Server([str(BIN / "rag-server")], env, tmp_path)
     servers.append(server)
     server.wait_healthy(timeout_s=600)
@@ -299,8 +298,11 @@ def test_haproxy_ingress_answers_requests_and_stops_with_the_server(tmp_path, se
     assert Path(haproxy[0]).name == "haproxy", haproxy
     home = _haproxy_home(haproxy)  # Serve reloads HAProxy (a new process) as replicas come and go: follow its config
     assert "/tmp/haproxy-serve/" not in " ".join(haproxy)  # this server's own config, not Serve's shared one
-    modes = _serve_replica_modes(server.proc.pid)
+    modes = _serve_replica_env(server.proc.pid, "RAY_SERVE_THROUGHPUT_OPTIMIZED", "0")
     assert modes == {"1" if throughput_optimized else "0"}, modes
+    # RAG_SERVE_DRAIN_S's default, not Serve's 30 s: that outlasted the 25 s default grace, so every stop was forced
+    drains = _serve_replica_env(server.proc.pid, DRAIN_VARIABLE, "30")
+    assert drains == {f"{Settings.model_fields['serve_drain_s'].default:g}"}, drains
     token = admin_token(server)
     spent = httpx.post(f"{server.url}/chat", json={"messages": [{"role": "user", "content": "hi"}]}, timeout=60,
                        headers={"Authorization": f"Bearer {token}", "X-Request-Timeout": "0.001"})
@@ -325,7 +327,7 @@ def test_haproxy_ingress_answers_requests_and_stops_with_the_server(tmp_path, se
         stream_across(server, token, lambda: _force_stop(server))  # cut short: not what this variant checks
         assert server.proc.wait(timeout=60) == 1, server.text()[-3000:]
         assert "second SIGTERM; stopping now" in server.text()
-    else:  # within the default grace: Serve's own 30 s drain of an HAProxy-fronted replica made every stop a forced one
+    else:
         events = stream_across(server, token, lambda: server.signal(signal.SIGTERM))
         assert events[-1] == "event: done", events
         assert server.proc.wait(timeout=90) == 0, server.text()[-3000:]
