@@ -57,6 +57,11 @@ WORKER_HEADROOM = 8  # embedding + writer actors, two parse/enrich task workers,
 # checks every 10 s, autoscaling over 30 s windows, a replica's start in seconds). An operator's value wins.
 SERVE_CONTROL_LOOP_ENV = "RAY_SERVE_CONTROL_LOOP_INTERVAL_S"
 SERVE_CONTROL_LOOP_INTERVAL_S = 0.5
+# Every Serve replica and handle hands its cached request metrics to Ray's metrics API every 100 ms by default, while
+# Ray exports them every 10 s (metrics_report_interval_ms): once a second loses nothing a scrape can see. An idle
+# 2-core server: 0.137 → 0.124 cores (each replica 0.009 → 0.007). Needed on every node; an operator's value wins.
+SERVE_METRICS_EXPORT_ENV = "RAY_SERVE_METRICS_EXPORT_INTERVAL_MS"
+SERVE_METRICS_EXPORT_INTERVAL_MS = 1000
 
 
 def worker_soft_limit(cpus: int) -> int:
@@ -73,6 +78,7 @@ def init_ray(settings: Settings, **kwargs: Any) -> None:
     os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "60")
     os.environ.setdefault(WORKER_SOFT_LIMIT_ENV, str(worker_soft_limit(os.cpu_count() or 1)))
     os.environ.setdefault(SERVE_CONTROL_LOOP_ENV, str(SERVE_CONTROL_LOOP_INTERVAL_S))
+    os.environ.setdefault(SERVE_METRICS_EXPORT_ENV, str(SERVE_METRICS_EXPORT_INTERVAL_MS))
     if not ray.is_initialized():
         options = {"address": settings.ray_address or None, "include_dashboard": False,
                    "logging_level": logging.WARNING, "log_to_driver": False, "configure_logging": True, **kwargs}

@@ -80,14 +80,35 @@ def test_serve_on_the_local_platform_answers_and_stops_on_ctrl_c(tmp_path):
     assert not port_open("127.0.0.1", milvus_port), "Milvus Lite outlived the server"
 
 
+def _clear_haproxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every variable ``ingress`` sets for HAProxy, unset for the test and restored after it."""
+    from deployments.platform import DRAIN_VARIABLE, HAPROXY_REQUEST_METRICS_VARIABLE, HAPROXY_SIDE_PORTS
+
+    for variable in ("RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC", "RAY_SERVE_HAPROXY_SOCKET_PATH",
+                     "RAY_SERVE_HAPROXY_SERVER_STATE_BASE", "RAY_SERVE_HAPROXY_SERVER_STATE_FILE", DRAIN_VARIABLE,
+                     HAPROXY_REQUEST_METRICS_VARIABLE, *HAPROXY_SIDE_PORTS):
+        monkeypatch.delenv(variable, raising=False)
+
+
 def test_the_haproxy_ingress_hands_serve_the_drain_setting(monkeypatch, tmp_path):
     """Serve's replicas read their drain from the environment of the Ray this server starts."""
-    from deployments.platform import DRAIN_VARIABLE, HAPROXY_SIDE_PORTS, ingress
+    from deployments.platform import DRAIN_VARIABLE, ingress
     from rag_ray.config import Settings
 
-    haproxy_env = ("RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC", "RAY_SERVE_HAPROXY_SOCKET_PATH",
-                   "RAY_SERVE_HAPROXY_SERVER_STATE_BASE", "RAY_SERVE_HAPROXY_SERVER_STATE_FILE", DRAIN_VARIABLE)
-    for variable in (*haproxy_env, *HAPROXY_SIDE_PORTS):
-        monkeypatch.delenv(variable, raising=False)  # restored after the test
+    _clear_haproxy_env(monkeypatch)
     with ingress(Settings(data_dir=tmp_path, serve_ingress="haproxy", serve_drain_s=1.5)):  # type: ignore[call-arg]
         assert os.environ[DRAIN_VARIABLE] == "1.5" and os.environ["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
+
+
+@pytest.mark.parametrize("operator_value", [None, "1"])
+def test_the_haproxy_ingress_leaves_serves_per_request_metrics_to_the_operator(monkeypatch, tmp_path, operator_value):
+    """HAProxy logs no second line per request for Serve's own request metrics (the router's /metrics counts them),
+    unless the operator's environment asks for them."""
+    from deployments.platform import HAPROXY_REQUEST_METRICS_VARIABLE, ingress
+    from rag_ray.config import Settings
+
+    _clear_haproxy_env(monkeypatch)
+    if operator_value is not None:
+        monkeypatch.setenv(HAPROXY_REQUEST_METRICS_VARIABLE, operator_value)
+    with ingress(Settings(data_dir=tmp_path, serve_ingress="haproxy")):  # type: ignore[call-arg]
+        assert os.environ[HAPROXY_REQUEST_METRICS_VARIABLE] == (operator_value or "0")

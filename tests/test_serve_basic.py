@@ -73,3 +73,20 @@ def test_serves_controller_reconciles_at_the_configured_interval(serve_app):
     expected = os.environ.get(SERVE_CONTROL_LOOP_ENV, str(SERVE_CONTROL_LOOP_INTERVAL_S))
     assert expected == str(SERVE_CONTROL_LOOP_INTERVAL_S)
     assert {p.environ().get(SERVE_CONTROL_LOOP_ENV) for p in controllers} == {expected}
+
+
+def test_serves_replicas_hand_their_metrics_to_ray_once_a_second(serve_app):
+    """Every replica (router, embedder, LLM, evaluator) runs with RAY_SERVE_METRICS_EXPORT_INTERVAL_MS from init_ray:
+    Serve's 100 ms woke each one ten times a second for metrics Ray exports every 10 s."""
+    import os
+
+    import psutil
+
+    from jobs.ray_executor import SERVE_METRICS_EXPORT_ENV, SERVE_METRICS_EXPORT_INTERVAL_MS
+
+    replicas = [p for p in psutil.process_iter(["cmdline"])
+                if any("ray::ServeReplica" in part for part in p.info["cmdline"] or ())]
+    assert len(replicas) >= 3, replicas  # router, embedder, the LLM deployment, ...
+    expected = os.environ.get(SERVE_METRICS_EXPORT_ENV, str(SERVE_METRICS_EXPORT_INTERVAL_MS))
+    assert expected == str(SERVE_METRICS_EXPORT_INTERVAL_MS)
+    assert {p.environ().get(SERVE_METRICS_EXPORT_ENV) for p in replicas} == {expected}
