@@ -42,17 +42,17 @@ os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")
 os.environ.setdefault("RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S", "60")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from deployments.platform import DRAIN_VARIABLE  # noqa: E402
+from deployments.platform import DRAIN_VARIABLE, HAPROXY_REQUEST_METRICS_VARIABLE  # noqa: E402
 from rag_ray.config import Settings  # noqa: E402
 
 SCIFACT = Path(os.environ.get("RAG_BENCH_SCIFACT", ROOT.parent / "shared" / "data" / "scifact"))
 CONCURRENCY = 32
 RAW_BATCH_SIZES = (8, 16, 32, 64)
-# with HAProxy, a stopping router replica drains for RAG_SERVE_DRAIN_S's default, as `rag-cli serve` sets it (Serve's
-# own 30 s made every shutdown here wait it out)
+# with HAProxy, a stopping router replica drains for RAG_SERVE_DRAIN_S's default (Serve's own 30 s made every shutdown
+# here wait it out) and HAProxy skips Serve's per-request metrics line, as `rag-cli serve` sets them
 DRAIN_ENV = {DRAIN_VARIABLE: f"{Settings.model_fields['serve_drain_s'].default:g}"}
 INGRESS_ENV = {"proxy": {}, "direct": {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1", **DRAIN_ENV},
-               "haproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "1", **DRAIN_ENV}}
+               "haproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "1", HAPROXY_REQUEST_METRICS_VARIABLE: "0", **DRAIN_ENV}}
 
 
 def load_texts(path: Path, field: str, limit: int) -> list[str]:
