@@ -44,6 +44,7 @@ from cores import metered  # noqa: E402
 from scaleout import model_ratio, node_cores  # noqa: E402  # bench/scaleout.py: this directory is on sys.path
 
 from bench.serve import INGRESS_ENV, SCIFACT, admin_headers, ingress_url, load_texts, role, served_rate  # noqa: E402
+from deployments.platform import stop_serve  # noqa: E402
 from jobs.ray_executor import (  # noqa: E402
     SERVE_CONTROL_LOOP_ENV,
     SERVE_CONTROL_LOOP_INTERVAL_S,
@@ -138,7 +139,7 @@ def shared_sides(spec: dict[str, Any], rounds: int, ingress: str) -> tuple[Rates
             if rate > max(rates[replicas], default=0.0):
                 cores[replicas] = busy
             rates[replicas].append(rate)
-    serve.shutdown()
+    stop_serve()  # serve.shutdown() without its "graceful_shutdown failed" line
     ray.shutdown()
     return rates, cores
 
@@ -192,7 +193,7 @@ def drive_pinned_side(spec: dict[str, Any]) -> None:
     rate, busy = deploy_and_load(settings, f"http://127.0.0.1:{settings.api_port}", options, spec["texts"],
                                  spec["concurrency"])
     print(json.dumps({"rate": rate, "cores": busy}), flush=True)
-    serve.shutdown()
+    stop_serve()  # serve.shutdown() without its "graceful_shutdown failed" line
     ray.shutdown()
 
 

@@ -42,7 +42,7 @@ os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")
 os.environ.setdefault("RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S", "60")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from deployments.platform import DRAIN_VARIABLE, HAPROXY_REQUEST_METRICS_VARIABLE  # noqa: E402
+from deployments.platform import DRAIN_VARIABLE, HAPROXY_REQUEST_METRICS_VARIABLE, stop_serve  # noqa: E402
 from rag_ray.config import Settings  # noqa: E402
 
 SCIFACT = Path(os.environ.get("RAG_BENCH_SCIFACT", ROOT.parent / "shared" / "data" / "scifact"))
@@ -289,7 +289,7 @@ def main() -> None:
             http_all += over_http
             inproc_all += local
         http.client.close()
-        serve.shutdown()
+        stop_serve()  # serve.shutdown() without its "graceful_shutdown failed" line
         ray.shutdown()
     best_served, best_raw = served.index(max(served)), raw.index(max(raw))
     model_cores = served_cores[best_served].get("embedder", 0.0)

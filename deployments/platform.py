@@ -12,6 +12,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +26,7 @@ from rag_ray.store.lite_server import free_port
 
 log = logging.getLogger(__name__)
 APP_NAME = "rag"
+SERVE_STOP_TIMEOUT_S = 30.0  # serve.shutdown()'s own
 
 
 class RayPlatform:
@@ -66,7 +68,7 @@ class RayPlatform:
             finally:
                 try:
                     finish_in_flight()
-                    serve.shutdown()
+                    stop_serve()
                 finally:
                     ray.shutdown()
 
@@ -79,6 +81,30 @@ def finish_in_flight() -> None:
 
     with contextlib.suppress(RayServeException):
         serve.delete(APP_NAME)
+
+
+def stop_serve(timeout_s: float = SERVE_STOP_TIMEOUT_S) -> None:
+    """Stop Serve's controller and all it runs, without the line Ray printed at every stop ("Task
+    ServeController.graceful_shutdown failed … killed by ray.kill"): ``serve.shutdown()`` waits on a call its
+    controller never answers, since the controller kills itself once everything is down, and Ray reports that call as
+    a failed task. Here the call returns at once and the stop waits for the controller to be gone, up to ``timeout_s``
+    (then ``ray.shutdown`` takes what is left)."""
+    import ray
+    from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+
+    def controller() -> Any:
+        try:
+            return ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+        except ValueError:  # never started, or gone
+            return None
+
+    running = controller()
+    if running is None:
+        return
+    ray.get(running.graceful_shutdown.remote(wait=False), timeout=timeout_s)
+    deadline = time.monotonic() + timeout_s
+    while controller() is not None and time.monotonic() < deadline:
+        time.sleep(0.1)  # polling the GCS: Serve offers nothing to wait on
 
 
 def serve_env(variable: str, setting: str, settings: Settings) -> None:
