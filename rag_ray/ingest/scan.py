@@ -57,7 +57,9 @@ def confine(path: Path, roots: Sequence[Path]) -> Path:
     for root in roots:
         if resolved == root or resolved.is_relative_to(root):
             return resolved
-    raise PermissionDenied(f"path {str(path)!r} is outside the allowed roots", field="directory")
+    allowed = ", ".join(str(root) for root in roots)  # the caller is an admin: where to put files, or what to set
+    raise PermissionDenied(f"path {str(path)!r} is outside the allowed roots ({allowed}; RAG_ALLOWED_ROOTS)",
+                           field="directory")
 
 
 def _resolve(path: Path, field: str) -> Path:
