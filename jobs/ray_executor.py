@@ -29,7 +29,14 @@ from jobs.ray_logging import bound_ray_logs
 from rag_ray.config import Settings
 from rag_ray.embedding.local import limit_threads
 from rag_ray.ingest.batching import BatchPolicy
-from rag_ray.ingest.executor import LocalExecutor, ResultHandler, SharedModel, StageFactories, batch_policy
+from rag_ray.ingest.executor import (
+    EXPECTED_CHUNKS,
+    LocalExecutor,
+    ResultHandler,
+    SharedModel,
+    StageFactories,
+    batch_policy,
+)
 from rag_ray.ingest.scan import estimated_text_bytes, order_tasks
 from rag_ray.ingest.stages import EmbedChunks, EnrichChunks, ParseAndChunk, WriteChunks
 
@@ -204,12 +211,12 @@ class RayDataExecutor:
 
     def embed_inputs(self, tasks: list[dict[str, Any]], blocks: int) -> int:
         """How many inputs the embedding step will receive: Ray Data hands it bundles of whole blocks holding at least
-        ``embed_batch_size`` chunks, so about the job's text in chunks of ``chunk_stride`` ÷ that, rounded down (a
-        remainder joins the last bundle), at most one per block and at least one. Text is estimated from the files'
-        sizes (``estimated_text_bytes``). Database partitions: one per block."""
-        if not _is_file_job(tasks):
-            return blocks
-        chunks = sum(estimated_text_bytes(task["path"]) for task in tasks) / self.chunk_stride
+        ``embed_batch_size`` chunks, so about the job's chunks ÷ that, rounded down (a remainder joins the last
+        bundle), at most one per block and at least one. Files: their text (``estimated_text_bytes``) in chunks of
+        ``chunk_stride``; database partitions: the chunks they expect (``EXPECTED_CHUNKS``, one batch where a task
+        does not say)."""
+        chunks = (sum(estimated_text_bytes(task["path"]) for task in tasks) / self.chunk_stride if _is_file_job(tasks)
+                  else sum(float(task.get(EXPECTED_CHUNKS, self.embed_batch_size)) for task in tasks))
         return max(1, min(blocks, math.floor(chunks / self.embed_batch_size)))
 
     def pool_plan(self, share: float, cluster_cpus: float, inputs: int = 1) -> PoolPlan:

@@ -152,7 +152,7 @@ def test_embedding_pool_starts_and_stays_at_the_size_its_input_keeps_busy():
 def test_a_file_jobs_embedding_inputs_are_estimated_from_its_bytes(tmp_path):
     """One embedding batch of text needs one model, whatever the number of input blocks (Ray Data warned that the
     second actor of such a job had no input); Ray Data bundles at least a batch per input, so a remainder adds none;
-    a PDF's bytes are mostly not text; database partitions: blocks."""
+    a PDF's bytes are mostly not text; database partitions: the rows they hold that the store does not."""
     small, large = tmp_path / "small.txt", tmp_path / "large.txt"
     small.write_text("x" * 7_000)  # 10 chunks of 700 new characters
     large.write_text("x" * 700 * 600)  # 600 chunks: two bundles of at least 256
@@ -164,7 +164,24 @@ def test_a_file_jobs_embedding_inputs_are_estimated_from_its_bytes(tmp_path):
     assert executor.embed_inputs([{"path": str(large)}] * 3, blocks=2) == 2  # at most the blocks
     assert executor.embed_inputs([{"path": str(pdf)}] * 4, blocks=4) == 1
     assert executor.embed_inputs([{"path": str(tmp_path / "gone.txt")}], blocks=1) == 1
-    assert executor.embed_inputs([{"table": "t", "lower": 1}] * 4, blocks=4) == 4
+    assert executor.embed_inputs([{"table": "t", "lower": 1}] * 4, blocks=4) == 4  # no estimate: a batch each
+
+
+def test_a_database_syncs_embedding_inputs_are_the_rows_the_store_lacks():
+    """A partition expects its rows minus those already stored (unchanged ones are skipped): a first sync of 700 rows
+    in 7 partitions keeps two actors busy, a re-sync of the same rows one (Ray Data warned that its second actor got
+    no input, after loading a model for nothing)."""
+    from rag_ray.ingest.rdb_stages import PartitionTask
+    from rag_ray.sources.rdb.introspect import TableInfo
+
+    table = TableInfo("t", [], ["id"], [], None, None)
+    first = [PartitionTask("s", "db", table, rows=100).to_row() for _ in range(7)]
+    again = [PartitionTask("s", "db", table, rows=100, known={f"d{i}": "h" for i in range(100)}).to_row()
+             for _ in range(7)]
+    executor = RayDataExecutor(embed_batch_size=256)
+    assert executor.embed_inputs(first, blocks=7) == 2
+    assert executor.embed_inputs(again, blocks=7) == 1
+    assert executor.pool_plan(share=2.0, cluster_cpus=2.0, inputs=executor.embed_inputs(again, blocks=7)).low == 1
 
 
 def test_ray_data_logs_rotate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

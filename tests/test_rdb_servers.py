@@ -161,7 +161,9 @@ def test_postgres_connectorx_and_keyset_pages_render_identically(pg_chinook):
     engine.dispose()
 
 
-def test_mariadb_sync_on_ray_data(my_chinook, make_settings, ray_local):
+def test_mariadb_sync_on_ray_data(my_chinook, make_settings, ray_local, recwarn):
+    """A full sync in parallel Ray tasks, then a re-sync that skips every row and starts one embedding actor, not
+    one per partition (Ray Data warned that the second had no input)."""
     from jobs.sync_rdb import run_rdb_job
     from rag_ray.runtime import Runtime
 
@@ -177,6 +179,7 @@ def test_mariadb_sync_on_ray_data(my_chinook, make_settings, ray_local):
         assert runtime.store.ids_where("") == ids
         job = JobStore(runtime.db).get(again.job_id)
         assert (job.items_total, job.items_skipped, job.status) == (622, 622, "succeeded")
+    assert not [w for w in recwarn if "minimum number of concurrent actors" in str(w.message)]
 
 
 def test_mariadb_rows_are_retrievable_by_question(my_chinook, db, milvus_uri, collection_name, local_embedder):

@@ -14,6 +14,9 @@ from rag_ray.ingest.scan import order_tasks
 from rag_ray.ingest.stages import EmbedChunks, EnrichChunks, ParseAndChunk, WriteChunks
 
 ResultHandler = Callable[[dict[str, list[Any]]], None]
+# A task's own estimate of the chunks it will embed, where its planner knows it (a database partition: its rows not
+# yet in the store); executors size their embedding pools from it. File tasks are estimated from the files' sizes.
+EXPECTED_CHUNKS = "expected_chunks"
 
 
 @dataclass(frozen=True)

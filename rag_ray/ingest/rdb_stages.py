@@ -12,7 +12,7 @@ from typing import Any, Protocol
 from sqlalchemy.engine import Engine
 
 from rag_ray.errors import RagError
-from rag_ray.ingest.executor import SharedModel
+from rag_ray.ingest.executor import EXPECTED_CHUNKS, SharedModel
 from rag_ray.ingest.rows import KIND_CHUNK, KIND_EMPTY, KIND_ERROR, chunk_row, marker_row
 from rag_ray.ingest.source_acl import RowAcl
 from rag_ray.ingest.stages import EmbedChunks, EnrichChunks, ParseAndChunk, WriteChunks, chunk_document
@@ -51,6 +51,7 @@ class PartitionTask:
     content_columns: list[str] | None = None
     metadata_columns: list[str] = field(default_factory=list)
     acl: Acl = field(default_factory=Acl)
+    rows: int = 0  # in its key range when the sync was planned (not carried to the workers)
 
     def to_row(self) -> dict[str, Any]:
         data = {"source": self.source, "database": self.database, "table": self.table.to_dict(),
@@ -59,7 +60,8 @@ class PartitionTask:
                 "known": self.known, "validate": self.validate, "content_columns": self.content_columns,
                 "metadata_columns": self.metadata_columns,
                 "acl": [self.acl.owner_id, list(self.acl.group_ids), self.acl.visibility]}
-        return {"task_json": json.dumps(data, default=str)}
+        # rows the store already holds are skipped when unchanged: a re-sync of a quiet table embeds next to nothing
+        return {"task_json": json.dumps(data, default=str), EXPECTED_CHUNKS: max(0, self.rows - len(self.known))}
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> PartitionTask:

@@ -448,7 +448,7 @@ def _partitions(request: RdbSyncRequest, table: TableInfo, keys: list[tuple[Any,
             upper=None if open_upper or not part_keys else part_keys[-1], watermark=watermark,
             known={d: known[d] for d in part_ids if d in known},
             validate=request.validate_data, content_columns=request.content_columns.get(table.name),
-            metadata_columns=request.metadata_columns.get(table.name, []), acl=request.acl))
+            metadata_columns=request.metadata_columns.get(table.name, []), acl=request.acl, rows=len(part_keys)))
     return tasks
 
 
