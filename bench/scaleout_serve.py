@@ -45,12 +45,7 @@ from scaleout import model_ratio, node_cores  # noqa: E402  # bench/scaleout.py:
 
 from bench.serve import INGRESS_ENV, SCIFACT, admin_headers, ingress_url, load_texts, role, served_rate  # noqa: E402
 from deployments.platform import stop_serve  # noqa: E402
-from jobs.ray_executor import (  # noqa: E402
-    SERVE_CONTROL_LOOP_ENV,
-    SERVE_CONTROL_LOOP_INTERVAL_S,
-    SERVE_METRICS_EXPORT_ENV,
-    SERVE_METRICS_EXPORT_INTERVAL_MS,
-)
+from jobs.ray_executor import SERVE_ENV  # noqa: E402
 
 if TYPE_CHECKING:
     from deployments.app import DeploymentOptions  # imports Serve, which reads the ingress switches on import
@@ -154,8 +149,8 @@ def pinned_sides(spec: dict[str, Any], rounds: int, serve_env: dict[str, str],
     cores: Cores = {}
     extra_env = {"HF_HUB_OFFLINE": "1", "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "60",
                  "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": "60",
-                 SERVE_CONTROL_LOOP_ENV: str(SERVE_CONTROL_LOOP_INTERVAL_S),  # as init_ray sets them
-                 SERVE_METRICS_EXPORT_ENV: str(SERVE_METRICS_EXPORT_INTERVAL_MS), **serve_env}
+                 **SERVE_ENV,  # as init_ray sets them
+                 **serve_env}
     for round_ in range(rounds):
         for nodes in (1, 2):
             home = Path(spec["data_dir"]) / f"ray_{round_}_{nodes}"

@@ -69,6 +69,9 @@ SERVE_CONTROL_LOOP_INTERVAL_S = 0.5
 # 2-core server: 0.137 → 0.124 cores (each replica 0.009 → 0.007). Needed on every node; an operator's value wins.
 SERVE_METRICS_EXPORT_ENV = "RAY_SERVE_METRICS_EXPORT_INTERVAL_MS"
 SERVE_METRICS_EXPORT_INTERVAL_MS = 1000
+# the Serve knobs a local Ray gets from init_ray (cluster.yaml and the KubeRay pods set the same on their nodes)
+SERVE_ENV = {SERVE_CONTROL_LOOP_ENV: str(SERVE_CONTROL_LOOP_INTERVAL_S),
+             SERVE_METRICS_EXPORT_ENV: str(SERVE_METRICS_EXPORT_INTERVAL_MS)}
 
 
 def worker_soft_limit(cpus: int) -> int:
@@ -84,8 +87,8 @@ def init_ray(settings: Settings, **kwargs: Any) -> None:
     # never wrote a log; the disk reads fast, the cause is unknown). Ray's own override: an operator's value wins.
     os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "60")
     os.environ.setdefault(WORKER_SOFT_LIMIT_ENV, str(worker_soft_limit(os.cpu_count() or 1)))
-    os.environ.setdefault(SERVE_CONTROL_LOOP_ENV, str(SERVE_CONTROL_LOOP_INTERVAL_S))
-    os.environ.setdefault(SERVE_METRICS_EXPORT_ENV, str(SERVE_METRICS_EXPORT_INTERVAL_MS))
+    for variable, value in SERVE_ENV.items():
+        os.environ.setdefault(variable, value)
     if not ray.is_initialized():
         options = {"address": settings.ray_address or None, "include_dashboard": False,
                    "logging_level": logging.WARNING, "log_to_driver": False, "configure_logging": True, **kwargs}
