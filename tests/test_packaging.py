@@ -329,7 +329,6 @@ def test_cluster_yaml_is_in_step_with_the_image_and_kuberay():
     assert "--dashboard-host=0.0.0.0" in head and head_group["rayStartParams"]["dashboard-host"] == "0.0.0.0"
 
 
-
 def test_every_node_gets_the_serve_knobs_init_ray_sets():
     """``init_ray`` gives a local Ray's Serve a 2 Hz controller and replicas that hand their request metrics to Ray
     once a second; a cluster's nodes get the same from cluster.yaml's start commands and the KubeRay pods' env."""
@@ -349,6 +348,7 @@ def test_every_node_gets_the_serve_knobs_init_ray_sets():
     envs = [{e["name"]: e["value"] for e in t["spec"]["containers"][0]["env"]} for t in _pod_templates(service)]
     assert all(env[SERVE_METRICS_EXPORT_ENV] == str(SERVE_METRICS_EXPORT_INTERVAL_MS) for env in envs), envs
     assert envs[0][SERVE_CONTROL_LOOP_ENV] == str(SERVE_CONTROL_LOOP_INTERVAL_S)
+
 
 # --- the image itself, where a daemonless container tool is installed ---
 

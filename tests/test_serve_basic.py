@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 import numpy as np
+import psutil
 
 from rag_ray.embedding.fake import FakeEmbedder
 from rag_ray.store.milvus import ChunkStore
@@ -58,17 +59,19 @@ def test_bad_input_names_the_field(serve_app):
     assert r.json()["message"].startswith("body: invalid JSON at character 1: ")
 
 
+def _processes_titled(fragment: str) -> list[psutil.Process]:
+    """The machine's processes whose title (Ray names its workers after their actor) contains ``fragment``."""
+    return [p for p in psutil.process_iter(["cmdline"]) if any(fragment in part for part in p.info["cmdline"] or ())]
+
+
 def test_serves_controller_reconciles_at_the_configured_interval(serve_app):
     """Serve's controller runs under the Ray init_ray starts, which gives it RAY_SERVE_CONTROL_LOOP_INTERVAL_S (2 Hz
     instead of Serve's 10: a third of the CPU an idle server spent, jobs/ray_executor.py); an operator's value wins."""
     import os
 
-    import psutil
-
     from jobs.ray_executor import SERVE_CONTROL_LOOP_ENV, SERVE_CONTROL_LOOP_INTERVAL_S
 
-    controllers = [p for p in psutil.process_iter(["cmdline"])
-                   if any("ray::ServeController" in part for part in p.info["cmdline"] or ())]
+    controllers = _processes_titled("ray::ServeController")
     assert controllers
     expected = os.environ.get(SERVE_CONTROL_LOOP_ENV, str(SERVE_CONTROL_LOOP_INTERVAL_S))
     assert expected == str(SERVE_CONTROL_LOOP_INTERVAL_S)
@@ -80,12 +83,9 @@ def test_serves_replicas_hand_their_metrics_to_ray_once_a_second(serve_app):
     Serve's 100 ms woke each one ten times a second for metrics Ray exports every 10 s."""
     import os
 
-    import psutil
-
     from jobs.ray_executor import SERVE_METRICS_EXPORT_ENV, SERVE_METRICS_EXPORT_INTERVAL_MS
 
-    replicas = [p for p in psutil.process_iter(["cmdline"])
-                if any("ray::ServeReplica" in part for part in p.info["cmdline"] or ())]
+    replicas = _processes_titled("ray::ServeReplica")
     assert len(replicas) >= 3, replicas  # router, embedder, the LLM deployment, ...
     expected = os.environ.get(SERVE_METRICS_EXPORT_ENV, str(SERVE_METRICS_EXPORT_INTERVAL_MS))
     assert expected == str(SERVE_METRICS_EXPORT_INTERVAL_MS)

@@ -258,9 +258,14 @@ def _listener_cmdline(port: int, timeout_s: float = 30.0) -> list[str]:
     raise AssertionError(f"nothing listens on {port}")
 
 
+def _haproxy_config(args: list[str]) -> Path:
+    """The config HAProxy runs (``-f <home>/<hash>/haproxy.cfg``)."""
+    return Path(args[args.index("-f") + 1])
+
+
 def _haproxy_home(args: list[str]) -> str:
-    """This server's own HAProxy directory (``-f <home>/<hash>/haproxy.cfg``)."""
-    return str(Path(args[args.index("-f") + 1]).parents[1])
+    """This server's own HAProxy directory."""
+    return str(_haproxy_config(args).parents[1])
 
 
 def _processes_using(fragment: str) -> list[psutil.Process]:
@@ -300,8 +305,8 @@ def test_haproxy_ingress_answers_requests_and_stops_with_the_server(tmp_path, se
     assert Path(haproxy[0]).name == "haproxy", haproxy
     home = _haproxy_home(haproxy)  # Serve reloads HAProxy (a new process) as replicas come and go: follow its config
     assert "/tmp/haproxy-serve/" not in " ".join(haproxy)  # this server's own config, not Serve's shared one
-    config = Path(haproxy[haproxy.index("-f") + 1]).read_text()
-    assert "[serve@1 " not in config  # no second log line per request for Serve's metrics: the router counts them
+    # no second log line per request for Serve's own metrics: the router counts them
+    assert "[serve@1 " not in _haproxy_config(haproxy).read_text()
     modes = _serve_replica_env(server.proc.pid, "RAY_SERVE_THROUGHPUT_OPTIMIZED", "0")
     assert modes == {"1" if throughput_optimized else "0"}, modes
     # RAG_SERVE_DRAIN_S's default, not Serve's 30 s: that outlasted the 25 s default grace, so every stop was forced
