@@ -104,6 +104,13 @@ class Overloaded(RagError):
         self.retry_after = retry_after
 
 
+class ShuttingDown(Overloaded):
+    """The server is stopping: it finishes the requests in flight and takes no new ones. Another replica (or this
+    server once restarted) will; a load balancer retries a 503 elsewhere."""
+
+    code = "shutting_down"
+
+
 class RequestTimeout(RagError):
     code = "timeout"
 

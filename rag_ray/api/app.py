@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from rag_ray.api.draining import Drain, DrainGate
 from rag_ray.api.errors import install_error_handlers
 from rag_ray.api.guard import include_guarded
 from rag_ray.api.limits import BodyGuard, BodyRule
@@ -52,6 +53,8 @@ def create_app(services: Services, *, proxy_request_id: ProxyRequestId | None = 
     install_error_handlers(app)
     for module in ROUTE_MODULES:  # with limits, budgets and the audit actor on every route
         include_guarded(app, module.router)
+    app.state.drain = Drain()  # begun by whoever stops the server (on Ray: deployments/drain.py)
+    app.add_middleware(DrainGate, drain=app.state.drain)  # inside the metrics: its 503s are counted too
     app.state.metrics = Metrics()
     app.add_middleware(RequestMetrics, metrics=app.state.metrics)
     settings = services.settings

@@ -21,6 +21,7 @@ BREAKER_VALUE = {"closed": 0, "half_open": 1, "open": 2}
 Gauges = dict[str, list[tuple[dict[str, str], float]]]
 
 GAUGE_HELP = {
+    "rag_http_requests_in_flight": "HTTP requests this replica is answering now (this scrape included)",
     "rag_llm_in_flight": "LLM calls in flight per provider",
     "rag_llm_active_generations": "generations running in each LLM backend (its own count when it keeps one)",
     "rag_llm_breaker_state": "LLM provider circuit breaker: 0 closed, 1 half-open, 2 open",
@@ -90,6 +91,7 @@ def _breaker(entry: dict[str, Any]) -> float:
             summary="Prometheus metrics (admin, or the scrape token RAG_METRICS_TOKEN)")
 async def metrics(request: Request, services: ServicesDep) -> str:
     gauges = _provider_gauges(services)
+    gauges["rag_http_requests_in_flight"] = [({}, float(request.app.state.drain.in_flight))]
     if services.jobs is not None:
         by_status: dict[str, int] = {}
         for job in services.jobs.list(limit=500):

@@ -1,0 +1,86 @@
+"""Draining on the assembled app: once its stop begins, new requests (``/health`` too) get 503 ``shutting_down`` with
+Retry-After while the ones in flight finish; and the signal a Ray server's routers wait on (run here without Ray).
+End to end on Ray, with SIGTERM during a stream: ``test_server_lifecycle.py``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import httpx
+
+from deployments.drain import DrainSignal
+from rag_ray.api.app import create_app
+from rag_ray.config import Settings
+from rag_ray.llm.fake import FakeLLM
+from rag_ray.store.milvus import ChunkStore
+from tests.api_helpers import compose
+from tests.live_server import ADMIN
+
+CHAT = {"messages": [{"role": "user", "content": "hello?"}], "max_tokens": 16}
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    while not condition():
+        await asyncio.sleep(0.01)  # yields to the request in flight
+
+
+def test_new_requests_get_503_while_those_in_flight_finish(make_settings: Callable[..., Settings],
+                                                           fake_store: ChunkStore) -> None:
+    fake = FakeLLM("echo", delay_s=1.0)
+    app = create_app(compose(make_settings(mask_pii=False), store=fake_store, engine=fake))
+    drain = app.state.drain
+
+    async def scenario() -> tuple[httpx.Response, httpx.Response, httpx.Response, int]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            assert (await client.get("/health")).status_code == 200
+            held = asyncio.create_task(client.post("/chat", json=CHAT, headers=ADMIN))
+            await asyncio.wait_for(_until(lambda: fake.active_generations == 1), 30)
+            scraped = (await client.get("/metrics", headers=ADMIN)).text
+            assert "\nrag_http_requests_in_flight 2\n" in scraped  # the chat and this scrape
+            drain.begin()
+            refused = await client.get("/health")
+            refused_chat = await client.post("/chat", json=CHAT, headers=ADMIN)
+            in_flight = drain.in_flight
+            await asyncio.wait_for(drain.until_idle(), 30)
+            return await held, refused, refused_chat, in_flight
+
+    answered, refused, refused_chat, in_flight = asyncio.run(scenario())
+    assert answered.status_code == 200 and answered.json()["answer"], answered.text
+    assert in_flight == 1 and drain.in_flight == 0
+    for response in (refused, refused_chat):
+        assert response.status_code == 503, response.text
+        assert response.json()["error"] == "shutting_down" and "shutting down" in response.json()["message"]
+        assert response.headers["retry-after"] == "5" and response.headers["connection"] == "close"
+        assert response.headers["x-request-id"]
+    assert fake.calls == 1  # the refused chat never reached the model
+
+
+def test_the_stop_waits_for_every_router_to_finish_and_not_for_one_that_withdrew() -> None:
+    async def scenario() -> tuple[list[str], bool]:
+        signal = DrainSignal()
+        waiting = [asyncio.create_task(signal.until_stop(name)) for name in ("a", "b", "c")]
+        await asyncio.sleep(0)  # each registers
+        signal.done("c")  # Serve stopped that one on its own (scaled down)
+        stopping = asyncio.create_task(signal.stop(timeout_s=30))
+        await asyncio.gather(*waiting)  # every router is told
+        signal.done("a")
+        await asyncio.sleep(0)
+        still_waiting = not stopping.done()
+        signal.done("b")
+        return await stopping, still_waiting
+
+    left, waited_for_b = asyncio.run(scenario())
+    assert left == [] and waited_for_b
+
+
+def test_the_stop_gives_up_on_a_router_that_never_reports() -> None:
+    async def scenario() -> list[str]:
+        signal = DrainSignal()
+        registered = asyncio.create_task(signal.until_stop("crashed"))
+        await asyncio.sleep(0)
+        left = await signal.stop(timeout_s=0.05)
+        await registered  # told, but it never reports done
+        return left
+
+    assert asyncio.run(scenario()) == ["crashed"]
