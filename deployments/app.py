@@ -13,6 +13,7 @@ from typing import Any
 from ray import serve
 from ray.serve import Application, Deployment
 
+from deployments.drain import DRAIN_TIMEOUT_S
 from deployments.embedder import BATCH_WAIT_S, MAX_BATCH_SIZE, EmbedderDeployment
 from deployments.evaluator import EvaluatorDeployment
 from deployments.llm import LLMDeployment
@@ -115,7 +116,7 @@ def build_app(settings: Settings, options: DeploymentOptions | None = None,
     return _deployment(serve.ingress()(RouterDeployment)).options(
         name="router", ray_actor_options={"num_cpus": opts.router_cpus},
         max_ongoing_requests=opts.router_max_ongoing_requests, max_queued_requests=opts.max_queued_requests,
-        graceful_shutdown_timeout_s=20, **opts.lifecycle(),
+        graceful_shutdown_timeout_s=DRAIN_TIMEOUT_S, **opts.lifecycle(),
     ).bind(settings, embedder, llms, evaluator)
 
 

@@ -55,10 +55,12 @@ class RayPlatform:
         from ray import serve
 
         from deployments.app import build_app
+        from deployments.drain import drain_routers, start_signal
         from jobs.ray_executor import init_ray
 
         with ingress(settings):
             init_ray(settings)
+            drain = start_signal()  # before Serve: every router replica finds it
             try:
                 serve.start(http_options={"host": settings.api_host, "port": settings.api_port,
                                           "request_timeout_s": 300})
@@ -67,6 +69,7 @@ class RayPlatform:
                 stop.wait()
             finally:
                 try:
+                    drain_routers(drain)  # new requests get 503 while those in flight finish, backends up
                     finish_in_flight()
                     stop_serve()
                 finally:
@@ -74,8 +77,8 @@ class RayPlatform:
 
 
 def finish_in_flight() -> None:
-    """Delete the app while the proxies (or HAProxy) still answer, so the requests in flight finish: Serve's own
-    shutdown closes them at once, cutting a response being read. Nothing to do if Serve never started."""
+    """Delete the app while the proxies (or HAProxy) still answer, so any request still in flight finishes: Serve's
+    own shutdown closes them at once, cutting a response being read. Nothing to do if Serve never started."""
     from ray import serve
     from ray.serve.exceptions import RayServeException
 

@@ -9,6 +9,7 @@ from ray.serve.context import _get_serve_request_context
 from starlette.datastructures import Headers
 
 from deployments.backends import ServeBackends
+from deployments.drain import DrainRelay
 from deployments.platform import RayPlatform
 from rag_ray.config import Settings
 from rag_ray.observability.context import REQUEST_ID_HEADER
@@ -24,10 +25,18 @@ class RouterDeployment:
         configure_logging(settings, to_stderr=RAY_SERVE_LOG_TO_STDERR)
         self.backends = ServeBackends(settings, RayPlatform(), embedder, llms, evaluator)
         self.settings = settings
+        self.drain_relay: DrainRelay | None = None
 
     async def __serve_build_asgi_app__(self) -> Any:
         await self.backends.describe_llms()
-        return await build_app(self.settings, self.backends, proxy_request_id=serve_request_id)
+        app = await build_app(self.settings, self.backends, proxy_request_id=serve_request_id)
+        self.drain_relay = DrainRelay.follow(app.state.drain)  # new requests get 503 once the server stops
+        return app
+
+    def __del__(self) -> None:  # Serve stops this replica: the server's stop need not wait for it
+        if self.drain_relay is not None:
+            self.drain_relay.withdraw()
+            self.drain_relay = None
 
 
 def serve_request_id(headers: Headers) -> str | None:

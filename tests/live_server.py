@@ -35,8 +35,9 @@ def live_server(services: Any) -> Iterator[str]:
         sock.close()
 
 
-def metric(url: str, name: str, labels: str = "") -> float:
-    """One sample of ``name`` from ``/metrics`` (summed over series whose labels contain ``labels``)."""
-    text = httpx.get(f"{url}/metrics", headers=ADMIN, timeout=30).text
+def metric(url: str, name: str, labels: str = "", headers: dict[str, str] = ADMIN) -> float:
+    """One sample of ``name`` from ``/metrics`` (summed over series whose labels contain ``labels``), read as an admin
+    (``headers``: a real server's admin token)."""
+    text = httpx.get(f"{url}/metrics", headers=headers, timeout=30).text
     pattern = re.compile(rf"^{re.escape(name)}(\{{[^}}]*\}})? (\S+)$", re.MULTILINE)
     return sum(float(value) for series, value in pattern.findall(text) if labels in series)

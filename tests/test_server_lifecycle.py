@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -29,6 +30,7 @@ from rag_ray.cli.server_main import cli_argv
 from rag_ray.config import Settings
 from rag_ray.store.lite_server import free_port, port_open
 from tests.job_helpers import wait_until
+from tests.live_server import metric
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -221,20 +223,33 @@ def _children(pid: int) -> set[int]:
 @pytest.mark.slow
 def test_sigterm_on_the_ray_platform_stops_ray_and_milvus_in_order(tmp_path, servers):
     """Ray's C++ core worker installs a crash handler that aborts on SIGTERM (exit 134, no orderly stop); the server
-    keeps its own handler in place, so SIGTERM lets a stream in flight finish through Serve's proxy (Serve's own
-    shutdown closed the proxy at once), then stops Serve, the local Ray and Milvus Lite and exits 0, printing nothing
-    that reads like a failure."""
+    keeps its own handler in place, so SIGTERM lets the requests in flight finish through Serve's proxy (Serve's own
+    shutdown closed the proxy at once) — a stream, and an ensemble whose evaluator call comes after the signal (the
+    deployments stay up until the routers are done) — while new ones get 503, then stops Serve, the local Ray and
+    Milvus Lite and exits 0, printing nothing that reads like a failure."""
     grace_s = 60.0  # Serve drains and Ray stops in ~15 s on 2 busy cores
+    llms = json.dumps([*json.loads(SLOW_STREAM_LLM), {"id": "fake:slow", "options": {"delay_s": 4}}])
     env = {k: v for k, v in server_env(tmp_path, RAG_PLATFORM="ray", RAY_ENABLE_UV_RUN_RUNTIME_ENV="0",
-                                       RAG_SHUTDOWN_GRACE_S=str(grace_s), RAG_LLM_PROVIDERS=SLOW_STREAM_LLM).items()
+                                       RAG_SHUTDOWN_GRACE_S=str(grace_s), RAG_LLM_PROVIDERS=llms).items()
            if k != "RAY_ADDRESS"}
     server = Server([str(BIN / "rag-server")], env, tmp_path)
     servers.append(server)
     server.wait_healthy(timeout_s=600)
     children = _children(server.proc.pid)
     assert len(children) >= 3, "Milvus Lite, the GCS and the raylet at least"
-    events = stream_across(server, admin_token(server), lambda: server.signal(signal.SIGTERM))
+    token = admin_token(server)
+    with ThreadPoolExecutor(1) as pool:  # both LLMs answer, fake:slow after 4 s; then the evaluator scores them
+        ensemble = pool.submit(httpx.post, f"{server.url}/generate/ensemble", timeout=60,
+                               headers={"Authorization": f"Bearer {token}"},
+                               json={"query": "what is in the index?", "ensemble_size": 2})
+        wait_until(lambda: metric(server.url, "rag_http_requests_in_flight",
+                                  headers={"Authorization": f"Bearer {token}"}) >= 2,
+                   30, "the ensemble in flight (and this scrape)")
+        events = stream_across(server, token, lambda: _stop_refusing_new_requests(server))
+        scored = ensemble.result()
     assert events[-1] == "event: done", events
+    assert scored.status_code == 200 and scored.json()["response"], scored.text[:500]
+    server.wait_line(r"drained in \d")  # the stop says when the routers were done, before Serve's own stop
     assert server.proc.wait(timeout=grace_s + 30) == 0, server.text()[-3000:]
     assert "graceful_shutdown failed" not in server.text()  # serve.shutdown()'s line at every stop: not an error
     deadline = time.monotonic() + 30
@@ -337,7 +352,7 @@ def test_haproxy_ingress_answers_requests_and_stops_with_the_server(tmp_path, se
         assert server.proc.wait(timeout=60) == 1, server.text()[-3000:]
         assert "second SIGTERM; stopping now" in server.text()
     else:
-        events = stream_across(server, token, lambda: server.signal(signal.SIGTERM))
+        events = stream_across(server, token, lambda: _stop_refusing_new_requests(server))
         assert events[-1] == "event: done", events
         assert server.proc.wait(timeout=90) == 0, server.text()[-3000:]
         assert "graceful_shutdown failed" not in server.text()
@@ -363,6 +378,24 @@ def stream_across(server: Server, token: str, stop: Callable[[], None]) -> list[
         with contextlib.suppress(httpx.TransportError):  # a forced stop cuts it
             events.extend(lines)
     return events
+
+
+def _stop_refusing_new_requests(server: Server) -> None:
+    """SIGTERM, then a new request (``/health``) until it is refused: 503 ``shutting_down`` with Retry-After (a load
+    balancer retries it elsewhere), while the stream in flight goes on. Serve used to answer 404 for a route gone."""
+    server.signal(signal.SIGTERM)
+    wait_until(lambda: _refused_as_stopping(server.url), 30, "a new request refused while the server stops")
+
+
+def _refused_as_stopping(url: str) -> bool:
+    answer = httpx.get(f"{url}/health", timeout=10)
+    if answer.status_code == 200:  # the signal is still on its way
+        return False
+    assert answer.status_code == 503 and answer.json()["error"] == "shutting_down", (answer, answer.text[:300])
+    assert int(answer.headers["retry-after"]) > 0, answer.headers
+    # the router closes the connection; HAProxy keeps its client's open and picks a server per request
+    assert answer.headers.get("connection", "close") == "close", answer.headers
+    return True
 
 
 def _force_stop(server: Server) -> None:
