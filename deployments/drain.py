@@ -29,34 +29,59 @@ SIGNAL_NAME = "rag-drain"
 SIGNAL_NAMESPACE = "rag-ray"
 # what a router's requests in flight get at a stop: its drain here, and Serve's graceful_shutdown_timeout_s
 DRAIN_TIMEOUT_S = 20.0
+PROBE_EVERY_S = 1.0  # how often a stop checks that the replicas it waits for are alive
 
 
 class DrainSignal:
     """Router replicas register by waiting in ``until_stop``; ``stop`` wakes them all and returns once every one
-    of them has reported ``done`` (its requests in flight answered) or ``timeout_s`` has passed."""
+    of them has reported ``done`` (its requests in flight answered), has died, or ``timeout_s`` has passed."""
 
     def __init__(self) -> None:
         self._stopping = asyncio.Event()
-        self._busy: set[str] = set()
+        self._busy: dict[str, Any] = {}  # replica -> its actor handle (None: not probed)
         self._all_done = asyncio.Event()
 
-    async def until_stop(self, replica: str) -> None:
-        self._busy.add(replica)
+    async def until_stop(self, replica: str, actor: Any = None) -> None:
+        self._busy[replica] = actor
         self._all_done.clear()
         await self._stopping.wait()
 
     def done(self, replica: str) -> None:
-        self._busy.discard(replica)
+        self._busy.pop(replica, None)
         if not self._busy:
             self._all_done.set()
 
-    async def stop(self, timeout_s: float) -> list[str]:
-        """The replicas still busy after ``timeout_s`` (a replica that died while registered stays in the list)."""
-        self._stopping.set()
-        if self._busy:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._all_done.wait(), timeout_s)
+    def busy(self) -> list[str]:
         return sorted(self._busy)
+
+    async def stop(self, timeout_s: float) -> list[str]:
+        """The replicas still busy after ``timeout_s``. One that crashed (or that Serve stopped without its
+        destructor) never reports: it is found dead by a probe every ``PROBE_EVERY_S`` and not waited for."""
+        self._stopping.set()
+        deadline = time.monotonic() + timeout_s
+        while self._busy and (left := deadline - time.monotonic()) > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._all_done.wait(), min(left, PROBE_EVERY_S))
+            await self._forget_the_dead()
+        return self.busy()
+
+    async def _forget_the_dead(self) -> None:
+        probed = {replica: actor for replica, actor in self._busy.items() if actor is not None}
+        alive = await asyncio.gather(*(_alive(actor) for actor in probed.values()))
+        for replica, is_alive in zip(probed, alive, strict=True):
+            if not is_alive:
+                self.done(replica)
+
+
+async def _alive(actor: Any) -> bool:
+    """False only when Ray says the actor is dead; a busy one may take its time to answer."""
+    try:
+        await asyncio.wait_for(actor.__ray_ready__.remote(), PROBE_EVERY_S)
+    except ray.exceptions.RayActorError:
+        return False
+    except TimeoutError:
+        pass
+    return True
 
 
 def start_signal() -> Any:
@@ -83,8 +108,8 @@ def drain_routers(signal: Any, timeout_s: float = DRAIN_TIMEOUT_S) -> None:
 
 class DrainRelay:
     """In a router replica: begins its ``Drain`` when the server stops, and reports once the replica's requests in
-    flight are answered. A replica Serve stops on its own (scaled down, replaced) withdraws, so the stop does not
-    wait for it; one that crashed is waited for until the timeout."""
+    flight are answered. A replica Serve stops on its own (scaled down, replaced) withdraws, and one that crashed is
+    found dead, so the stop waits for neither."""
 
     def __init__(self, signal: Any, drain: Drain):
         self.signal, self.drain, self.replica = signal, drain, uuid.uuid4().hex
@@ -100,7 +125,7 @@ class DrainRelay:
 
     async def _relay(self) -> None:
         try:
-            await self.signal.until_stop.remote(self.replica)
+            await self.signal.until_stop.remote(self.replica, ray.get_runtime_context().current_actor)
             self.drain.begin()
             await self.drain.until_idle()
         except ray.exceptions.RayActorError:  # the server that owned the signal is gone: Serve goes with it

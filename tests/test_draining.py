@@ -5,7 +5,9 @@ End to end on Ray, with SIGTERM during a stream: ``test_server_lifecycle.py``.""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 
@@ -84,3 +86,25 @@ def test_the_stop_gives_up_on_a_router_that_never_reports() -> None:
         return left
 
     assert asyncio.run(scenario()) == ["crashed"]
+
+
+def test_the_stop_does_not_wait_for_a_router_that_crashed(ray_local: None) -> None:
+    """On Ray: a router replica killed while registered never reports, and the stop finds it dead instead of
+    waiting out the drain timeout (which, with Serve's stop after it, would overrun RAG_SHUTDOWN_GRACE_S)."""
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class Router:
+        async def follow(self, signal: Any) -> None:
+            await signal.until_stop.remote("crashed", ray.get_runtime_context().current_actor)
+
+    signal: Any = ray.remote(DrainSignal).options(num_cpus=0).remote()
+    router = Router.remote()  # type: ignore[attr-defined]
+    router.follow.remote(signal)
+    deadline = time.monotonic() + 60
+    while ray.get(signal.busy.remote()) != ["crashed"]:
+        assert time.monotonic() < deadline, "the router never registered"
+        time.sleep(0.05)
+    ray.kill(router)
+    assert ray.get(signal.stop.remote(timeout_s=120), timeout=180) == []
+    ray.kill(signal)
