@@ -13,13 +13,16 @@ from typing import Any
 from ray import serve
 from ray.serve import Application, Deployment
 
-from deployments.drain import DRAIN_TIMEOUT_S
 from deployments.embedder import BATCH_WAIT_S, MAX_BATCH_SIZE, EmbedderDeployment
 from deployments.evaluator import EvaluatorDeployment
 from deployments.llm import LLMDeployment
 from deployments.router import RouterDeployment
 from rag_ray.config import Settings, load_settings
 from rag_ray.providers.config import ProviderSpec, configured_llm_specs
+
+# what a router replica's requests in flight get when Serve stops that replica on its own (scaled down, replaced);
+# at the server's stop, deployments/drain.py has answered or cut them first (RAG_SHUTDOWN_IN_FLIGHT_S)
+ROUTER_STOP_S = 20.0
 
 
 @dataclass(frozen=True)
@@ -116,7 +119,7 @@ def build_app(settings: Settings, options: DeploymentOptions | None = None,
     return _deployment(serve.ingress()(RouterDeployment)).options(
         name="router", ray_actor_options={"num_cpus": opts.router_cpus},
         max_ongoing_requests=opts.router_max_ongoing_requests, max_queued_requests=opts.max_queued_requests,
-        graceful_shutdown_timeout_s=DRAIN_TIMEOUT_S, **opts.lifecycle(),
+        graceful_shutdown_timeout_s=ROUTER_STOP_S, **opts.lifecycle(),
     ).bind(settings, embedder, llms, evaluator)
 
 

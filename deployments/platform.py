@@ -69,7 +69,7 @@ class RayPlatform:
                 stop.wait()
             finally:
                 try:
-                    drain_routers(drain)  # new requests get 503 while those in flight finish, backends up
+                    drain_routers(drain, settings.in_flight_s())  # new requests get 503; those in flight finish
                     finish_in_flight()
                     stop_serve()
                 finally:

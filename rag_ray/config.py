@@ -26,6 +26,7 @@ PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret", "your-secret-key",
 
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 DEFAULT_LLM_MODEL = "SmolLM2-135M-Instruct"
+STOP_RESERVE_S = 10.0  # of RAG_SHUTDOWN_GRACE_S, for what a stop on Ray does after the requests in flight (~5–9 s)
 # A SQLite metadata DB's durability under WAL. NORMAL: every commit atomic and consistent, surviving a crash of any
 # process, without the fsync FULL pays on each commit (14 ms vs 0.04 ms a commit measured on this project's CI disk,
 # where a RAG request's usage, answer and conversation rows are commits); a power loss may roll back the last commits.
@@ -120,6 +121,9 @@ class Settings(BaseSettings):
     # for the requests in flight. Serve's own default (RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S, 30 s, meant for
     # external load balancers) outlasted RAG_SHUTDOWN_GRACE_S, so every stop of a haproxy server was a forced one.
     serve_drain_s: float = Field(2.0, ge=0, validation_alias="RAG_SERVE_DRAIN_S")
+    # on Ray: seconds the requests in flight at a stop get to finish (new ones get 503 meanwhile) before they are cut,
+    # so the rest of the stop fits in the grace; unset: the grace less STOP_RESERVE_S, at least half of it
+    shutdown_in_flight_s: float | None = Field(None, ge=0, validation_alias="RAG_SHUTDOWN_IN_FLIGHT_S")
 
     # --- Vector store ---
     milvus_uri: str | None = Field(None, validation_alias="MILVUS_URI")
@@ -384,11 +388,26 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _check_in_flight_fits_the_grace(self) -> Settings:
+        if self.shutdown_in_flight_s is not None and self.shutdown_in_flight_s >= self.shutdown_grace_s:
+            raise ValueError(f"RAG_SHUTDOWN_IN_FLIGHT_S ({self.shutdown_in_flight_s:g}) must be below "
+                             f"RAG_SHUTDOWN_GRACE_S ({self.shutdown_grace_s:g}): the rest of the stop (Serve, Ray, "
+                             f"Milvus Lite) takes ~{STOP_RESERVE_S:g}s after the requests in flight")
+        return self
+
+    @model_validator(mode="after")
     def _check_vector_index(self) -> Settings:
         self.vector_index()  # a ConfigError naming RAG_MILVUS_IVF_NPROBE when it exceeds RAG_MILVUS_IVF_NLIST
         return self
 
     # ---- derived values ----
+    def in_flight_s(self) -> float:
+        """What the requests in flight get at a stop: ``RAG_SHUTDOWN_IN_FLIGHT_S``, else the grace less the time the
+        rest of a stop on Ray takes (15 s of the default 25), at least half the grace."""
+        if self.shutdown_in_flight_s is not None:
+            return self.shutdown_in_flight_s
+        return max(self.shutdown_grace_s - STOP_RESERVE_S, self.shutdown_grace_s / 2)
+
     def vector_index(self) -> VectorIndex:
         """The store's index settings (a ConfigError naming the setting when they contradict each other)."""
         from rag_ray.store.milvus import VectorIndex

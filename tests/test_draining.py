@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
 
 from deployments.drain import DrainSignal
 from rag_ray.api.app import create_app
@@ -58,22 +59,55 @@ def test_new_requests_get_503_while_those_in_flight_finish(make_settings: Callab
     assert fake.calls == 1  # the refused chat never reached the model
 
 
+def test_requests_still_running_when_their_time_is_up_are_cut_with_503_and_their_work_stops(
+        make_settings: Callable[..., Settings], fake_store: ChunkStore) -> None:
+    fake = FakeLLM("echo", delay_s=300.0)
+    app = create_app(compose(make_settings(mask_pii=False), store=fake_store, engine=fake))
+    drain = app.state.drain
+
+    async def scenario() -> tuple[httpx.Response, int]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            held = asyncio.create_task(client.post("/chat", json=CHAT, headers=ADMIN))
+            await asyncio.wait_for(_until(lambda: fake.active_generations == 1), 30)
+            drain.begin()
+            cut = drain.cut()
+            answered = await asyncio.wait_for(held, 30)
+            await asyncio.wait_for(drain.until_idle(), 30)
+            return answered, cut
+
+    answered, cut = asyncio.run(scenario())
+    assert cut == 1 and drain.in_flight == 0
+    assert answered.status_code == 503, answered.text
+    assert answered.json()["error"] == "shutting_down" and "RAG_SHUTDOWN_IN_FLIGHT_S" in answered.json()["message"]
+    assert fake.cancelled == 1 and fake.active_generations == 0  # the model stopped, not left running
+
+
+def test_in_flight_time_defaults_to_the_grace_less_the_rest_of_the_stop(make_settings: Callable[..., Settings]) -> None:
+    assert make_settings().in_flight_s() == 15  # of the default 25 s grace
+    assert make_settings(shutdown_grace_s=60).in_flight_s() == 50
+    assert make_settings(shutdown_grace_s=8).in_flight_s() == 4  # at least half the grace
+    assert make_settings(shutdown_in_flight_s=3).in_flight_s() == 3
+    with pytest.raises(ValueError, match=r"RAG_SHUTDOWN_IN_FLIGHT_S \(25\) must be below RAG_SHUTDOWN_GRACE_S \(25\)"):
+        make_settings(shutdown_in_flight_s=25)
+
+
 def test_the_stop_waits_for_every_router_to_finish_and_not_for_one_that_withdrew() -> None:
     async def scenario() -> tuple[list[str], bool]:
         signal = DrainSignal()
         waiting = [asyncio.create_task(signal.until_stop(name)) for name in ("a", "b", "c")]
         await asyncio.sleep(0)  # each registers
         signal.done("c")  # Serve stopped that one on its own (scaled down)
-        stopping = asyncio.create_task(signal.stop(timeout_s=30))
-        await asyncio.gather(*waiting)  # every router is told
+        stopping = asyncio.create_task(signal.stop(in_flight_s=30))
+        told = await asyncio.gather(*waiting)  # every router is told, with the time its requests get
         signal.done("a")
         await asyncio.sleep(0)
         still_waiting = not stopping.done()
-        signal.done("b")
-        return await stopping, still_waiting
+        signal.done("b", cut=2)
+        return told, await stopping, still_waiting
 
-    left, waited_for_b = asyncio.run(scenario())
-    assert left == [] and waited_for_b
+    told, (left, cut), waited_for_b = asyncio.run(scenario())
+    assert told == [30, 30, 30]
+    assert left == [] and cut == 2 and waited_for_b
 
 
 def test_the_stop_gives_up_on_a_router_that_never_reports() -> None:
@@ -81,7 +115,7 @@ def test_the_stop_gives_up_on_a_router_that_never_reports() -> None:
         signal = DrainSignal()
         registered = asyncio.create_task(signal.until_stop("crashed"))
         await asyncio.sleep(0)
-        left = await signal.stop(timeout_s=0.05)
+        left, _ = await signal.stop(in_flight_s=0.05)
         await registered  # told, but it never reports done
         return left
 
@@ -106,5 +140,5 @@ def test_the_stop_does_not_wait_for_a_router_that_crashed(ray_local: None) -> No
         assert time.monotonic() < deadline, "the router never registered"
         time.sleep(0.05)
     ray.kill(router)
-    assert ray.get(signal.stop.remote(timeout_s=120), timeout=180) == []
+    assert ray.get(signal.stop.remote(in_flight_s=120), timeout=180) == ([], 0)
     ray.kill(signal)

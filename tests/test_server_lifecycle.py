@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -38,6 +39,8 @@ GRACE_S = 5.0
 # the fake LLM streams its echo a word every half second: a 6-word question keeps a stream open ~3.5 s
 SLOW_STREAM_LLM = json.dumps([{"id": "fake:echo", "options": {"token_delay_s": 0.5}}])
 LONG_QUESTION = {"messages": [{"role": "user", "content": " ".join(["word"] * 6)}]}
+# the echo takes a question's first 200 characters: 100 words, a ~50 s stream
+ENDLESS_QUESTION = {"messages": [{"role": "user", "content": " ".join(["w"] * 100)}]}
 
 
 def server_env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -227,10 +230,11 @@ def test_sigterm_on_the_ray_platform_stops_ray_and_milvus_in_order(tmp_path, ser
     shutdown closed the proxy at once) — a stream, and an ensemble whose evaluator call comes after the signal (the
     deployments stay up until the routers are done) — while new ones get 503, then stops Serve, the local Ray and
     Milvus Lite and exits 0, printing nothing that reads like a failure."""
-    grace_s = 60.0  # Serve drains and Ray stops in ~15 s on 2 busy cores
+    grace_s, in_flight_s = 60.0, 20.0  # Serve drains and Ray stops in ~15 s on 2 busy cores
     llms = json.dumps([*json.loads(SLOW_STREAM_LLM), {"id": "fake:slow", "options": {"delay_s": 4}}])
     env = {k: v for k, v in server_env(tmp_path, RAG_PLATFORM="ray", RAY_ENABLE_UV_RUN_RUNTIME_ENV="0",
-                                       RAG_SHUTDOWN_GRACE_S=str(grace_s), RAG_LLM_PROVIDERS=llms).items()
+                                       RAG_SHUTDOWN_GRACE_S=str(grace_s), RAG_SHUTDOWN_IN_FLIGHT_S=str(in_flight_s),
+                                       RAG_LLM_PROVIDERS=llms).items()
            if k != "RAY_ADDRESS"}
     server = Server([str(BIN / "rag-server")], env, tmp_path)
     servers.append(server)
@@ -238,17 +242,22 @@ def test_sigterm_on_the_ray_platform_stops_ray_and_milvus_in_order(tmp_path, ser
     children = _children(server.proc.pid)
     assert len(children) >= 3, "Milvus Lite, the GCS and the raylet at least"
     token = admin_token(server)
-    with ThreadPoolExecutor(1) as pool:  # both LLMs answer, fake:slow after 4 s; then the evaluator scores them
+    with ThreadPoolExecutor(2) as pool:  # both LLMs answer, fake:slow after 4 s; then the evaluator scores them
         ensemble = pool.submit(httpx.post, f"{server.url}/generate/ensemble", timeout=60,
                                headers={"Authorization": f"Bearer {token}"},
                                json={"query": "what is in the index?", "ensemble_size": 2})
+        # a ~50 s stream: still running when its 20 s are up, so it is cut and the stop goes on in order
+        endless = pool.submit(stream_across, server, token, lambda: None, ENDLESS_QUESTION)
         wait_until(lambda: metric(server.url, "rag_http_requests_in_flight",
-                                  headers={"Authorization": f"Bearer {token}"}) >= 2,
-                   30, "the ensemble in flight (and this scrape)")
+                                  headers={"Authorization": f"Bearer {token}"}) >= 3,
+                   30, "the ensemble and the long stream in flight (and this scrape)")
         events = stream_across(server, token, lambda: _stop_refusing_new_requests(server))
         scored = ensemble.result()
+        cut = endless.result()
     assert events[-1] == "event: done", events
     assert scored.status_code == 200 and scored.json()["response"], scored.text[:500]
+    assert "event: done" not in cut and len(cut) < 90, cut  # ended after its time, not answered in full
+    server.wait_line(rf"1 request\(s\) still running after {in_flight_s:g}s were cut \(RAG_SHUTDOWN_IN_FLIGHT_S\)")
     server.wait_line(r"drained in \d")  # the stop says when the routers were done, before Serve's own stop
     assert server.proc.wait(timeout=grace_s + 30) == 0, server.text()[-3000:]
     assert "graceful_shutdown failed" not in server.text()  # serve.shutdown()'s line at every stop: not an error
@@ -365,12 +374,13 @@ def admin_token(server: Server) -> str:
                           timeout=30).json()["access_token"])
 
 
-def stream_across(server: Server, token: str, stop: Callable[[], None]) -> list[str]:
-    """The events of a ~3.5 s /chat/stream during which ``stop()`` runs: called once the first event has arrived (the
-    server holds the request), the rest read after it until the stream ends or is cut."""
+def stream_across(server: Server, token: str, stop: Callable[[], None],
+                  question: dict[str, Any] = LONG_QUESTION) -> list[str]:
+    """The events of a /chat/stream (~3.5 s) during which ``stop()`` runs: called once the first event has arrived
+    (the server holds the request), the rest read after it until the stream ends or is cut."""
     events: list[str] = []
     with httpx.stream("POST", f"{server.url}/chat/stream", headers={"Authorization": f"Bearer {token}"},
-                      json=LONG_QUESTION, timeout=60) as streamed:
+                      json=question, timeout=120) as streamed:
         assert streamed.status_code == 200, streamed.read()[:500]
         lines = (line for line in streamed.iter_lines() if line.startswith("event:"))
         events.append(next(lines))

@@ -2,48 +2,72 @@
 ``Connection: close``), ``/health`` included, so a load balancer sends it elsewhere; the requests in flight finish
 with every backend still up. ``Drain.until_idle()`` says when the last of them is done.
 
-Whoever stops the server calls ``Drain.begin()``: on Ray, ``deployments/drain.py`` relays it to every router replica.
+Whoever stops the server calls ``Drain.begin()`` (on Ray, ``deployments/drain.py`` relays it to every router
+replica) and, once the requests in flight have had their time (``RAG_SHUTDOWN_IN_FLIGHT_S``), ``Drain.cut()``: each
+is cancelled with all the work it awaits, and ends with a 503 (or, a stream already under way, its end), so the rest
+of the stop fits in ``RAG_SHUTDOWN_GRACE_S`` instead of being forced.
 """
 
 from __future__ import annotations
 
 import asyncio
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rag_ray.api.errors import error_response
 from rag_ray.errors import ShuttingDown
 
 RETRY_AFTER_S = 5.0  # about how long a restart takes to answer again (or a load balancer to drop this server)
+CUT = "the server is shutting down: RAG_SHUTDOWN_IN_FLIGHT_S has passed"
 
 
 class Drain:
-    """Whether this app takes new requests, and how many it is still answering."""
+    """Whether this app takes new requests, and the requests it is still answering (each one's task)."""
 
     def __init__(self) -> None:
         self.draining = False
-        self.in_flight = 0
+        self._requests: set[asyncio.Task[object]] = set()
+        self._cut: set[asyncio.Task[object]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._requests)
 
     def begin(self) -> None:
         self.draining = True
 
-    def enter(self) -> None:
-        self.in_flight += 1
+    def enter(self) -> asyncio.Task[object]:
+        task = asyncio.current_task()
+        if task is None:  # never under an ASGI server: each request runs in a task
+            raise RuntimeError("a request outside a task cannot be drained")
+        self._requests.add(task)
         self._idle.clear()
+        return task
 
-    def leave(self) -> None:
-        self.in_flight -= 1
-        if not self.in_flight:
+    def leave(self, task: asyncio.Task[object]) -> None:
+        self._requests.discard(task)
+        self._cut.discard(task)
+        if not self._requests:
             self._idle.set()
 
     async def until_idle(self) -> None:
         await self._idle.wait()
 
+    def cut(self) -> int:
+        """Cancel every request still in flight; how many there were."""
+        self._cut |= self._requests
+        for task in self._requests:
+            task.cancel(CUT)
+        return len(self._requests)
+
+    def was_cut(self, task: asyncio.Task[object]) -> bool:
+        return task in self._cut
+
 
 class DrainGate:
-    """ASGI middleware: counts the requests in flight, and answers new ones 503 while draining."""
+    """ASGI middleware: tracks the requests in flight, answers new ones 503 while draining, and ends those cut."""
 
     def __init__(self, app: ASGIApp, drain: Drain):
         self.app = app
@@ -54,13 +78,35 @@ class DrainGate:
             await self.app(scope, receive, send)
             return
         if self.drain.draining:
-            refused = error_response(ShuttingDown("the server is shutting down; retry the request",
-                                                  retry_after=RETRY_AFTER_S))
-            refused.headers["Connection"] = "close"  # the client's next try opens a connection, maybe elsewhere
-            await refused(scope, receive, send)
+            await _shutting_down("the server is shutting down; retry the request")(scope, receive, send)
             return
-        self.drain.enter()
+        started = False
+
+        async def noting_start(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        task = self.drain.enter()
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, noting_start)
+        except asyncio.CancelledError:
+            if not self.drain.was_cut(task) or task.uncancel() > 0:  # cancelled for another reason too
+                raise
+            await _end_cut(started, scope, receive, send)
         finally:
-            self.drain.leave()
+            self.drain.leave(task)
+
+
+def _shutting_down(message: str) -> ASGIApp:
+    refused = error_response(ShuttingDown(message, retry_after=RETRY_AFTER_S))
+    refused.headers["Connection"] = "close"  # the client's next try opens a connection, maybe elsewhere
+    return refused
+
+
+async def _end_cut(started: bool, scope: Scope, receive: Receive, send: Send) -> None:
+    """A cut request's 503, or the end of its response (a stream) where that has begun."""
+    if started:
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    else:
+        await _shutting_down(f"{CUT}; retry the request")(scope, receive, send)
