@@ -120,29 +120,31 @@ class DrainRelay:
     time is up, and reports once none is left. A replica Serve stops on its own (scaled down, replaced) withdraws,
     and one that crashed is found dead, so the stop waits for neither."""
 
-    def __init__(self, signal: Any, drain: Drain):
-        self.signal, self.drain, self.replica = signal, drain, uuid.uuid4().hex
+    def __init__(self, signal: Any, drain: Drain, actor: Any = None):
+        """``actor``: this replica's handle, by which the stop can tell that it died."""
+        self.signal, self.drain, self.actor, self.replica = signal, drain, actor, uuid.uuid4().hex
         self.task = asyncio.get_running_loop().create_task(self._relay())
 
     @classmethod
     def follow(cls, drain: Drain) -> DrainRelay | None:
         """None when no server signal exists (Serve run without ``rag-server``)."""
         try:
-            return cls(ray.get_actor(SIGNAL_NAME, namespace=SIGNAL_NAMESPACE), drain)
+            signal = ray.get_actor(SIGNAL_NAME, namespace=SIGNAL_NAMESPACE)
         except ValueError:
             return None
+        return cls(signal, drain, ray.get_runtime_context().current_actor)
 
     async def _relay(self) -> None:
         try:
-            in_flight_s = await self.signal.until_stop.remote(self.replica, ray.get_runtime_context().current_actor)
+            in_flight_s = await self.signal.until_stop.remote(self.replica, self.actor)
         except ray.exceptions.RayActorError:  # the server that owned the signal is gone: Serve goes with it
             return
         self.drain.begin()
-        cut = 0
-        try:
-            await asyncio.wait_for(self.drain.until_idle(), in_flight_s)
-        except TimeoutError:
-            cut = self.drain.cut()
+        if self.drain.in_flight:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.drain.until_idle(), in_flight_s)
+        cut = self.drain.cut()
+        if cut:
             log.warning("%d request(s) still running after %gs cut (RAG_SHUTDOWN_IN_FLIGHT_S)", cut, in_flight_s)
             await self.drain.until_idle()
         self._report_done(cut)

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from deployments.drain import DrainSignal
+from deployments.drain import DrainRelay, DrainSignal
 from rag_ray.api.app import create_app
 from rag_ray.config import Settings
 from rag_ray.llm.fake import FakeLLM
@@ -80,6 +80,40 @@ def test_requests_still_running_when_their_time_is_up_are_cut_with_503_and_their
     assert answered.status_code == 503, answered.text
     assert answered.json()["error"] == "shutting_down" and "RAG_SHUTDOWN_IN_FLIGHT_S" in answered.json()["message"]
     assert fake.cancelled == 1 and fake.active_generations == 0  # the model stopped, not left running
+
+
+class _Call:
+    def __init__(self, method: Callable[..., Any]):
+        self.remote = method
+
+
+class InProcessSignal:
+    """A ``DrainSignal`` reached the way a router reaches the actor (``signal.method.remote(...)``), in this loop."""
+
+    def __init__(self, signal: DrainSignal):
+        self.until_stop, self.done = _Call(signal.until_stop), _Call(signal.done)
+
+
+def test_a_router_cuts_what_outlasts_its_time_and_an_idle_one_cuts_nothing(
+        make_settings: Callable[..., Settings], fake_store: ChunkStore) -> None:
+    fake = FakeLLM("echo", delay_s=300.0)
+    busy_app = create_app(compose(make_settings(mask_pii=False), store=fake_store, engine=fake))
+    idle_app = create_app(compose(make_settings(mask_pii=False), store=fake_store, engine=fake))
+
+    async def scenario() -> tuple[tuple[list[str], int], httpx.Response]:
+        signal = DrainSignal()
+        relays = [DrainRelay(InProcessSignal(signal), app.state.drain) for app in (busy_app, idle_app)]
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=busy_app), base_url="http://t") as client:
+            held = asyncio.create_task(client.post("/chat", json=CHAT, headers=ADMIN))
+            await asyncio.wait_for(_until(lambda: fake.active_generations == 1 and len(signal.busy()) == 2), 30)
+            stopped = await asyncio.wait_for(signal.stop(in_flight_s=0.2), 30)
+            await asyncio.gather(*(relay.task for relay in relays))
+            return stopped, await held
+
+    (left, cut), answered = asyncio.run(scenario())
+    assert left == [] and cut == 1  # the busy router's chat; the idle router reported at once, nothing cut
+    assert answered.status_code == 503 and answered.json()["error"] == "shutting_down", answered.text
+    assert fake.cancelled == 1
 
 
 def test_in_flight_time_defaults_to_the_grace_less_the_rest_of_the_stop(make_settings: Callable[..., Settings]) -> None:
