@@ -145,6 +145,24 @@ class ServeApp:
         return {"Authorization": f"Bearer {token or self.admin_token}"}
 
 
+def _until_answering(url: str, timeout_s: float = 120.0) -> None:
+    """``serve.run`` returns once the app runs, but in HAProxy mode the ingress may still be reloading its config (a
+    new process): a request in that window is dropped unanswered (seen once in CI)."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(url, timeout=10).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, f"{url} did not answer 200 within {timeout_s:g}s"
+        time.sleep(0.2)  # polling the ingress until it answers
+
+
 def _start_serve(port: int) -> None:
     """Start Serve's HTTP proxy; on a loaded 2-core box its first proxy can be killed before it runs."""
     import ray
@@ -180,5 +198,6 @@ def serve_app(ray_local: None, milvus_uri: str, tmp_path_factory: pytest.TempPat
     _start_serve(settings.api_port)
     serve.run(build_app(settings, small_deployment_options()), name="rag", route_prefix="/", blocking=False)
     url = f"http://127.0.0.1:{settings.api_port}"
+    _until_answering(f"{url}/health")
     yield ServeApp(url, settings, "admin-pass-123")
     serve.delete("rag")
