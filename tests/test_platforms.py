@@ -81,13 +81,16 @@ def test_serve_on_the_local_platform_answers_and_stops_on_ctrl_c(tmp_path):
 
 
 def _clear_haproxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every variable ``ingress`` sets for HAProxy, unset for the test and restored after it."""
+    """Every variable ``ingress`` sets for HAProxy, unset for the test and restored after it. Set first: ``delenv``
+    of an unset variable records nothing, and what ``ingress`` then set leaked into the session's later Ray (whose
+    Serve ran HAProxy)."""
     from deployments.platform import DRAIN_VARIABLE, HAPROXY_REQUEST_METRICS_VARIABLE, HAPROXY_SIDE_PORTS
 
     for variable in ("RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC", "RAY_SERVE_HAPROXY_SOCKET_PATH",
                      "RAY_SERVE_HAPROXY_SERVER_STATE_BASE", "RAY_SERVE_HAPROXY_SERVER_STATE_FILE", DRAIN_VARIABLE,
                      HAPROXY_REQUEST_METRICS_VARIABLE, *HAPROXY_SIDE_PORTS):
-        monkeypatch.delenv(variable, raising=False)
+        monkeypatch.setenv(variable, "")
+        monkeypatch.delenv(variable)
 
 
 def test_the_haproxy_ingress_hands_serve_the_drain_setting(monkeypatch, tmp_path):
