@@ -23,13 +23,12 @@ from typing import Any
 
 import ray
 
-from rag_ray.api.draining import Drain
+from rag_ray.api.draining import CUT_UNWIND_S, Drain, drain_then_cut
 
 log = logging.getLogger(__name__)
 SIGNAL_NAME = "rag-drain"
 SIGNAL_NAMESPACE = "rag-ray"
 PROBE_EVERY_S = 1.0  # how often a stop checks that the replicas it waits for are alive
-CUT_UNWIND_S = 5.0  # how long the cut requests get to unwind (cancellation reaches their backend calls)
 
 
 class DrainSignal:
@@ -139,15 +138,7 @@ class DrainRelay:
             in_flight_s = await self.signal.until_stop.remote(self.replica, self.actor)
         except ray.exceptions.RayActorError:  # the server that owned the signal is gone: Serve goes with it
             return
-        self.drain.begin()
-        if self.drain.in_flight:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.drain.until_idle(), in_flight_s)
-        cut = self.drain.cut()
-        if cut:
-            log.warning("%d request(s) still running after %gs cut (RAG_SHUTDOWN_IN_FLIGHT_S)", cut, in_flight_s)
-            await self.drain.until_idle()
-        self._report_done(cut)
+        self._report_done(await drain_then_cut(self.drain, in_flight_s))
 
     def withdraw(self) -> None:
         with contextlib.suppress(RuntimeError):  # at interpreter exit, the loop may be closed already

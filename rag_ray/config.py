@@ -121,7 +121,7 @@ class Settings(BaseSettings):
     # for the requests in flight. Serve's own default (RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S, 30 s, meant for
     # external load balancers) outlasted RAG_SHUTDOWN_GRACE_S, so every stop of a haproxy server was a forced one.
     serve_drain_s: float = Field(2.0, ge=0, validation_alias="RAG_SERVE_DRAIN_S")
-    # on Ray: seconds the requests in flight at a stop get to finish (new ones get 503 meanwhile) before they are cut,
+    # seconds the requests in flight at a stop get to finish (new ones get 503 meanwhile) before they are cut,
     # so the rest of the stop fits in the grace; unset: the grace less STOP_RESERVE_S, at least half of it
     shutdown_in_flight_s: float | None = Field(None, ge=0, validation_alias="RAG_SHUTDOWN_IN_FLIGHT_S")
 

@@ -426,7 +426,7 @@ def _signal_until_exit(server: Server, sig: int) -> bool:
 
 
 def _stuck_request(url: str) -> socket.socket:
-    """A request whose body never completes: uvicorn waits for it on shutdown, however long."""
+    """A request whose body never completes: only the cut at ``RAG_SHUTDOWN_IN_FLIGHT_S`` ends it."""
     host, port = url.removeprefix("http://").split(":")
     sock = socket.create_connection((host, int(port)), timeout=10)
     sock.sendall(b"POST /auth/token HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -434,20 +434,63 @@ def _stuck_request(url: str) -> socket.socket:
     return sock
 
 
+def test_sigterm_on_the_local_platform_drains_and_cuts_as_on_ray(tmp_path, servers):
+    """``RAG_PLATFORM=local`` stops as Ray does: new requests get 503 ``shutting_down`` at once, a stream in flight
+    finishes, and what still runs after ``RAG_SHUTDOWN_IN_FLIGHT_S`` — a ~50 s stream, and a request whose body never
+    comes — is cut (the end of the stream; a 503), so the stop is an orderly one (exit 0), not one forced at the
+    grace. Before, the local server gave every request the whole grace and new ones a refused connection."""
+    grace_s, in_flight_s = 20.0, 6.0
+    env = server_env(tmp_path, RAG_SHUTDOWN_GRACE_S=str(grace_s), RAG_SHUTDOWN_IN_FLIGHT_S=str(in_flight_s),
+                     RAG_LLM_PROVIDERS=SLOW_STREAM_LLM)
+    server = Server([str(BIN / "rag-server")], env, tmp_path)
+    servers.append(server)
+    server.wait_healthy()
+    token = admin_token(server)
+    with ThreadPoolExecutor(1) as pool, _stuck_request(server.url) as stuck:
+        endless = pool.submit(stream_across, server, token, lambda: None, ENDLESS_QUESTION)
+        wait_until(lambda: metric(server.url, "rag_http_requests_in_flight",
+                                  headers={"Authorization": f"Bearer {token}"}) >= 3,
+                   30, "the long stream and the stuck request in flight (and this scrape)")
+        signalled = time.monotonic()
+        events = stream_across(server, token, lambda: _stop_refusing_new_requests(server))
+        cut = endless.result()
+        refused = stuck.recv(4096).decode()
+    assert events[-1] == "event: done", events
+    assert "event: done" not in cut and len(cut) < 40, cut  # ended after its time, not answered in full
+    assert refused.startswith("HTTP/1.1 503") and "RAG_SHUTDOWN_IN_FLIGHT_S" in refused, refused
+    server.wait_line(rf"2 request\(s\) still running after {in_flight_s:g}s cut \(RAG_SHUTDOWN_IN_FLIGHT_S\)")
+    assert server.proc.wait(timeout=grace_s + 10) == 0, server.text()[-3000:]
+    assert time.monotonic() - signalled < grace_s, "the stop should end well within the grace"
+    wait_closed(server.milvus_port, timeout_s=10)
+
+
 @pytest.mark.slow
 def test_a_shutdown_that_overruns_the_grace_period_is_forced(tmp_path, servers):
+    """A part of the stop that hangs — here Milvus Lite, stopped (SIGSTOP) so that it cannot act on SIGTERM — turns
+    it into the forced one at ``RAG_SHUTDOWN_GRACE_S``: exit 1, and what the server started killed."""
     grace_s = 3.0
     env = server_env(tmp_path, RAG_SHUTDOWN_GRACE_S=str(grace_s))
     server = Server([str(BIN / "rag-server")], env, tmp_path)
     servers.append(server)
     server.wait_healthy()
-    with _stuck_request(server.url):
+    milvus = _listener(server.milvus_port)
+    milvus.suspend()
+    try:
         server.signal(signal.SIGTERM)
         assert server.proc.wait(timeout=grace_s + 15) == 1, server.text()
+    finally:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            milvus.resume()
     assert f"not stopped within RAG_SHUTDOWN_GRACE_S={grace_s:g}s" in server.text()
     wait_closed(server.milvus_port, timeout_s=10)
 
 
+def _listener(port: int) -> psutil.Process:
+    """The process accepting connections on ``port``."""
+    for conn in psutil.net_connections("tcp"):
+        if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port and conn.pid is not None:
+            return psutil.Process(conn.pid)
+    raise AssertionError(f"nothing listens on {port}")
 
 GRANDCHILD = """
 import subprocess, sys, time

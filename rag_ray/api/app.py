@@ -53,14 +53,15 @@ def create_app(services: Services, *, proxy_request_id: ProxyRequestId | None = 
     install_error_handlers(app)
     for module in ROUTE_MODULES:  # with limits, budgets and the audit actor on every route
         include_guarded(app, module.router)
-    app.state.drain = Drain()  # begun by whoever stops the server (on Ray: deployments/drain.py)
-    app.add_middleware(DrainGate, drain=app.state.drain)  # inside the metrics: its 503s are counted too
-    app.state.metrics = Metrics()
-    app.add_middleware(RequestMetrics, metrics=app.state.metrics)
     settings = services.settings
     app.add_middleware(BodyGuard, max_bytes=settings.max_request_bytes, max_json_depth=settings.max_json_depth,
                        routes={"/documents/upload": BodyRule.upload(settings.max_upload_bytes)})
     app.add_middleware(RequestDeadlines, rules=deadline_rules(settings), max_timeout_s=settings.max_request_timeout_s)
+    # outside the body guard: a request still sending its body is in flight too, and a stop cuts it like any other
+    app.state.drain = Drain()  # begun by whoever stops the server (local platform, or deployments/drain.py on Ray)
+    app.add_middleware(DrainGate, drain=app.state.drain)
+    app.state.metrics = Metrics()
+    app.add_middleware(RequestMetrics, metrics=app.state.metrics)  # every answer counted: 503s, 504s, 413s too
     # added last: outermost, so every response and log line has the request id
     app.add_middleware(RequestContext, proxy_request_id=proxy_request_id)
     return app

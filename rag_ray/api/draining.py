@@ -2,23 +2,28 @@
 ``Connection: close``), ``/health`` included, so a load balancer sends it elsewhere; the requests in flight finish
 with every backend still up. ``Drain.until_idle()`` says when the last of them is done.
 
-Whoever stops the server calls ``Drain.begin()`` (on Ray, ``deployments/drain.py`` relays it to every router
-replica) and, once the requests in flight have had their time (``RAG_SHUTDOWN_IN_FLIGHT_S``), ``Drain.cut()``: each
-is cancelled with all the work it awaits, and ends with a 503 (or, a stream already under way, its end), so the rest
-of the stop fits in ``RAG_SHUTDOWN_GRACE_S`` instead of being forced.
+Whoever stops the server runs ``drain_then_cut`` (the local platform in its server's loop; on Ray,
+``deployments/drain.py`` relays the stop to every router replica): ``Drain.begin()``, then, once the requests in
+flight have had their time (``RAG_SHUTDOWN_IN_FLIGHT_S``), ``Drain.cut()``: each is cancelled with all the work it
+awaits, and ends with a 503 (or, a stream already under way, its end), so the rest of the stop fits in
+``RAG_SHUTDOWN_GRACE_S`` instead of being forced.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rag_ray.api.errors import error_response
 from rag_ray.errors import ShuttingDown
 
+log = logging.getLogger(__name__)
 RETRY_AFTER_S = 5.0  # about how long a restart takes to answer again (or a load balancer to drop this server)
 CUT = "the server is shutting down: RAG_SHUTDOWN_IN_FLIGHT_S has passed"
+CUT_UNWIND_S = 5.0  # how long the cut requests get to unwind (cancellation reaches their backend calls)
 
 
 class Drain:
@@ -64,6 +69,21 @@ class Drain:
 
     def was_cut(self, task: asyncio.Task[object]) -> bool:
         return task in self._cut
+
+
+async def drain_then_cut(drain: Drain, in_flight_s: float, unwind_s: float = CUT_UNWIND_S) -> int:
+    """Stop taking requests, give those in flight ``in_flight_s`` to finish, then cut the rest and give them
+    ``unwind_s`` to end; how many were cut."""
+    drain.begin()
+    if drain.in_flight:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(drain.until_idle(), in_flight_s)
+    cut = drain.cut()
+    if cut:
+        log.warning("%d request(s) still running after %gs cut (RAG_SHUTDOWN_IN_FLIGHT_S)", cut, in_flight_s)
+        with contextlib.suppress(TimeoutError):  # one that ignores its cancellation must not hold the stop
+            await asyncio.wait_for(drain.until_idle(), unwind_s)
+    return cut
 
 
 class DrainGate:

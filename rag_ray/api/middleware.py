@@ -89,10 +89,19 @@ class RequestContext:
                 _log_access(scope, outcome["status"], (time.perf_counter() - start) * 1000)
 
 
+def _access_level(path: str, status: int) -> int:
+    """ERROR for a failure of the server's own; WARNING for the 503 and 504 it answers by design (overloaded,
+    shutting down, a provider down, a deadline passed) — expected in operation, and each retryable."""
+    if status in (503, 504):
+        return logging.WARNING
+    if status >= 500:
+        return logging.ERROR
+    return logging.DEBUG if path in QUIET_PATHS and status < 400 else logging.INFO
+
+
 def _log_access(scope: Scope, status: int, duration_ms: float) -> None:
     path = scope.get("path", "")
-    level = logging.ERROR if status >= 500 else logging.DEBUG if path in QUIET_PATHS and status < 400 \
-        else logging.INFO
+    level = _access_level(path, status)
     route = getattr(scope.get("route"), "path", None) or path
     principal = scope.get("state", {}).get("principal")
     user = getattr(principal, "user_id", None) or "-"

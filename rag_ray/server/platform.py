@@ -8,6 +8,8 @@ packages declare (``ray`` in this project's pyproject) — so ``rag_ray`` never 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -15,6 +17,7 @@ from contextlib import contextmanager
 from importlib.metadata import entry_points
 from typing import Any, Protocol
 
+from rag_ray.api.draining import Drain, drain_then_cut
 from rag_ray.config import Settings
 from rag_ray.embedding import Embedder
 from rag_ray.errors import ConfigError
@@ -95,27 +98,42 @@ class LocalPlatform:
             return summary
 
     def serve(self, settings: Settings, stop: threading.Event, on_ready: Callable[[str], None]) -> None:
-        import asyncio
-
         import uvicorn
 
+        from rag_ray.api.draining import CUT_UNWIND_S
         from rag_ray.server.backends import LocalBackends
         from rag_ray.server.compose import build_app
 
         app = asyncio.run(build_app(settings, LocalBackends(settings)))
         # uvicorn's own lines go through the process's logging (rag_ray.observability.logs); the app logs each request
         config = uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="warning",
-                                log_config=None, access_log=False)
+                                log_config=None, access_log=False, timeout_graceful_shutdown=int(CUT_UNWIND_S))
         server = uvicorn.Server(config)
-        watcher = threading.Thread(target=_stop_when, args=(stop, server), daemon=True)
-        watcher.start()
         on_ready(f"http://{settings.api_host}:{settings.api_port}")
-        server.run()
+        with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:  # uvloop, as uvicorn.run would
+            runner.run(serve_until(server, app.state.drain, stop, settings.in_flight_s()))
 
 
-def _stop_when(stop: threading.Event, server: Any) -> None:
+async def serve_until(server: Any, drain: Drain, stop: threading.Event, in_flight_s: float) -> None:
+    """Run the uvicorn ``server`` until ``stop`` is set, then drain it as on Ray: new requests get 503, those in
+    flight get ``in_flight_s`` (``RAG_SHUTDOWN_IN_FLIGHT_S``) and are then cut, and only then does uvicorn stop."""
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    threading.Thread(target=_relay_stop, args=(stop, loop, stopping), daemon=True, name="rag-stop").start()
+    serving = asyncio.create_task(server.serve())
+    waiting = asyncio.create_task(stopping.wait())
+    await asyncio.wait({serving, waiting}, return_when=asyncio.FIRST_COMPLETED)
+    waiting.cancel()
+    if not serving.done():
+        await drain_then_cut(drain, in_flight_s)
+        server.should_exit = True
+    await serving
+
+
+def _relay_stop(stop: threading.Event, loop: asyncio.AbstractEventLoop, stopping: asyncio.Event) -> None:
     stop.wait()
-    server.should_exit = True
+    with contextlib.suppress(RuntimeError):  # the loop has closed: the server stopped on its own
+        loop.call_soon_threadsafe(stopping.set)
 
 
 def _guarded(fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
