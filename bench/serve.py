@@ -220,6 +220,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--embed-batch-wait", type=float, default=None,
                         help="the embedder's @serve.batch wait in s (default: DeploymentOptions)")
     parser.add_argument("--encoding", choices=("float", "base64"), default="float")
+    parser.add_argument("--concurrency", type=int, default=CONCURRENCY,
+                        help="/embeddings clients, one text per request (the ratio's name keeps c32)")
     parser.add_argument("--auth-cache-ttl", type=float, default=None, help="RAG_AUTH_CACHE_TTL_S (default: setting)")
     parser.add_argument("--router-batch", type=int, choices=(0, 1), default=None,
                         help="RAG_EMBED_ROUTER_BATCHING (default: setting)")
@@ -277,7 +279,8 @@ def main() -> None:
         served_cores: list[dict[str, float]] = []
         raw_cores: list[float] = []
         for _ in range(args.rounds):  # alternate the sides; best of the rounds on each
-            rate, cores = metered(role, lambda: asyncio.run(served_rate(url, headers, sample, args.encoding)))
+            load = served_rate(url, headers, sample, args.encoding, args.concurrency)
+            rate, cores = metered(role, lambda: asyncio.run(load))  # noqa: B023  (called at once)
             served.append(rate)
             served_cores.append(cores)
             rate, cores = metered(role, lambda: raw_rate(embedder, sample, batch))
@@ -306,7 +309,7 @@ def main() -> None:
               "query_http_p95_ms": round(pct(http_all, 95), 2), "query_inproc_p95_ms": round(pct(inproc_all, 95), 2),
               "embedder_replicas": replicas, "embed_batch_wait_s": options.embed_batch_wait_s,
               "ingress": args.ingress, "throughput_optimized": args.throughput_optimized, "encoding": args.encoding,
-              "rounds": args.rounds,
+              "rounds": args.rounds, "concurrency": args.concurrency,
               "texts_per_round": args.requests, **{k: v for k, v in switches.items()}}
     print(json.dumps(result))
 

@@ -54,6 +54,93 @@ async def _a_lone_call_leaves_at_once_and_later_ones_wait_for_a_return_then_leav
     assert [float(r[0, 0]) for r in results] == [float(len(f"text {i}")) for i in range(10)]
 
 
+async def busy_spell(gatherer: Gatherer, send: RecordingSend, texts: int) -> None:
+    """``texts`` one-text calls at once, all answered: the gatherer has seen that many under way."""
+    calls = [asyncio.create_task(gatherer.submit(((f"busy {i}",), "query"))) for i in range(texts)]
+    await settle()
+    send.release.set()
+    await asyncio.gather(*calls)
+    send.release.clear()
+    send.calls.clear()
+
+
+def test_while_a_call_is_in_flight_a_new_one_waits_for_company():
+    asyncio.run(_while_a_call_is_in_flight_a_new_one_waits_for_company())
+
+
+async def _while_a_call_is_in_flight_a_new_one_waits_for_company() -> None:
+    send = RecordingSend()
+    gatherer = Gatherer(send, steady_in_flight=2, max_in_flight=4, max_texts=64, min_texts=4)
+    await busy_spell(gatherer, send, 8)  # 8 under way over two calls: a call's share is 4 (and min_texts is 4)
+    gatherer.call_s = 3600.0  # calls take an hour: no text runs out of patience in this test
+    calls = [asyncio.create_task(gatherer.submit(((f"text {i}",), "query"))) for i in range(4)]
+    await settle()
+    assert send.sizes == [1], "the first leaves at once; three texts are not company enough for a second call"
+    calls.append(asyncio.create_task(gatherer.submit((("text 4",), "query"))))
+    await settle()
+    assert send.sizes == [1, 4], "with the fourth text waiting, they leave together in the free slot"
+    send.release.set()
+    await asyncio.gather(*calls)
+    assert gatherer.in_flight == 0 and not gatherer.pending
+
+
+def test_a_light_load_does_not_wait_for_company_that_cannot_come():
+    asyncio.run(_a_light_load_does_not_wait_for_company_that_cannot_come())
+
+
+async def _a_light_load_does_not_wait_for_company_that_cannot_come() -> None:
+    send = RecordingSend()
+    gatherer = Gatherer(send, steady_in_flight=2, max_in_flight=4, max_texts=64, min_texts=16)
+    gatherer.call_s = 3600.0
+    calls = [asyncio.create_task(gatherer.submit(((f"text {i}",), "query"))) for i in range(2)]
+    await settle()
+    assert send.sizes == [1, 1], "two clients: each call's share of what is under way is one text"
+    send.release.set()
+    await asyncio.gather(*calls)
+
+
+def test_a_call_without_company_leaves_once_it_has_waited_a_share_of_a_call():
+    asyncio.run(_a_call_without_company_leaves_once_it_has_waited_a_share_of_a_call())
+
+
+async def _a_call_without_company_leaves_once_it_has_waited_a_share_of_a_call() -> None:
+    send = RecordingSend()
+    gatherer = Gatherer(send, steady_in_flight=2, max_in_flight=4, max_texts=64, min_texts=16)
+    await busy_spell(gatherer, send, 32)
+    gatherer.call_s = 0.2  # a call takes 200 ms: a free slot waits at most 50 ms for company
+    loop = asyncio.get_running_loop()
+    first = asyncio.create_task(gatherer.submit((("first",), "query")))
+    await settle()
+    waited_from = loop.time()
+    second = asyncio.create_task(gatherer.submit((("second",), "query")))
+    await settle()
+    assert send.sizes == [1]
+    while len(send.calls) < 2:
+        await asyncio.sleep(0.005)  # the gatherer's own timer sends it
+    assert loop.time() - waited_from >= Gatherer.WAIT_SHARE * 0.2
+    assert send.sizes == [1, 1]
+    send.release.set()
+    await asyncio.gather(first, second)
+
+
+def test_the_patience_follows_how_long_calls_take():
+    asyncio.run(_the_patience_follows_how_long_calls_take())
+
+
+async def _the_patience_follows_how_long_calls_take() -> None:
+    async def quick(items: list[BatchItem]) -> list[np.ndarray]:
+        return [np.zeros((len(texts), 1), np.float32) for texts, _ in items]
+
+    gatherer = Gatherer(quick)
+    assert gatherer.call_s == 0.0, "no call yet: nothing to wait for"
+    await gatherer.submit((("x",), "query"))
+    first = gatherer.call_s
+    assert 0.0 < first < 1.0
+    gatherer.call_s = 10.0
+    await gatherer.submit((("y",), "query"))
+    assert gatherer.call_s == pytest.approx((1 - Gatherer.RECENT) * 10.0, abs=0.2), "a running average, not the last"
+
+
 def test_full_batches_use_the_extra_slots_under_heavy_load():
     asyncio.run(_full_batches_use_the_extra_slots_under_heavy_load())
 
