@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from importlib.metadata import entry_points
 from typing import Any, Protocol
 
-from rag_ray.api.draining import Drain, drain_then_cut
+from rag_ray.api.draining import CUT_UNWIND_S, Drain, drain_then_cut
 from rag_ray.config import Settings
 from rag_ray.embedding import Embedder
 from rag_ray.errors import ConfigError
@@ -100,7 +100,6 @@ class LocalPlatform:
     def serve(self, settings: Settings, stop: threading.Event, on_ready: Callable[[str], None]) -> None:
         import uvicorn
 
-        from rag_ray.api.draining import CUT_UNWIND_S
         from rag_ray.server.backends import LocalBackends
         from rag_ray.server.compose import build_app
 
