@@ -279,8 +279,8 @@ def main() -> None:
         served_cores: list[dict[str, float]] = []
         raw_cores: list[float] = []
         for _ in range(args.rounds):  # alternate the sides; best of the rounds on each
-            load = served_rate(url, headers, sample, args.encoding, args.concurrency)
-            rate, cores = metered(role, lambda: asyncio.run(load))  # noqa: B023  (called at once)
+            rate, cores = metered(role, lambda: asyncio.run(
+                served_rate(url, headers, sample, args.encoding, args.concurrency)))
             served.append(rate)
             served_cores.append(cores)
             rate, cores = metered(role, lambda: raw_rate(embedder, sample, batch))

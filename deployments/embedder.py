@@ -208,13 +208,13 @@ class Gatherer:
         try:
             results = await self.send([call.item for call in batch])
             for call, result in zip(batch, results, strict=True):
-                if not call.future.done():
+                if call.waiting:
                     call.future.set_result(result)
             took = loop.time() - started
             self.call_s = took if self.call_s == 0 else (1 - self.RECENT) * self.call_s + self.RECENT * took
         except Exception as exc:
             for call in batch:
-                if not call.future.done():
+                if call.waiting:
                     call.future.set_exception(exc)
         finally:
             self.in_flight -= 1

@@ -22,6 +22,7 @@ from rag_ray.config import Settings
 from rag_ray.embedding.fake import FakeEmbedder
 from rag_ray.store.lite_server import MilvusLiteServer, free_port
 from rag_ray.store.milvus import ChunkStore
+from tests.job_helpers import wait_until
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 # Passwords hashed in this process use argon2's cheapest parameters: the default's ~0.25 s per hash and per login took
@@ -145,22 +146,13 @@ class ServeApp:
         return {"Authorization": f"Bearer {token or self.admin_token}"}
 
 
-def _until_answering(url: str, timeout_s: float = 120.0) -> None:
-    """``serve.run`` returns once the app runs, but in HAProxy mode the ingress may still be reloading its config (a
-    new process): a request in that window is dropped unanswered (seen once in CI)."""
-    import time
-
+def _answers_200(url: str) -> bool:
     import httpx
 
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            if httpx.get(url, timeout=10).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, f"{url} did not answer 200 within {timeout_s:g}s"
-        time.sleep(0.2)  # polling the ingress until it answers
+    try:
+        return httpx.get(url, timeout=10).status_code == 200
+    except httpx.TransportError:
+        return False
 
 
 def _start_serve(port: int) -> None:
@@ -198,6 +190,8 @@ def serve_app(ray_local: None, milvus_uri: str, tmp_path_factory: pytest.TempPat
     _start_serve(settings.api_port)
     serve.run(build_app(settings, small_deployment_options()), name="rag", route_prefix="/", blocking=False)
     url = f"http://127.0.0.1:{settings.api_port}"
-    _until_answering(f"{url}/health")
+    # serve.run returns once the app runs, but in HAProxy mode the ingress may still be reloading its config (a new
+    # process): a request in that window is dropped unanswered (seen once in CI)
+    wait_until(lambda: _answers_200(f"{url}/health"), 120, "the session's Serve app to answer /health")
     yield ServeApp(url, settings, "admin-pass-123")
     serve.delete("rag")

@@ -268,18 +268,25 @@ def test_sigterm_on_the_ray_platform_stops_ray_and_milvus_in_order(tmp_path, ser
     assert not port_open("127.0.0.1", server.milvus_port)
 
 
+def _listening_pid(port: int) -> int | None:
+    """The process accepting connections on ``port``, if any (one look at the kernel's socket table)."""
+    for conn in psutil.net_connections("tcp"):
+        if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port and conn.pid is not None:
+            return int(conn.pid)
+    return None
+
+
 def _listener_cmdline(port: int, timeout_s: float = 30.0) -> list[str]:
     """The command line of the process accepting connections on ``port`` (127.0.0.1). Polled: Serve reloads HAProxy
     (a new process) as replicas come and go, and in CI one sample found no listener while the new process took the
     socket over, another found a listener that exited before its command line was read."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for conn in psutil.net_connections("tcp"):
-            if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port and conn.pid is not None:
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    return psutil.Process(conn.pid).cmdline()
-        time.sleep(0.2)  # polling the kernel's socket table
-    raise AssertionError(f"nothing listens on {port}")
+    def cmdline() -> list[str] | None:
+        pid = _listening_pid(port)
+        with contextlib.suppress(psutil.NoSuchProcess):
+            return psutil.Process(pid).cmdline() if pid is not None else None
+        return None
+
+    return list(wait_until(cmdline, timeout_s, f"a listener on {port}"))
 
 
 def _haproxy_config(args: list[str]) -> Path:
@@ -487,10 +494,7 @@ def test_a_shutdown_that_overruns_the_grace_period_is_forced(tmp_path, servers):
 
 def _listener(port: int) -> psutil.Process:
     """The process accepting connections on ``port``."""
-    for conn in psutil.net_connections("tcp"):
-        if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port and conn.pid is not None:
-            return psutil.Process(conn.pid)
-    raise AssertionError(f"nothing listens on {port}")
+    return psutil.Process(wait_until(lambda: _listening_pid(port), 30, f"a listener on {port}"))
 
 GRANDCHILD = """
 import subprocess, sys, time

@@ -75,9 +75,8 @@ async def drain_then_cut(drain: Drain, in_flight_s: float, unwind_s: float = CUT
     """Stop taking requests, give those in flight ``in_flight_s`` to finish, then cut the rest and give them
     ``unwind_s`` to end; how many were cut."""
     drain.begin()
-    if drain.in_flight:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(drain.until_idle(), in_flight_s)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(drain.until_idle(), in_flight_s)
     cut = drain.cut()
     if cut:
         log.warning("%d request(s) still running after %gs cut (RAG_SHUTDOWN_IN_FLIGHT_S)", cut, in_flight_s)
